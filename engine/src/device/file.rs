@@ -1,0 +1,226 @@
+//! Opening real devices and the blocking `pread`/`pwrite` backend.
+//!
+//! A regular file is locked with `flock`; a block device is opened `O_EXCL` (the kernel
+//! then refuses mounts and other exclusive opens) and also `flock`ed, so that a second
+//! engine or `spike-backup` is refused either way.
+
+use super::{assert_aligned, Device, IO_ALIGN};
+use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::io::RawFd;
+use std::path::{Path, PathBuf};
+
+/// `BLKGETSIZE64` and `BLKSSZGET` from `<linux/fs.h>`.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+const BLKSSZGET: libc::c_ulong = 0x1268;
+
+/// An open, locked file descriptor with `O_DIRECT`, doing blocking I/O.
+pub struct FileDevice {
+    fd: RawFd,
+    name: String,
+    size_bytes: u64,
+    logical_block_size: u32,
+}
+
+impl FileDevice {
+    pub fn open(path: &Path) -> Result<Self> {
+        let open_err = |reason: String| Error::Open { path: path.to_path_buf(), reason };
+        let c_path = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| open_err("path contains a NUL byte".into()))?;
+        let metadata = std::fs::metadata(path).map_err(|e| open_err(e.to_string()))?;
+        use std::os::unix::fs::FileTypeExt;
+        let is_block = metadata.file_type().is_block_device();
+        if !is_block && !metadata.is_file() {
+            return Err(open_err("neither a block device nor a regular file".into()));
+        }
+        let mut flags = libc::O_RDWR | libc::O_DIRECT | libc::O_CLOEXEC;
+        if is_block {
+            flags |= libc::O_EXCL;
+        }
+        // SAFETY: c_path is a valid NUL-terminated string.
+        let fd = unsafe { libc::open(c_path.as_ptr(), flags) };
+        if fd < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EINVAL) => open_err(
+                    "the file system does not support O_DIRECT; Spike refuses to run through \
+                     the page cache (use a block device or a file on ext4/xfs)"
+                        .into(),
+                ),
+                Some(libc::EBUSY) => Error::DeviceInUse { path: path.to_path_buf() },
+                _ => open_err(err.to_string()),
+            });
+        }
+        let mut device = FileDevice {
+            fd,
+            name: path.display().to_string(),
+            size_bytes: 0,
+            logical_block_size: IO_ALIGN as u32,
+        };
+        // SAFETY: fd is open; flock has no memory effects.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Error::DeviceInUse { path: path.to_path_buf() }
+            } else {
+                open_err(format!("flock: {err}"))
+            });
+        }
+        if is_block {
+            let mut size: u64 = 0;
+            // SAFETY: BLKGETSIZE64 writes one u64 through the pointer.
+            if unsafe { libc::ioctl(fd, BLKGETSIZE64, &mut size as *mut u64) } != 0 {
+                return Err(open_err(format!("BLKGETSIZE64: {}", io::Error::last_os_error())));
+            }
+            let mut sector: libc::c_int = 0;
+            // SAFETY: BLKSSZGET writes one int through the pointer.
+            if unsafe { libc::ioctl(fd, BLKSSZGET, &mut sector as *mut libc::c_int) } != 0 {
+                return Err(open_err(format!("BLKSSZGET: {}", io::Error::last_os_error())));
+            }
+            if sector <= 0 || IO_ALIGN % sector as usize != 0 {
+                return Err(open_err(format!(
+                    "logical block size {sector} does not divide Spike's I/O unit {IO_ALIGN}"
+                )));
+            }
+            device.logical_block_size = sector as u32;
+            device.size_bytes = size;
+        } else {
+            device.size_bytes = metadata.len();
+        }
+        device.size_bytes -= device.size_bytes % IO_ALIGN as u64;
+        Ok(device)
+    }
+
+    pub fn logical_block_size(&self) -> u32 {
+        self.logical_block_size
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    pub(crate) fn io_error(&self, offset: u64, err: io::Error) -> Error {
+        Error::io(&self.name, offset, err)
+    }
+
+    pub(crate) fn check_range(&self, len: usize, offset: u64) -> Result<()> {
+        if offset.checked_add(len as u64).is_none_or(|end| end > self.size_bytes) {
+            return Err(self.io_error(
+                offset,
+                io::Error::new(io::ErrorKind::UnexpectedEof, "access beyond the end of the device"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileDevice {
+    fn drop(&mut self) {
+        // SAFETY: fd is ours and closed exactly once; closing releases the flock.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+impl Device for FileDevice {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        assert_aligned(buf.as_ptr() as usize, buf.len(), offset);
+        self.check_range(buf.len(), offset)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &mut buf[done..];
+            // SAFETY: rest is a valid writable region of rest.len() bytes.
+            let n = unsafe {
+                libc::pread(self.fd, rest.as_mut_ptr().cast(), rest.len(), (offset + done as u64) as i64)
+            };
+            match n {
+                n if n > 0 => done = advance_aligned(done, n as usize),
+                0 => {
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "short read");
+                    return Err(self.io_error(offset + done as u64, eof));
+                }
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if !matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
+                        return Err(self.io_error(offset + done as u64, err));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        assert_aligned(buf.as_ptr() as usize, buf.len(), offset);
+        self.check_range(buf.len(), offset)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = &buf[done..];
+            // SAFETY: rest is a valid readable region of rest.len() bytes.
+            let n = unsafe {
+                libc::pwrite(self.fd, rest.as_ptr().cast(), rest.len(), (offset + done as u64) as i64)
+            };
+            if n > 0 {
+                done = advance_aligned(done, n as usize);
+            } else {
+                let err = io::Error::last_os_error();
+                if n == 0 || !matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
+                    return Err(self.io_error(offset + done as u64, err));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        // SAFETY: fd is open.
+        if unsafe { libc::fdatasync(self.fd) } != 0 {
+            return Err(self.io_error(0, io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "pread/pwrite"
+    }
+}
+
+/// After a short transfer, continue from the last aligned offset: direct I/O must stay
+/// aligned, and redoing a partial unit is harmless.
+pub(crate) fn advance_aligned(done: usize, transferred: usize) -> usize {
+    let next = (done + transferred) / IO_ALIGN * IO_ALIGN;
+    if next == done {
+        // Less than one unit moved: retry the same unit rather than spin on a misaligned tail.
+        done
+    } else {
+        next
+    }
+}
+
+/// Creates (or extends) a regular file of `size_bytes` for development devices. Refuses
+/// to shrink an existing file.
+pub fn create_file(path: &Path, size_bytes: u64) -> Result<PathBuf> {
+    let open_err = |reason: String| Error::Open { path: path.to_path_buf(), reason };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| open_err(e.to_string()))?;
+    let current = file.metadata().map_err(|e| open_err(e.to_string()))?.len();
+    if current > size_bytes {
+        return Err(open_err(format!("file is already {current} bytes, larger than {size_bytes}")));
+    }
+    file.set_len(size_bytes).map_err(|e| open_err(e.to_string()))?;
+    Ok(path.to_path_buf())
+}
