@@ -15,6 +15,8 @@ pub enum Error {
     AlreadyExists,
     #[error("generation mismatch: expected {expected}, record is at {found}")]
     GenerationMismatch { expected: u32, found: u32 },
+    #[error("record generation exhausted (2^31 - 1 updates)")]
+    GenerationExhausted,
     #[error("record too big: {size_bytes} bytes, the maximum is {max_bytes}")]
     RecordTooBig { size_bytes: usize, max_bytes: usize },
     #[error("invalid key: {0}")]

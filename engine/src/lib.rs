@@ -4,10 +4,32 @@
 //! blocks ([`format`]) on one or more devices ([`device`]), written and read with direct
 //! I/O. See `ARCHITECTURE.md` at the repository root for how a write, a read and a restart
 //! flow through the modules.
+//!
+//! ```no_run
+//! use spike::{Config, Engine, WriteOptions};
+//! let config = Config { devices: vec!["/dev/nvme0n1".into()], ..Config::default() };
+//! let engine = Engine::open(config)?;
+//! engine.put(b"user:1", b"hello", &WriteOptions::default())?;
+//! assert_eq!(engine.get(b"user:1")?.value, b"hello");
+//! engine.close()?;
+//! # Ok::<(), spike::Error>(())
+//! ```
 
+mod config;
 pub mod device;
+mod disk;
+mod engine;
 mod error;
 pub mod format;
 pub mod index;
+pub mod namespace;
+mod read;
+mod recovery;
+mod stats;
+mod write;
 
+pub use config::{Config, Durability, WriteOptions, WritePolicy};
+pub use engine::Engine;
 pub use error::{Error, Result};
+pub use read::Record;
+pub use stats::{DeviceStats, RecoveryStats, Stats};

@@ -1,0 +1,100 @@
+//! Namespace configuration and per-write options, with their bounds.
+
+use crate::device::IoBackend;
+use crate::error::{Error, Result};
+use crate::format::{NAMESPACE_NAME_MAX, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
+use std::path::PathBuf;
+
+/// When a write is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Once in the device's write buffer; it reaches the device within `flush_max_ms`.
+    #[default]
+    Buffered,
+    /// Once durable on the device; concurrent writers share one device write and sync.
+    CommitToDevice,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespace name, at most 31 bytes; every device records it.
+    pub namespace: String,
+    /// Device paths (block devices or regular files), in device-index order.
+    pub devices: Vec<PathBuf>,
+    /// Write-block size: a power of two from 128 KiB to 8 MiB.
+    pub write_block_size: u32,
+    pub durability: Durability,
+    /// Bound on how long a buffered write waits in RAM before it is written.
+    pub flush_max_ms: u64,
+    /// Recently written blocks kept in RAM per device to serve reads.
+    pub post_write_cache_blocks: usize,
+    /// Full write blocks waiting for the device, per device; past it writers wait.
+    pub write_queue_blocks_max: usize,
+    /// How long a writer waits for room in the write queue before `DeviceOverloaded`.
+    pub overload_wait_ms: u64,
+    /// Store each record's key on the device (scans then return keys).
+    pub store_keys: bool,
+    pub io_backend: IoBackend,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: "spike".into(),
+            devices: Vec::new(),
+            write_block_size: WBLOCK_SIZE_DEFAULT,
+            durability: Durability::Buffered,
+            flush_max_ms: 1000,
+            post_write_cache_blocks: 8,
+            write_queue_blocks_max: 8,
+            overload_wait_ms: 2000,
+            store_keys: false,
+            io_backend: IoBackend::Auto,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        let wbs = self.write_block_size;
+        if !wbs.is_power_of_two() || !(WBLOCK_SIZE_MIN..=WBLOCK_SIZE_MAX).contains(&wbs) {
+            return Err(Error::Config(format!(
+                "write_block_size {wbs} must be a power of two from {WBLOCK_SIZE_MIN} to {WBLOCK_SIZE_MAX}"
+            )));
+        }
+        if self.namespace.is_empty()
+            || self.namespace.len() > NAMESPACE_NAME_MAX
+            || self.namespace.contains('\0')
+        {
+            return Err(Error::Config(format!(
+                "namespace name must be 1 to {NAMESPACE_NAME_MAX} bytes without NUL, got {:?}",
+                self.namespace
+            )));
+        }
+        if self.flush_max_ms == 0 || self.write_queue_blocks_max == 0 {
+            return Err(Error::Config("flush_max_ms and write_queue_blocks_max must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What a put may do to an existing record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WritePolicy {
+    /// Create the record or replace it whole.
+    #[default]
+    Upsert,
+    /// Fail with `AlreadyExists` if the record exists.
+    CreateOnly,
+    /// Fail with `NotFound` unless the record exists.
+    UpdateOnly,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    pub policy: WritePolicy,
+    /// Compare-and-set: fail with `GenerationMismatch` unless the record is at this generation.
+    pub expected_generation: Option<u32>,
+    /// Seconds to live; `None` or 0 = never expires.
+    pub ttl_s: Option<u32>,
+}

@@ -1,0 +1,228 @@
+//! One device of a namespace at run time: its geometry, the live byte count of every
+//! write block, the block table and free list, and the write buffer state the write path
+//! (`write`) and the read path (`read`) share.
+//!
+//! Invariants:
+//! - A block is in exactly one state: free (in `free`), open (being filled in RAM),
+//!   or in use (sealed, possibly still queued for writing).
+//! - `live_bytes[b]` is the sum of the sizes of index entries pointing into block `b`.
+//!   A sealed block whose count reaches 0 stays at 0 (nothing is ever placed into a sealed
+//!   block), and is freed only once every write before that moment is durable and its
+//!   header has been overwritten as free on the device (so its stale records can never be
+//!   recovered).
+//! - After a failed write or sync the disk is latched failed and takes no more writes.
+
+use crate::config::Config;
+use crate::device::{AlignedBuf, Device};
+use crate::error::{Error, Result};
+use crate::format::DeviceHeader;
+use crate::index::Location;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub first_wblock_offset: u64,
+    pub wblock_size: u32,
+    pub wblock_count: u32,
+}
+
+impl Geometry {
+    pub fn of(header: &DeviceHeader) -> Self {
+        Geometry {
+            first_wblock_offset: header.first_wblock_offset,
+            wblock_size: header.write_block_size,
+            wblock_count: header.wblock_count as u32,
+        }
+    }
+
+    pub fn wblock_offset(&self, wblock: u32) -> u64 {
+        self.first_wblock_offset + wblock as u64 * self.wblock_size as u64
+    }
+
+    /// (block, offset within block) of a device offset inside the block area.
+    pub fn locate(&self, offset_bytes: u64) -> Option<(u32, u32)> {
+        let rel = offset_bytes.checked_sub(self.first_wblock_offset)?;
+        let block = rel / self.wblock_size as u64;
+        (block < self.wblock_count as u64).then_some((block as u32, (rel % self.wblock_size as u64) as u32))
+    }
+}
+
+/// A point in a device's write history: block sequence number, then bytes into the block.
+/// Everything at or before `DiskState::durable` survives a crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub seq: u64,
+    pub fill: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockState {
+    Free,
+    Open,
+    InUse,
+}
+
+/// The block being filled in RAM.
+pub struct OpenBlock {
+    pub wblock: u32,
+    pub seq: u64,
+    pub buf: AlignedBuf,
+    pub fill: u32,
+    /// Bytes already written to the device by partial flushes.
+    pub flushed_fill: u32,
+    /// When the oldest record not yet written was appended.
+    pub unflushed_since: Option<Instant>,
+}
+
+/// A full (or closed) block: queued for the device, then kept as post-write cache.
+pub struct SealedBlock {
+    pub wblock: u32,
+    pub seq: u64,
+    pub buf: AlignedBuf,
+    pub fill: u32,
+}
+
+pub struct DiskState {
+    pub open: Option<OpenBlock>,
+    pub to_write: VecDeque<Arc<SealedBlock>>,
+    pub cache: VecDeque<Arc<SealedBlock>>,
+    pub free: VecDeque<u32>,
+    pub block_state: Vec<BlockState>,
+    /// Write sequence of each block's current contents (0 when free).
+    pub block_seq: Vec<u64>,
+    pub next_seq: u64,
+    pub durable: Position,
+    /// Empty blocks waiting for everything written before them to be durable.
+    pub pending_free: Vec<(u32, Position)>,
+    pub commit_waiters: usize,
+    pub buffer_pool: Vec<AlignedBuf>,
+    pub failure: Option<String>,
+    pub shutdown: bool,
+}
+
+pub struct Disk {
+    pub index: u8,
+    pub device: Arc<dyn Device>,
+    pub geometry: Geometry,
+    pub header: Mutex<DeviceHeader>,
+    pub live_bytes: Box<[AtomicU32]>,
+    pub state: Mutex<DiskState>,
+    /// Wakes the flusher: work queued, a commit waiting, a block emptied, shutdown.
+    pub wake_flusher: Condvar,
+    /// Wakes writers: durability advanced, room in the write queue, failure.
+    pub progress: Condvar,
+    pub failed: AtomicBool,
+    pub cache_blocks_max: usize,
+    pub write_queue_blocks_max: usize,
+    pub overload_wait_ms: u64,
+    pub flush_max_ms: u64,
+}
+
+impl Disk {
+    pub fn new(index: u8, device: Arc<dyn Device>, header: DeviceHeader, config: &Config) -> Self {
+        let geometry = Geometry::of(&header);
+        let count = geometry.wblock_count as usize;
+        Disk {
+            index,
+            device,
+            geometry,
+            header: Mutex::new(header),
+            live_bytes: (0..count).map(|_| AtomicU32::new(0)).collect(),
+            state: Mutex::new(DiskState {
+                open: None,
+                to_write: VecDeque::new(),
+                cache: VecDeque::new(),
+                free: VecDeque::new(),
+                block_state: vec![BlockState::Free; count],
+                block_seq: vec![0; count],
+                next_seq: 1,
+                durable: Position::default(),
+                pending_free: Vec::new(),
+                commit_waiters: 0,
+                buffer_pool: Vec::new(),
+                failure: None,
+                shutdown: false,
+            }),
+            wake_flusher: Condvar::new(),
+            progress: Condvar::new(),
+            failed: AtomicBool::new(false),
+            cache_blocks_max: config.post_write_cache_blocks,
+            write_queue_blocks_max: config.write_queue_blocks_max,
+            overload_wait_ms: config.overload_wait_ms,
+            flush_max_ms: config.flush_max_ms,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.device.name()
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn check_writable(&self, state: &DiskState) -> Result<()> {
+        if state.shutdown {
+            return Err(Error::ShutDown);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::DeviceFailed { device: self.name().to_string() });
+        }
+        Ok(())
+    }
+
+    /// Latches the disk failed after a write or sync error: the on-device state is unknown.
+    pub fn latch_failure(&self, state: &mut DiskState, err: &Error) {
+        log::error!("device {} failed, no more writes: {err}", self.name());
+        state.failure.get_or_insert_with(|| err.to_string());
+        self.failed.store(true, Ordering::Release);
+        self.progress.notify_all();
+    }
+
+    /// Block holding a location (`None` for a location outside this disk's block area).
+    pub fn block_of(&self, location: Location) -> Option<u32> {
+        self.geometry.locate(location.offset_bytes).map(|(block, _)| block)
+    }
+
+    pub fn add_live(&self, location: Location) {
+        if let Some(block) = self.block_of(location) {
+            self.live_bytes[block as usize].fetch_add(location.size_bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops a location's bytes from its block; an emptied sealed block is queued to be freed.
+    pub fn remove_live(&self, location: Location) {
+        let Some(block) = self.block_of(location) else { return };
+        let before = self.live_bytes[block as usize].fetch_sub(location.size_bytes, Ordering::AcqRel);
+        debug_assert!(before >= location.size_bytes, "live bytes of block {block} went negative");
+        if before == location.size_bytes {
+            let mut state = self.lock();
+            self.queue_free_if_empty(&mut state, block);
+        }
+    }
+
+    /// Queues `block` for freeing if it is sealed and empty. The free waits until every
+    /// write appended so far is durable: the writes that emptied it must not be lost
+    /// while its old copies are already gone.
+    pub fn queue_free_if_empty(&self, state: &mut DiskState, block: u32) {
+        if state.block_state[block as usize] != BlockState::InUse
+            || self.live_bytes[block as usize].load(Ordering::Acquire) != 0
+            || state.pending_free.iter().any(|&(b, _)| b == block)
+        {
+            return;
+        }
+        let now = state.open.as_ref().map_or(state.durable, |o| Position { seq: o.seq, fill: o.fill });
+        state.pending_free.push((block, now));
+        self.wake_flusher.notify_one();
+    }
+
+    /// Total live bytes and free blocks, for stats.
+    pub fn usage(&self) -> (u64, u64, u64, u64) {
+        let live: u64 = self.live_bytes.iter().map(|b| b.load(Ordering::Relaxed) as u64).sum();
+        let state = self.lock();
+        (live, state.free.len() as u64, state.pending_free.len() as u64, state.to_write.len() as u64)
+    }
+}

@@ -1,0 +1,481 @@
+//! The engine a server embeds: opening a namespace and the record operations.
+//!
+//! A put takes the record's partition lock, checks the write policy against the index,
+//! appends the record to its device's write buffer, points the index at the new copy and
+//! moves the live bytes from the old copy's block to the new one's, all under that one
+//! lock, so that concurrent writers of one key are serialised and the index only ever
+//! names placed copies. Commit-to-device writers then wait for durability outside the
+//! lock. Reads copy the entry under the lock and do their I/O outside it; a read that
+//! finds another record at the location (the entry moved meanwhile) looks up again.
+
+use crate::config::{Config, Durability, WriteOptions, WritePolicy};
+use crate::device::{self, Device};
+use crate::disk::Disk;
+use crate::error::{Error, Result};
+use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE, KEY_SIZE_MAX};
+use crate::index::{partition_of, DigestTag, EntryInfo, Index, GENERATION_MAX, PARTITION_COUNT};
+use crate::namespace;
+use crate::read::{Record, Verify};
+use crate::recovery::{self, device_of};
+use crate::stats::{Counters, DeviceStats, RecoveryStats, Stats};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Lookups retried when a record moves between lookup and read.
+const READ_RETRIES_MAX: usize = 4;
+/// Records read per batch in a scan.
+const SCAN_BATCH: usize = 64;
+
+pub(crate) struct Shared {
+    pub config: Config,
+    pub disks: Vec<Disk>,
+    pub index: Index,
+    pub secret: [u8; DIGEST_SECRET_SIZE],
+    pub counters: Counters,
+    pub recovery: RecoveryStats,
+}
+
+/// An open namespace. Dropping it shuts down as `close` does, ignoring errors.
+pub struct Engine {
+    shared: Arc<Shared>,
+    flushers: Vec<JoinHandle<()>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn now_s() -> u32 {
+    (now_ms() / 1000) as u32
+}
+
+fn is_live(entry: &EntryInfo, now_s: u32) -> bool {
+    !entry.tombstone && (entry.void_time == 0 || entry.void_time > now_s)
+}
+
+impl Engine {
+    /// Formats the configured device paths. Without `force` only blank devices are taken.
+    pub fn format(config: &Config, force: bool) -> Result<()> {
+        let devices = open_paths(config)?;
+        namespace::format(config, &devices, force)
+    }
+
+    /// Formats already opened devices (simulated ones in tests).
+    pub fn format_devices(config: &Config, devices: &[Arc<dyn Device>], force: bool) -> Result<()> {
+        namespace::format(config, devices, force)
+    }
+
+    /// Opens the configured device paths; never formats.
+    pub fn open(config: Config) -> Result<Engine> {
+        let devices = open_paths(&config)?;
+        Self::open_devices(config, devices)
+    }
+
+    /// Opens a namespace on already opened devices.
+    pub fn open_devices(config: Config, mut devices: Vec<Arc<dyn Device>>) -> Result<Engine> {
+        let headers = namespace::open_headers(&config, &mut devices)?;
+        let secret = headers[0].digest_secret;
+        let disks: Vec<Disk> = devices
+            .into_iter()
+            .zip(headers)
+            .enumerate()
+            .map(|(i, (device, header))| Disk::new(i as u8, device, header, &config))
+            .collect();
+        let index = Index::default();
+        let recovery = recovery::cold_start(&disks, &index, now_s())?;
+        log::info!(
+            "namespace {:?}: cold start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",
+            config.namespace,
+            recovery.records_kept,
+            recovery.tombstones_kept,
+            recovery.duration_ms,
+            recovery.corrupt_records,
+            recovery.stale_records
+        );
+        for disk in &disks {
+            // The clean flag is cleared before the first write can land.
+            let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
+            header.flags &= !format::HEADER_FLAG_CLEAN;
+            header.open_count += 1;
+            namespace::write_header(disk.device.as_ref(), &mut header)?;
+        }
+        let shared =
+            Arc::new(Shared { config, disks, index, secret, counters: Counters::default(), recovery });
+        let mut flushers = Vec::new();
+        for i in 0..shared.disks.len() {
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("spike-flush-{i}"))
+                .spawn(move || crate::write::run_flusher(&shared.disks[i], &shared.counters))
+                .map_err(|e| Error::Config(format!("cannot start flusher thread: {e}")))?;
+            flushers.push(handle);
+        }
+        Ok(Engine { shared, flushers })
+    }
+
+    /// The keyed digest of `key` in this namespace.
+    pub fn digest(&self, key: &[u8]) -> Digest {
+        format::digest(&self.shared.secret, key)
+    }
+
+    fn check_key(key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey("empty key"));
+        }
+        if key.len() > KEY_SIZE_MAX {
+            return Err(Error::InvalidKey("key longer than 1024 bytes"));
+        }
+        Ok(())
+    }
+
+    fn disk_of(&self, digest: &Digest) -> &Disk {
+        &self.shared.disks[device_of(digest, self.shared.disks.len())]
+    }
+
+    /// Writes `value` under `key`; returns the record's new generation.
+    pub fn put(&self, key: &[u8], value: &[u8], options: &WriteOptions) -> Result<u32> {
+        let start = Instant::now();
+        let result = self.put_inner(key, value, options, false);
+        self.count(&self.shared.counters.puts, &result);
+        self.shared.counters.put_latency.record_since(start);
+        result
+    }
+
+    fn put_inner(&self, key: &[u8], value: &[u8], options: &WriteOptions, tombstone: bool) -> Result<u32> {
+        Self::check_key(key)?;
+        let digest = self.digest(key);
+        let disk = self.disk_of(&digest);
+        let stored_key = if self.shared.config.store_keys && !tombstone { key } else { &[] };
+        let size = format::record_size(stored_key.len(), value.len());
+        if size > disk.record_size_max() {
+            return Err(Error::RecordTooBig { size_bytes: size, max_bytes: disk.record_size_max() });
+        }
+        let tag = DigestTag::of(&digest);
+        let now_ms = now_ms();
+        let now_s = (now_ms / 1000) as u32;
+        let mut partition = self.shared.index.partition(partition_of(&digest));
+        let existing = partition.get(tag);
+        let live = existing.filter(|e| is_live(e, now_s));
+        match (options.policy, live) {
+            (WritePolicy::CreateOnly, Some(_)) => return Err(Error::AlreadyExists),
+            (WritePolicy::UpdateOnly, None) => return Err(Error::NotFound),
+            _ => {}
+        }
+        if tombstone && live.is_none() {
+            return Err(Error::NotFound);
+        }
+        if let Some(expected) = options.expected_generation {
+            let found = live.map_or(0, |e| e.generation);
+            if found != expected {
+                return Err(Error::GenerationMismatch { expected, found });
+            }
+        }
+        // Generations continue across delete and re-create: the newest copy must win.
+        let generation = existing.map_or(1, |e| e.generation + 1);
+        if generation > GENERATION_MAX {
+            return Err(Error::GenerationExhausted);
+        }
+        let void_time = match options.ttl_s {
+            Some(ttl) if ttl > 0 && !tombstone => now_s.saturating_add(ttl),
+            _ => 0,
+        };
+        let meta =
+            RecordMeta { digest, generation, void_time, last_update_ms: now_ms, tombstone, wblock_seq_lo: 0 };
+        let (location, position) = disk.append(&meta, stored_key, value)?;
+        partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
+        disk.add_live(location);
+        if let Some(old) = existing {
+            disk.remove_live(old.location);
+        }
+        drop(partition);
+        Counters::add(&self.shared.counters.client_bytes_written, size as u64);
+        if self.shared.config.durability == Durability::CommitToDevice {
+            disk.wait_durable(position)?;
+        }
+        Ok(generation)
+    }
+
+    /// Deletes `key` by writing a tombstone, so that it stays deleted after any restart.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let result = self.put_inner(key, &[], &WriteOptions::default(), true).map(|_| ());
+        self.count(&self.shared.counters.deletes, &result);
+        result
+    }
+
+    /// Deletes `key` only if it is at `expected_generation`.
+    pub fn delete_if_generation(&self, key: &[u8], expected_generation: u32) -> Result<()> {
+        let options = WriteOptions { expected_generation: Some(expected_generation), ..Default::default() };
+        let result = self.put_inner(key, &[], &options, true).map(|_| ());
+        self.count(&self.shared.counters.deletes, &result);
+        result
+    }
+
+    /// Gives `key` a new time to live (0 = never expires); returns the new generation.
+    pub fn touch(&self, key: &[u8], ttl_s: u32) -> Result<u32> {
+        let mut result = Err(Error::NotFound);
+        for _ in 0..READ_RETRIES_MAX {
+            let record = match self.get_inner(key) {
+                Ok(record) => record,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            };
+            let options = WriteOptions {
+                policy: WritePolicy::UpdateOnly,
+                expected_generation: Some(record.generation),
+                ttl_s: Some(ttl_s),
+            };
+            let stored_key = record.key.as_deref().unwrap_or(key);
+            result = self.put_inner(stored_key, &record.value, &options, false);
+            if !matches!(result, Err(Error::GenerationMismatch { .. })) {
+                break;
+            }
+        }
+        self.count(&self.shared.counters.touches, &result);
+        result
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Record> {
+        let start = Instant::now();
+        let result = self.get_inner(key);
+        self.count(&self.shared.counters.gets, &result);
+        self.shared.counters.get_latency.record_since(start);
+        result
+    }
+
+    fn get_inner(&self, key: &[u8]) -> Result<Record> {
+        Self::check_key(key)?;
+        let digest = self.digest(key);
+        let record = self.fetch(partition_of(&digest), DigestTag::of(&digest))?.ok_or(Error::NotFound)?;
+        if record.digest != digest {
+            let disk = self.disk_of(&digest);
+            return Err(Error::corrupt(
+                disk.name(),
+                0,
+                "record digest differs from the key's beyond the index tag",
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Whether `key` has a live record (an index lookup, no I/O).
+    pub fn exists(&self, key: &[u8]) -> Result<bool> {
+        Self::check_key(key)?;
+        let digest = self.digest(key);
+        let entry = self.shared.index.partition(partition_of(&digest)).get(DigestTag::of(&digest));
+        Ok(entry.is_some_and(|e| is_live(&e, now_s())))
+    }
+
+    /// Looks up and reads the live record with this tag, retrying when it moves under us.
+    fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
+        let mut last_problem = None;
+        for _ in 0..READ_RETRIES_MAX {
+            let entry = self.shared.index.partition(partition).get(tag);
+            let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
+            let disk = &self.shared.disks[entry.location.device as usize];
+            let (verified, from_memory) = disk.read_entry(&entry)?;
+            let counter = if from_memory {
+                &self.shared.counters.reads_from_memory
+            } else {
+                &self.shared.counters.reads_from_device
+            };
+            Counters::add(counter, 1);
+            match verified {
+                Verify::Ok(record) => return Ok(Some(record)),
+                Verify::Moved | Verify::Corrupt(_)
+                    if self.shared.index.partition(partition).get(tag) != Some(entry) =>
+                {
+                    continue
+                }
+                Verify::Moved => {
+                    last_problem = Some(Error::corrupt(
+                        disk.name(),
+                        entry.location.offset_bytes,
+                        "the record at this offset is not the one the index names",
+                    ))
+                }
+                Verify::Corrupt(err) => last_problem = Some(err),
+            }
+            break;
+        }
+        Err(last_problem.unwrap_or(Error::NotFound))
+    }
+
+    /// Reads many keys, keeping their device reads in flight together. Results are in
+    /// the order of `keys`.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
+        let now_s = now_s();
+        let mut results: Vec<Option<Result<Record>>> = keys.iter().map(|_| None).collect();
+        let mut per_disk: Vec<Vec<(usize, Digest, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
+        for (i, key) in keys.iter().enumerate() {
+            if let Err(err) = Self::check_key(key) {
+                results[i] = Some(Err(err));
+                continue;
+            }
+            let digest = self.digest(key);
+            match self.shared.index.partition(partition_of(&digest)).get(DigestTag::of(&digest)) {
+                Some(entry) if is_live(&entry, now_s) => {
+                    per_disk[entry.location.device as usize].push((i, digest, entry))
+                }
+                _ => results[i] = Some(Err(Error::NotFound)),
+            }
+        }
+        for (disk, items) in self.shared.disks.iter().zip(&per_disk) {
+            let entries: Vec<EntryInfo> = items.iter().map(|(_, _, e)| *e).collect();
+            for ((i, digest, _), verified) in items.iter().zip(disk.read_entries(&entries)) {
+                results[*i] = Some(match verified {
+                    Ok(Verify::Ok(record)) if record.digest == *digest => Ok(record),
+                    Ok(_) => self.get_inner(keys[*i]),
+                    Err(err) => Err(err),
+                });
+            }
+        }
+        Counters::add(&self.shared.counters.gets, keys.len() as u64);
+        results.into_iter().map(|r| r.unwrap_or(Err(Error::NotFound))).collect()
+    }
+
+    /// Calls `visit` with every live record of one partition (0..4096) until it returns
+    /// false. Records written during the scan may or may not be seen.
+    pub fn scan_partition(&self, partition: usize, visit: &mut dyn FnMut(Record) -> bool) -> Result<bool> {
+        if partition >= PARTITION_COUNT {
+            return Err(Error::Config(format!("partition {partition} out of range 0..{PARTITION_COUNT}")));
+        }
+        let now_s = now_s();
+        let mut entries: Vec<EntryInfo> =
+            self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).collect();
+        entries.sort_by_key(|e| (e.location.device, e.location.offset_bytes));
+        for chunk in entries.chunk_by(|a, b| a.location.device == b.location.device) {
+            let disk = &self.shared.disks[chunk[0].location.device as usize];
+            for batch in chunk.chunks(SCAN_BATCH) {
+                for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
+                    let record = match verified? {
+                        Verify::Ok(record) => Some(record),
+                        _ => self.fetch(partition, entry.tag)?,
+                    };
+                    if let Some(record) = record {
+                        if !visit(record) {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Calls `visit` with every live record, partition by partition, until it returns false.
+    pub fn scan_all(&self, visit: &mut dyn FnMut(Record) -> bool) -> Result<()> {
+        for partition in 0..PARTITION_COUNT {
+            if !self.scan_partition(partition, visit)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Live records (not tombstones, not expired) of one partition: no I/O.
+    pub fn partition_record_count(&self, partition: usize) -> usize {
+        let now_s = now_s();
+        self.shared
+            .index
+            .partition(partition % PARTITION_COUNT)
+            .entries()
+            .filter(|e| is_live(e, now_s))
+            .count()
+    }
+
+    fn count<T>(&self, counter: &std::sync::atomic::AtomicU64, result: &Result<T>) {
+        counter.fetch_add(1, Relaxed);
+        match result {
+            Ok(_) => {}
+            Err(Error::NotFound) => Counters::add(&self.shared.counters.not_found, 1),
+            Err(_) => Counters::add(&self.shared.counters.errors, 1),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let (index_entries, index_bytes) = self.shared.index.usage();
+        let devices = self
+            .shared
+            .disks
+            .iter()
+            .map(|disk| {
+                let (live_bytes, free, pending_free, queued) = disk.usage();
+                DeviceStats {
+                    name: disk.name().to_string(),
+                    backend: disk.device.backend(),
+                    wblocks_total: disk.geometry.wblock_count as u64,
+                    wblocks_free: free,
+                    wblocks_pending_free: pending_free,
+                    live_bytes,
+                    write_queue_blocks: queued,
+                }
+            })
+            .collect();
+        Stats {
+            puts: c.puts.load(Relaxed),
+            gets: c.gets.load(Relaxed),
+            deletes: c.deletes.load(Relaxed),
+            touches: c.touches.load(Relaxed),
+            not_found: c.not_found.load(Relaxed),
+            errors: c.errors.load(Relaxed),
+            reads_from_memory: c.reads_from_memory.load(Relaxed),
+            reads_from_device: c.reads_from_device.load(Relaxed),
+            client_bytes_written: c.client_bytes_written.load(Relaxed),
+            device_bytes_written: c.device_bytes_written.load(Relaxed),
+            blocks_freed: c.blocks_freed.load(Relaxed),
+            index_entries,
+            index_bytes,
+            devices,
+            recovery: self.shared.recovery.clone(),
+            put_latency_us_log2: c.put_latency.snapshot(),
+            get_latency_us_log2: c.get_latency.snapshot(),
+        }
+    }
+
+    /// Writes everything buffered, syncs, and marks every device cleanly shut down.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        for disk in &self.shared.disks {
+            disk.request_shutdown();
+        }
+        for flusher in self.flushers.drain(..) {
+            let _ = flusher.join();
+        }
+        let mut first_error = None;
+        for disk in &self.shared.disks {
+            if disk.failed.load(Relaxed) {
+                first_error.get_or_insert(Error::DeviceFailed { device: disk.name().to_string() });
+                continue;
+            }
+            let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
+            header.flags |= format::HEADER_FLAG_CLEAN;
+            if let Err(err) = namespace::write_header(disk.device.as_ref(), &mut header) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.flushers.is_empty() {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+fn open_paths(config: &Config) -> Result<Vec<Arc<dyn Device>>> {
+    if config.devices.is_empty() {
+        return Err(Error::Config("no devices configured".into()));
+    }
+    config.devices.iter().map(|path| device::open(path, config.io_backend)).collect()
+}

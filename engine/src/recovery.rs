@@ -1,0 +1,276 @@
+//! Cold start: rebuild the index, every block's live byte count and the free lists by
+//! scanning every device, all devices in parallel.
+//!
+//! Per device, a reader thread keeps large sequential reads in flight (a batch of blocks
+//! per `read_many`, double-buffered) while the device's parser thread verifies records and
+//! merges them into the index. Of several copies of one record the newest wins: higher
+//! generation, then later last-update time, then higher block write sequence. Tombstones
+//! win like any copy; a newest copy that has expired is kept as a tombstone, so that an
+//! older copy on the device cannot come back at the next restart.
+//!
+//! Skipped and counted: torn or corrupt bytes (checksum, magic, length; the scan resyncs
+//! at the next 16-byte boundary), and stale records (valid, but left from an earlier use of
+//! the block: their block-sequence tag does not match the block header).
+//!
+//! Afterwards, blocks with a valid header but no live record are overwritten as free
+//! before they go on the free list.
+
+use crate::device::{AlignedBuf, ReadRequest};
+use crate::disk::{BlockState, Disk};
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_record, RecordProblem, WblockHeader, RECORD_ALIGN, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
+    WBLOCK_KIND_FREE,
+};
+use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
+use crate::read::read_span;
+use crate::stats::RecoveryStats;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// Bytes read per batch of a scan: large sequential reads keep the device busy.
+const SCAN_BATCH_BYTES: usize = 8 << 20;
+
+#[derive(Default)]
+struct ScanCounts {
+    records_found: AtomicU64,
+    corrupt_records: AtomicU64,
+    stale_records: AtomicU64,
+    bytes_scanned: AtomicU64,
+}
+
+/// Scans all disks into `index` and sets up their block tables. `now_s` decides expiry.
+pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryStats> {
+    let start = Instant::now();
+    let counts = ScanCounts::default();
+    let device_count = disks.len();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = disks
+            .iter()
+            .map(|disk| scope.spawn(|| scan_disk(disk, device_count, index, now_s, &counts)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(Error::Config("scan thread panicked".into()))))
+    })?;
+
+    let mut stats = RecoveryStats { kind: "cold", ..Default::default() };
+    for partition in 0..PARTITION_COUNT {
+        for entry in index.partition(partition).entries() {
+            if entry.tombstone {
+                stats.tombstones_kept += 1;
+            } else {
+                stats.records_kept += 1;
+            }
+            if let Some(disk) = disks.get(entry.location.device as usize) {
+                disk.add_live(entry.location);
+            }
+        }
+    }
+    for disk in disks {
+        let (in_use, freed) = settle_blocks(disk)?;
+        stats.blocks_in_use += in_use;
+        stats.blocks_freed += freed;
+    }
+    stats.records_found = counts.records_found.load(Relaxed);
+    stats.corrupt_records = counts.corrupt_records.load(Relaxed);
+    stats.stale_records = counts.stale_records.load(Relaxed);
+    stats.bytes_scanned = counts.bytes_scanned.load(Relaxed);
+    stats.expired_dropped = 0;
+    stats.duration_ms = start.elapsed().as_millis() as u64;
+    Ok(stats)
+}
+
+fn scan_disk(disk: &Disk, device_count: usize, index: &Index, now_s: u32, counts: &ScanCounts) -> Result<()> {
+    let wbs = disk.geometry.wblock_size as usize;
+    let per_batch = (SCAN_BATCH_BYTES / wbs).max(1);
+    let total = disk.geometry.wblock_count as usize;
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<(usize, Vec<AlignedBuf>)>>(1);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<AlignedBuf>>();
+    for _ in 0..2 {
+        let _ = empty_tx.send((0..per_batch).map(|_| AlignedBuf::zeroed(wbs)).collect());
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut first = 0;
+            while first < total {
+                let Ok(mut bufs) = empty_rx.recv() else { return };
+                let n = per_batch.min(total - first);
+                let mut requests: Vec<ReadRequest<'_>> = bufs[..n]
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, buf)| ReadRequest {
+                        offset: disk.geometry.wblock_offset((first + i) as u32),
+                        buf,
+                    })
+                    .collect();
+                let result = disk.device.read_many(&mut requests);
+                drop(requests);
+                bufs.truncate(n);
+                if full_tx.send(result.map(|()| (first, bufs))).is_err() {
+                    return;
+                }
+                first += n;
+            }
+        });
+        let mut block_seq = vec![0u64; total];
+        let mut block_valid = vec![false; total];
+        while let Ok(batch) = full_rx.recv() {
+            let (first, bufs) = batch?;
+            for (i, buf) in bufs.iter().enumerate() {
+                let block = first + i;
+                counts.bytes_scanned.fetch_add(buf.len() as u64, Relaxed);
+                let Some(header) = WblockHeader::decode(buf) else { continue };
+                if header.kind != WBLOCK_KIND_DATA
+                    || header.wblock_index as usize != block
+                    || !disk.is_own(&header)
+                {
+                    continue;
+                }
+                block_seq[block] = header.write_seq;
+                block_valid[block] = true;
+                scan_block(
+                    disk,
+                    device_count,
+                    index,
+                    now_s,
+                    counts,
+                    block as u32,
+                    header.write_seq,
+                    buf,
+                    &block_seq,
+                )?;
+            }
+            let _ = empty_tx.send(bufs);
+        }
+        let mut state = disk.lock();
+        state.block_seq = block_seq;
+        state.next_seq = state.block_seq.iter().max().copied().unwrap_or(0) + 1;
+        for (block, valid) in block_valid.iter().enumerate() {
+            state.block_state[block] = if *valid { BlockState::InUse } else { BlockState::Free };
+        }
+        Ok(())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_block(
+    disk: &Disk,
+    device_count: usize,
+    index: &Index,
+    now_s: u32,
+    counts: &ScanCounts,
+    block: u32,
+    seq: u64,
+    buf: &[u8],
+    block_seq: &[u64],
+) -> Result<()> {
+    let base = disk.geometry.wblock_offset(block);
+    let mut at = WBLOCK_HEADER_SIZE;
+    let mut in_bad_region = false;
+    while at + RECORD_ALIGN <= buf.len() {
+        let view = match decode_record(&buf[at..]) {
+            Ok(view) => view,
+            Err(problem) => {
+                if problem != RecordProblem::End && !in_bad_region {
+                    counts.corrupt_records.fetch_add(1, Relaxed);
+                    in_bad_region = true;
+                }
+                at += RECORD_ALIGN;
+                continue;
+            }
+        };
+        in_bad_region = false;
+        let size = view.size_bytes;
+        let meta = view.meta;
+        at += size;
+        if meta.wblock_seq_lo != seq as u32 || device_of(&meta.digest, device_count) != disk.index as usize {
+            counts.stale_records.fetch_add(1, Relaxed);
+            continue;
+        }
+        counts.records_found.fetch_add(1, Relaxed);
+        let candidate = EntryInfo {
+            tag: DigestTag::of(&meta.digest),
+            generation: meta.generation,
+            tombstone: meta.tombstone || (meta.void_time != 0 && meta.void_time <= now_s),
+            location: Location {
+                device: disk.index,
+                offset_bytes: base + (at - size) as u64,
+                size_bytes: size as u32,
+            },
+            void_time: meta.void_time,
+        };
+        let mut partition = index.partition(partition_of(&meta.digest));
+        let newer = match partition.get(candidate.tag) {
+            None => true,
+            Some(current) if current.generation != candidate.generation => {
+                candidate.generation > current.generation
+            }
+            Some(current) => {
+                let current_lut = disk.last_update_ms_at(current.location)?;
+                let current_seq = disk.block_of(current.location).map_or(0, |b| block_seq[b as usize]);
+                (meta.last_update_ms, seq) > (current_lut, current_seq)
+            }
+        };
+        if newer {
+            partition.upsert(candidate);
+        }
+    }
+    Ok(())
+}
+
+/// Device of a digest in a namespace of `device_count` devices.
+pub fn device_of(digest: &crate::format::Digest, device_count: usize) -> usize {
+    u16::from_le_bytes([digest[2], digest[3]]) as usize % device_count
+}
+
+impl Disk {
+    pub(crate) fn is_own(&self, header: &WblockHeader) -> bool {
+        header.device_uuid == self.header.lock().unwrap_or_else(|e| e.into_inner()).device_uuid
+    }
+
+    /// Last-update time of the record at `location` (for ties on generation, which only a
+    /// defrag copy or an interrupted defrag leaves; a read is rare).
+    fn last_update_ms_at(&self, location: Location) -> Result<u64> {
+        let (start, len) = read_span(location);
+        let mut buf = AlignedBuf::zeroed(len);
+        self.device.read_at(&mut buf, start)?;
+        let at = (location.offset_bytes - start) as usize;
+        decode_record(&buf[at..at + location.size_bytes as usize])
+            .map(|view| view.meta.last_update_ms)
+            .map_err(|problem| Error::corrupt(self.name(), location.offset_bytes, problem.to_string()))
+    }
+}
+
+/// After the scan: blocks without live records are overwritten as free (if they held a
+/// valid data header) and go on the free list. Returns (in use, freed).
+fn settle_blocks(disk: &Disk) -> Result<(u64, u64)> {
+    let mut state = disk.lock();
+    let mut to_invalidate = Vec::new();
+    let mut in_use = 0;
+    for block in 0..disk.geometry.wblock_count {
+        let live = disk.live_bytes[block as usize].load(Relaxed);
+        if live > 0 {
+            state.block_state[block as usize] = BlockState::InUse;
+            in_use += 1;
+            continue;
+        }
+        if state.block_state[block as usize] == BlockState::InUse {
+            to_invalidate.push(block);
+        }
+        state.block_state[block as usize] = BlockState::Free;
+        state.block_seq[block as usize] = 0;
+        state.free.push_back(block);
+    }
+    drop(state);
+    if !to_invalidate.is_empty() {
+        let mut page = AlignedBuf::zeroed(crate::device::IO_ALIGN);
+        for &block in &to_invalidate {
+            disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
+            disk.device.write_at(&page, disk.geometry.wblock_offset(block))?;
+        }
+        disk.device.sync()?;
+    }
+    Ok((in_use, to_invalidate.len() as u64))
+}

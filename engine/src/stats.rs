@@ -1,0 +1,109 @@
+//! Counters and gauges a server exports. Counters are relaxed atomics bumped on the hot
+//! path (one `fetch_add` each); latency goes into power-of-two microsecond buckets.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+const LATENCY_BUCKETS: usize = 32;
+
+/// Latency histogram with bucket i holding operations that took [2^i, 2^(i+1)) µs.
+#[derive(Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl LatencyHistogram {
+    pub fn record_since(&self, start: Instant) {
+        let us = start.elapsed().as_micros().max(1) as u64;
+        let bucket = (63 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+    }
+
+    /// Counts per bucket; bucket i covers [2^i, 2^(i+1)) microseconds.
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Relaxed)).collect()
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub puts: AtomicU64,
+    pub gets: AtomicU64,
+    pub deletes: AtomicU64,
+    pub touches: AtomicU64,
+    pub not_found: AtomicU64,
+    pub errors: AtomicU64,
+    pub reads_from_memory: AtomicU64,
+    pub reads_from_device: AtomicU64,
+    pub client_bytes_written: AtomicU64,
+    pub device_bytes_written: AtomicU64,
+    pub blocks_freed: AtomicU64,
+    pub put_latency: LatencyHistogram,
+    pub get_latency: LatencyHistogram,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// What the last start did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryStats {
+    /// "cold" (scan) or "fast" (snapshot).
+    pub kind: &'static str,
+    pub duration_ms: u64,
+    pub records_found: u64,
+    pub records_kept: u64,
+    pub tombstones_kept: u64,
+    pub expired_dropped: u64,
+    pub corrupt_records: u64,
+    pub stale_records: u64,
+    pub blocks_in_use: u64,
+    pub blocks_freed: u64,
+    pub bytes_scanned: u64,
+}
+
+/// A point-in-time copy of every statistic.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub puts: u64,
+    pub gets: u64,
+    pub deletes: u64,
+    pub touches: u64,
+    pub not_found: u64,
+    pub errors: u64,
+    pub reads_from_memory: u64,
+    pub reads_from_device: u64,
+    pub client_bytes_written: u64,
+    pub device_bytes_written: u64,
+    pub blocks_freed: u64,
+    pub index_entries: u64,
+    pub index_bytes: u64,
+    pub devices: Vec<DeviceStats>,
+    pub recovery: RecoveryStats,
+    pub put_latency_us_log2: Vec<u64>,
+    pub get_latency_us_log2: Vec<u64>,
+}
+
+impl Stats {
+    /// Device bytes written per client byte written.
+    pub fn write_amplification(&self) -> f64 {
+        if self.client_bytes_written == 0 {
+            return 0.0;
+        }
+        self.device_bytes_written as f64 / self.client_bytes_written as f64
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeviceStats {
+    pub name: String,
+    pub backend: &'static str,
+    pub wblocks_total: u64,
+    pub wblocks_free: u64,
+    pub wblocks_pending_free: u64,
+    pub live_bytes: u64,
+    pub write_queue_blocks: u64,
+}

@@ -1,0 +1,318 @@
+//! The write path: records appended into a per-device write buffer (the open block),
+//! full blocks queued to the device, and the flusher thread that writes them.
+//!
+//! Cost per put: one encode and copy into the buffer under the disk lock (about the
+//! record's size in bytes moved), no allocation, no I/O on the caller's thread. Each
+//! block reaches the device in one direct write of the whole block; a buffered write
+//! waits at most `flush_max_ms` before a partial flush writes the dirty 4 KiB span.
+//!
+//! Group commit: a commit-to-device writer registers and sleeps; the flusher writes every
+//! queued block and the open block's dirty span, syncs once, advances `durable`, and wakes
+//! all writers whose records are now durable. Many writers share one write and one sync.
+//!
+//! Bounds: at most `write_queue_blocks_max` sealed blocks wait for the device; a writer
+//! finding the queue full waits up to `overload_wait_ms`, then gets `DeviceOverloaded`.
+//!
+//! Ordering: the flusher writes blocks in sequence order and syncs before advancing
+//! `durable`, so `durable` only moves forward and covers a prefix of the history.
+
+use crate::device::{AlignedBuf, IO_ALIGN};
+use crate::disk::{BlockState, Disk, DiskState, OpenBlock, Position, SealedBlock};
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_record, record_size, RecordMeta, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
+    WBLOCK_KIND_FREE,
+};
+use crate::index::Location;
+use crate::stats::Counters;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+impl Disk {
+    /// Largest record that fits in a block.
+    pub fn record_size_max(&self) -> usize {
+        self.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE
+    }
+
+    /// Appends one record to the open block; returns where it lies and the position that
+    /// must be durable for it to survive a crash. `meta.wblock_seq_lo` is filled in here.
+    pub fn append(&self, meta: &RecordMeta, key: &[u8], value: &[u8]) -> Result<(Location, Position)> {
+        let size = record_size(key.len(), value.len());
+        if size > self.record_size_max() {
+            return Err(Error::RecordTooBig { size_bytes: size, max_bytes: self.record_size_max() });
+        }
+        let mut state = self.lock();
+        self.check_writable(&state)?;
+        let fits =
+            state.open.as_ref().is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
+        if !fits {
+            state = self.wait_for_queue_room(state)?;
+            self.open_new_block(&mut state)?;
+        }
+        let open = state.open.as_mut().ok_or(Error::ShutDown)?;
+        let start = open.fill as usize;
+        let meta = RecordMeta { wblock_seq_lo: open.seq as u32, ..*meta };
+        encode_record(&meta, key, value, &mut open.buf[start..start + size]);
+        open.fill += size as u32;
+        open.unflushed_since.get_or_insert_with(Instant::now);
+        let location = Location {
+            device: self.index,
+            offset_bytes: self.geometry.wblock_offset(open.wblock) + start as u64,
+            size_bytes: size as u32,
+        };
+        Ok((location, Position { seq: open.seq, fill: open.fill }))
+    }
+
+    fn wait_for_queue_room<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, DiskState>,
+    ) -> Result<MutexGuard<'a, DiskState>> {
+        let start = Instant::now();
+        let limit = Duration::from_millis(self.overload_wait_ms);
+        while state.to_write.len() >= self.write_queue_blocks_max {
+            self.check_writable(&state)?;
+            let waited = start.elapsed();
+            if waited >= limit {
+                return Err(Error::DeviceOverloaded {
+                    device: self.name().to_string(),
+                    queued: state.to_write.len(),
+                    waited_ms: waited.as_millis() as u64,
+                });
+            }
+            self.wake_flusher.notify_one();
+            state = self.progress.wait_timeout(state, limit - waited).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        Ok(state)
+    }
+
+    /// Seals the open block (queueing it for the device) and opens a free one. On
+    /// `OutOfSpace` the sealed block stays queued and nothing stored is touched.
+    fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
+        self.seal_open_block(state);
+        let Some(wblock) = state.free.pop_front() else {
+            return Err(Error::OutOfSpace { device: self.name().to_string() });
+        };
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let mut buf = match state.buffer_pool.pop() {
+            Some(mut buf) => {
+                buf.fill(0);
+                buf
+            }
+            None => AlignedBuf::zeroed(self.geometry.wblock_size as usize),
+        };
+        let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
+        header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
+        state.block_state[wblock as usize] = BlockState::Open;
+        state.block_seq[wblock as usize] = seq;
+        debug_assert_eq!(self.live_bytes[wblock as usize].load(Ordering::Relaxed), 0);
+        state.open = Some(OpenBlock {
+            wblock,
+            seq,
+            buf,
+            fill: WBLOCK_HEADER_SIZE as u32,
+            flushed_fill: 0,
+            unflushed_since: None,
+        });
+        Ok(())
+    }
+
+    pub fn wblock_header(&self, kind: u16, write_seq: u64, wblock: u32) -> WblockHeader {
+        let device_uuid = self.header.lock().unwrap_or_else(|e| e.into_inner()).device_uuid;
+        WblockHeader { kind, write_seq, device_uuid, wblock_index: wblock }
+    }
+
+    /// Moves the open block (if any) to the write queue.
+    pub fn seal_open_block(&self, state: &mut DiskState) {
+        let Some(open) = state.open.take() else { return };
+        state.block_state[open.wblock as usize] = BlockState::InUse;
+        state.to_write.push_back(Arc::new(SealedBlock {
+            wblock: open.wblock,
+            seq: open.seq,
+            buf: open.buf,
+            fill: open.fill,
+        }));
+        self.queue_free_if_empty(state, open.wblock);
+        self.wake_flusher.notify_one();
+    }
+
+    /// Blocks until `position` is durable (commit-to-device mode).
+    pub fn wait_durable(&self, position: Position) -> Result<()> {
+        let mut state = self.lock();
+        state.commit_waiters += 1;
+        self.wake_flusher.notify_one();
+        while state.durable < position && state.failure.is_none() {
+            state = self.progress.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.commit_waiters -= 1;
+        match &state.failure {
+            Some(_) if state.durable < position => {
+                Err(Error::DeviceFailed { device: self.name().to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops the flusher after it has written and synced everything appended so far.
+    pub fn request_shutdown(&self) {
+        let mut state = self.lock();
+        self.seal_open_block(&mut state);
+        state.shutdown = true;
+        self.wake_flusher.notify_all();
+    }
+}
+
+/// A partial flush of the open block: its dirty 4 KiB-aligned span, copied out so that
+/// writers can keep appending while it is written.
+struct PartialFlush {
+    seq: u64,
+    offset_bytes: u64,
+    bytes: AlignedBuf,
+    fill: u32,
+}
+
+/// The flusher thread of one disk. Returns when shut down and drained, or after a failure.
+pub fn run_flusher(disk: &Disk, counters: &Counters) {
+    let flush_max = Duration::from_millis(disk.flush_max_ms);
+    loop {
+        let mut state = disk.lock();
+        let (blocks, partial) = loop {
+            if state.failure.is_some() {
+                return;
+            }
+            let open_age = state.open.as_ref().and_then(|o| o.unflushed_since).map(|t| t.elapsed());
+            let partial_due =
+                open_age.is_some_and(|age| state.commit_waiters > 0 || state.shutdown || age >= flush_max);
+            let free_due = state.pending_free.iter().any(|&(_, at)| at <= state.durable);
+            if !state.to_write.is_empty() || partial_due || free_due {
+                let blocks: Vec<Arc<SealedBlock>> = state.to_write.iter().cloned().collect();
+                let partial = if partial_due { take_partial_flush(disk, &mut state) } else { None };
+                break (blocks, partial);
+            }
+            if state.shutdown && state.pending_free.is_empty() {
+                return;
+            }
+            if state.shutdown {
+                // Pending frees wait on a durable position that a final sync provides.
+                break (Vec::new(), None);
+            }
+            let timeout = open_age.map_or(flush_max, |age| flush_max.saturating_sub(age));
+            state = disk
+                .wake_flusher
+                .wait_timeout(state, timeout.max(Duration::from_millis(1)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        drop(state);
+
+        let written = write_blocks(disk, &blocks, partial.as_ref(), counters);
+        let mut state = disk.lock();
+        if let Err(err) = written {
+            disk.latch_failure(&mut state, &err);
+            return;
+        }
+        let mut durable = state.durable;
+        for block in &blocks {
+            let front = state.to_write.pop_front();
+            debug_assert!(front.is_some_and(|b| b.seq == block.seq));
+            durable = durable.max(Position { seq: block.seq, fill: block.fill });
+            state.cache.push_back(block.clone());
+        }
+        if let Some(partial) = &partial {
+            durable = durable.max(Position { seq: partial.seq, fill: partial.fill });
+            if let Some(open) = state.open.as_mut().filter(|o| o.seq == partial.seq) {
+                open.flushed_fill = open.flushed_fill.max(partial.fill);
+            }
+        }
+        if blocks.is_empty() && partial.is_none() && state.shutdown {
+            // Nothing left unwritten: everything appended is durable once synced.
+            durable = durable.max(Position { seq: state.next_seq, fill: 0 });
+        }
+        state.durable = durable;
+        trim_cache(disk, &mut state);
+        disk.progress.notify_all();
+        if let Err(err) = free_ready_blocks(disk, state, counters) {
+            let mut state = disk.lock();
+            disk.latch_failure(&mut state, &err);
+            return;
+        }
+    }
+}
+
+fn take_partial_flush(disk: &Disk, state: &mut DiskState) -> Option<PartialFlush> {
+    let open = state.open.as_mut()?;
+    let start = (open.flushed_fill as usize) / IO_ALIGN * IO_ALIGN;
+    let end = (open.fill as usize).div_ceil(IO_ALIGN) * IO_ALIGN;
+    open.unflushed_since = None;
+    if start >= end {
+        return None;
+    }
+    let mut bytes = AlignedBuf::zeroed(end - start);
+    bytes.copy_from_slice(&open.buf[start..end]);
+    Some(PartialFlush {
+        seq: open.seq,
+        offset_bytes: disk.geometry.wblock_offset(open.wblock) + start as u64,
+        bytes,
+        fill: open.fill,
+    })
+}
+
+/// Writes the queued blocks in order, then the partial span, then syncs once.
+fn write_blocks(
+    disk: &Disk,
+    blocks: &[Arc<SealedBlock>],
+    partial: Option<&PartialFlush>,
+    counters: &Counters,
+) -> Result<()> {
+    for block in blocks {
+        disk.device.write_at(&block.buf, disk.geometry.wblock_offset(block.wblock))?;
+        Counters::add(&counters.device_bytes_written, block.buf.len() as u64);
+    }
+    if let Some(partial) = partial {
+        disk.device.write_at(&partial.bytes, partial.offset_bytes)?;
+        Counters::add(&counters.device_bytes_written, partial.bytes.len() as u64);
+    }
+    disk.device.sync()
+}
+
+/// Keeps at most `cache_blocks_max` written blocks for reads; recycles the rest's buffers.
+fn trim_cache(disk: &Disk, state: &mut DiskState) {
+    while state.cache.len() > disk.cache_blocks_max {
+        let Some(oldest) = state.cache.pop_front() else { break };
+        if let Ok(block) = Arc::try_unwrap(oldest) {
+            if state.buffer_pool.len() < disk.write_queue_blocks_max {
+                state.buffer_pool.push(block.buf);
+            }
+        }
+    }
+}
+
+/// Frees the empty blocks whose emptying writes are durable: overwrite each one's header
+/// as free on the device, sync, and only then put it on the free list.
+fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters: &Counters) -> Result<()> {
+    let durable = state.durable;
+    let ready: Vec<u32> =
+        state.pending_free.iter().filter(|&&(_, at)| at <= durable).map(|&(b, _)| b).collect();
+    if ready.is_empty() {
+        return Ok(());
+    }
+    state.pending_free.retain(|&(_, at)| at > durable);
+    state.cache.retain(|block| !ready.contains(&block.wblock));
+    drop(state);
+    let mut page = AlignedBuf::zeroed(IO_ALIGN);
+    for &block in &ready {
+        disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
+        disk.device.write_at(&page, disk.geometry.wblock_offset(block))?;
+    }
+    disk.device.sync()?;
+    let mut state = disk.lock();
+    for &block in &ready {
+        state.block_state[block as usize] = BlockState::Free;
+        state.block_seq[block as usize] = 0;
+        state.free.push_back(block);
+    }
+    Counters::add(&counters.blocks_freed, ready.len() as u64);
+    disk.progress.notify_all();
+    Ok(())
+}
