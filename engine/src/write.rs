@@ -48,6 +48,8 @@ impl Disk {
             state.open.as_ref().is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
         if !fits {
             state = self.wait_for_queue_room(state)?;
+            self.seal_open_block(&mut state);
+            state = self.wait_for_pending_frees(state)?;
             self.open_new_block(&mut state)?;
         }
         let open = state.open.as_mut().ok_or(Error::ShutDown)?;
@@ -86,10 +88,30 @@ impl Disk {
         Ok(state)
     }
 
-    /// Seals the open block (queueing it for the device) and opens a free one. On
-    /// `OutOfSpace` the sealed block stays queued and nothing stored is touched.
+    /// With no free block but blocks about to be freed (their emptying writes are not
+    /// durable yet), waits for the flusher rather than report a transient out-of-space.
+    fn wait_for_pending_frees<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, DiskState>,
+    ) -> Result<MutexGuard<'a, DiskState>> {
+        let start = Instant::now();
+        let limit = Duration::from_millis(self.overload_wait_ms);
+        while state.free.is_empty() && !state.pending_free.is_empty() {
+            self.check_writable(&state)?;
+            let waited = start.elapsed();
+            if waited >= limit {
+                break;
+            }
+            self.wake_flusher.notify_one();
+            state = self.progress.wait_timeout(state, limit - waited).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        Ok(state)
+    }
+
+    /// Opens a free block (the previous one is already sealed). On `OutOfSpace` nothing
+    /// stored is touched.
     fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
-        self.seal_open_block(state);
+        debug_assert!(state.open.is_none());
         let Some(wblock) = state.free.pop_front() else {
             return Err(Error::OutOfSpace { device: self.name().to_string() });
         };
