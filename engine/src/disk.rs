@@ -17,9 +17,10 @@ use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
 use crate::format::DeviceHeader;
 use crate::index::Location;
+use crate::sync::{AtomicBool, AtomicU32, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 //! never across I/O (the read path copies the location and lets go).
 
 use crate::format::Digest;
-use std::sync::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard};
 
 pub const PARTITION_COUNT: usize = 4096;
 /// Unsorted inserts a partition buffers before merging them into its sorted run.

@@ -22,10 +22,13 @@ mod engine;
 mod error;
 pub mod format;
 pub mod index;
+#[cfg(all(test, loom))]
+mod loom_model;
 pub mod namespace;
 mod read;
 mod recovery;
 mod stats;
+mod sync;
 mod write;
 
 pub use config::{Config, Durability, WriteOptions, WritePolicy};

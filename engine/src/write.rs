@@ -25,8 +25,9 @@ use crate::format::{
 };
 use crate::index::Location;
 use crate::stats::Counters;
+use crate::sync::MutexGuard;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Disk {

@@ -1,0 +1,198 @@
+//! Real devices: regular files opened with O_DIRECT through both I/O backends, a loop
+//! device (when running as root), exclusive locking, and every way open and format refuse
+//! a device they must not touch, leaving it unchanged.
+
+mod common;
+
+use common::key;
+use spike::device::{self, IoBackend};
+use spike::{Config, Durability, Engine, Error, WriteOptions};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn file_config(dir: &Path, name: &str, size: u64) -> Config {
+    let path = dir.join(name);
+    device::create_file(&path, size).unwrap();
+    Config {
+        namespace: "files".into(),
+        devices: vec![path],
+        write_block_size: 128 * 1024,
+        durability: Durability::CommitToDevice,
+        post_write_cache_blocks: 1,
+        ..Config::default()
+    }
+}
+
+fn exercise(config: &Config, records: u64) {
+    let engine = Engine::open(config.clone()).unwrap();
+    for i in 0..records {
+        engine.put(&key(i), &common::value(i, 1, 700), &WriteOptions::default()).unwrap();
+    }
+    for i in 0..records {
+        assert_eq!(engine.get(&key(i)).unwrap().value, common::value(i, 1, 700));
+    }
+    assert!(engine.stats().reads_from_device > 0, "reads should go to the device");
+    engine.close().unwrap();
+    let engine = Engine::open(config.clone()).unwrap();
+    assert_eq!(engine.stats().recovery.records_kept, records);
+    for i in 0..records {
+        assert_eq!(engine.get(&key(i)).unwrap().value, common::value(i, 1, 700));
+    }
+}
+
+#[test]
+fn file_devices_work_with_both_io_backends() {
+    for backend in [IoBackend::Blocking, IoBackend::Auto] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = file_config(dir.path(), "dev", 16 << 20);
+        config.io_backend = backend;
+        Engine::format(&config, false).unwrap();
+        exercise(&config, 3000);
+        let device = device::open(&config.devices[0], backend).unwrap();
+        println!("backend {backend:?} -> {}", device.backend());
+    }
+}
+
+#[test]
+fn a_device_in_use_is_refused_to_a_second_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(dir.path(), "dev", 8 << 20);
+    Engine::format(&config, false).unwrap();
+    let engine = Engine::open(config.clone()).unwrap();
+    assert!(matches!(Engine::open(config.clone()), Err(Error::DeviceInUse { .. })));
+    assert!(matches!(Engine::format(&config, true), Err(Error::DeviceInUse { .. })));
+    engine.close().unwrap();
+    Engine::open(config).unwrap().close().unwrap();
+}
+
+fn refused_and_unchanged(config: &Config, expect: &str) {
+    let before = std::fs::read(&config.devices[0]).unwrap();
+    let err = Engine::open(config.clone()).err().expect("open must refuse");
+    let message = err.to_string();
+    assert!(message.contains(expect), "{message:?} does not say {expect:?}");
+    assert!(
+        message.contains(&config.devices[0].display().to_string()) || matches!(err, Error::Config(_)),
+        "{message}"
+    );
+    assert_eq!(before, std::fs::read(&config.devices[0]).unwrap(), "a refused open changed the device");
+}
+
+#[test]
+fn blank_foreign_and_mismatched_devices_are_refused_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(dir.path(), "blank", 8 << 20);
+    refused_and_unchanged(&config, "blank device");
+
+    let foreign = file_config(dir.path(), "ext4", 8 << 20);
+    let mut bytes = std::fs::read(&foreign.devices[0]).unwrap();
+    bytes[1080] = 0x53;
+    bytes[1081] = 0xEF;
+    std::fs::write(&foreign.devices[0], &bytes).unwrap();
+    refused_and_unchanged(&foreign, "ext2/3/4");
+    let err = Engine::format(&foreign, false).unwrap_err().to_string();
+    assert!(err.contains("needs force"), "{err}");
+    assert_eq!(bytes, std::fs::read(&foreign.devices[0]).unwrap());
+    Engine::format(&foreign, true).unwrap();
+    Engine::open(foreign.clone()).unwrap().close().unwrap();
+
+    let config = file_config(dir.path(), "spike", 8 << 20);
+    Engine::format(&config, false).unwrap();
+    let other_namespace = Config { namespace: "other".into(), ..config.clone() };
+    refused_and_unchanged(&other_namespace, "belongs to namespace \"files\"");
+    let other_block_size = Config { write_block_size: 256 * 1024, ..config.clone() };
+    refused_and_unchanged(&other_block_size, "131072-byte write blocks");
+    let err = Engine::format(&config, false).unwrap_err().to_string();
+    assert!(err.contains("already a Spike device"), "{err}");
+}
+
+#[test]
+fn a_namespace_with_a_missing_device_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = file_config(dir.path(), "a", 8 << 20);
+    config.devices.push(file_config(dir.path(), "b", 8 << 20).devices[0].clone());
+    Engine::format(&config, false).unwrap();
+    Engine::open(config.clone()).unwrap().close().unwrap();
+    let only_first = Config { devices: vec![config.devices[0].clone()], ..config.clone() };
+    let err = Engine::open(only_first).err().expect("must refuse").to_string();
+    assert!(err.contains("missing device index 1"), "{err}");
+    // Given in the wrong order, the devices are put back in index order.
+    let swapped = Config { devices: vec![config.devices[1].clone(), config.devices[0].clone()], ..config };
+    Engine::open(swapped).unwrap().close().unwrap();
+}
+
+#[test]
+fn a_version_from_the_future_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(dir.path(), "dev", 8 << 20);
+    Engine::format(&config, false).unwrap();
+    let mut bytes = std::fs::read(&config.devices[0]).unwrap();
+    for slot in [0usize, 4096] {
+        if bytes[slot..slot + 8] == *b"SPIKEDEV" {
+            let mut header = spike::format::DeviceHeader::decode(&bytes[slot..slot + 4096]).unwrap();
+            header.format_version = 99;
+            bytes[slot..slot + 4096].copy_from_slice(&header.encode());
+        }
+    }
+    std::fs::write(&config.devices[0], &bytes).unwrap();
+    refused_and_unchanged(&config, "format version 99");
+}
+
+/// A loop device with direct I/O over a file in a temporary directory; detached on drop.
+struct LoopDevice {
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    fn attach(backing: &Path) -> Option<LoopDevice> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipping loop device test: not running as root");
+            return None;
+        }
+        let output = Command::new("losetup").args(["--direct-io=on", "-f", "--show"]).arg(backing).output();
+        match output {
+            Ok(out) if out.status.success() => {
+                Some(LoopDevice { path: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()) })
+            }
+            Ok(out) => {
+                println!(
+                    "skipping loop device test: losetup failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                None
+            }
+            Err(err) => {
+                println!("skipping loop device test: cannot run losetup: {err}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn loop_device_with_direct_io() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    device::create_file(&backing, 32 << 20).unwrap();
+    let Some(loop_device) = LoopDevice::attach(&backing) else { return };
+    let config = Config {
+        namespace: "loop".into(),
+        devices: vec![loop_device.path.clone()],
+        write_block_size: 128 * 1024,
+        durability: Durability::CommitToDevice,
+        post_write_cache_blocks: 1,
+        ..Config::default()
+    };
+    Engine::format(&config, false).unwrap();
+    exercise(&config, 5000);
+    let engine = Engine::open(config.clone()).unwrap();
+    assert!(matches!(Engine::open(config.clone()), Err(Error::DeviceInUse { .. })));
+    println!("loop device {} served by {}", loop_device.path.display(), engine.stats().devices[0].backend);
+    engine.close().unwrap();
+}
