@@ -433,5 +433,46 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
     })
 }
 
+/// One step of walking the records of a block.
+#[derive(Debug)]
+pub enum BlockItem<'a> {
+    /// A verified record of this use of the block, at `offset` bytes into the block.
+    Record { offset: usize, view: RecordView<'a> },
+    /// A valid record left from an earlier use of the block (its sequence tag differs).
+    Stale { offset: usize },
+    /// The start of a region of bytes that are neither a record nor zero (torn or corrupt).
+    Corrupt { offset: usize, problem: RecordProblem },
+}
+
+/// Walks the records of a block whose header says `write_seq`. After a bad region it
+/// resyncs at the next 16-byte boundary, so records after a torn sector are still found.
+pub fn block_records(block: &[u8], write_seq: u64) -> impl Iterator<Item = BlockItem<'_>> {
+    let mut at = WBLOCK_HEADER_SIZE;
+    let mut in_bad_region = false;
+    std::iter::from_fn(move || {
+        while at + RECORD_ALIGN <= block.len() {
+            let offset = at;
+            match decode_record(&block[at..]) {
+                Ok(view) => {
+                    at += view.size_bytes;
+                    in_bad_region = false;
+                    if view.meta.wblock_seq_lo != write_seq as u32 {
+                        return Some(BlockItem::Stale { offset });
+                    }
+                    return Some(BlockItem::Record { offset, view });
+                }
+                Err(problem) => {
+                    at += RECORD_ALIGN;
+                    if problem != RecordProblem::End && !in_bad_region {
+                        in_bad_region = true;
+                        return Some(BlockItem::Corrupt { offset, problem });
+                    }
+                }
+            }
+        }
+        None
+    })
+}
+
 #[cfg(test)]
 mod tests;

@@ -19,8 +19,7 @@ use crate::device::{AlignedBuf, ReadRequest};
 use crate::disk::{BlockState, Disk};
 use crate::error::{Error, Result};
 use crate::format::{
-    decode_record, RecordProblem, WblockHeader, RECORD_ALIGN, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
-    WBLOCK_KIND_FREE,
+    block_records, decode_record, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE,
 };
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
 use crate::read::read_span;
@@ -167,25 +166,20 @@ fn scan_block(
     block_seq: &[u64],
 ) -> Result<()> {
     let base = disk.geometry.wblock_offset(block);
-    let mut at = WBLOCK_HEADER_SIZE;
-    let mut in_bad_region = false;
-    while at + RECORD_ALIGN <= buf.len() {
-        let view = match decode_record(&buf[at..]) {
-            Ok(view) => view,
-            Err(problem) => {
-                if problem != RecordProblem::End && !in_bad_region {
-                    counts.corrupt_records.fetch_add(1, Relaxed);
-                    in_bad_region = true;
-                }
-                at += RECORD_ALIGN;
+    for item in block_records(buf, seq) {
+        let (offset, view) = match item {
+            BlockItem::Record { offset, view } => (offset, view),
+            BlockItem::Stale { .. } => {
+                counts.stale_records.fetch_add(1, Relaxed);
+                continue;
+            }
+            BlockItem::Corrupt { .. } => {
+                counts.corrupt_records.fetch_add(1, Relaxed);
                 continue;
             }
         };
-        in_bad_region = false;
-        let size = view.size_bytes;
         let meta = view.meta;
-        at += size;
-        if meta.wblock_seq_lo != seq as u32 || device_of(&meta.digest, device_count) != disk.index as usize {
+        if device_of(&meta.digest, device_count) != disk.index as usize {
             counts.stale_records.fetch_add(1, Relaxed);
             continue;
         }
@@ -194,19 +188,13 @@ fn scan_block(
             tag: DigestTag::of(&meta.digest),
             generation: meta.generation,
             tombstone: meta.tombstone || (meta.void_time != 0 && meta.void_time <= now_s),
-            location: Location {
-                device: disk.index,
-                offset_bytes: base + (at - size) as u64,
-                size_bytes: size as u32,
-            },
+            location: Location { device: disk.index, offset_bytes: base + offset as u64, size_bytes: view.size_bytes as u32 },
             void_time: meta.void_time,
         };
         let mut partition = index.partition(partition_of(&meta.digest));
         let newer = match partition.get(candidate.tag) {
             None => true,
-            Some(current) if current.generation != candidate.generation => {
-                candidate.generation > current.generation
-            }
+            Some(current) if current.generation != candidate.generation => candidate.generation > current.generation,
             Some(current) => {
                 let current_lut = disk.last_update_ms_at(current.location)?;
                 let current_seq = disk.block_of(current.location).map_or(0, |b| block_seq[b as usize]);
