@@ -35,6 +35,26 @@ pub struct Config {
     /// Store each record's key on the device (scans then return keys).
     pub store_keys: bool,
     pub io_backend: IoBackend,
+    /// A block whose live bytes fall under this percentage of its capacity is defragmented.
+    pub defrag_lwm_pct: u32,
+    /// Free blocks per device that only the defragmenter may take, so it can always progress.
+    pub defrag_reserve_blocks: u32,
+    /// Pause between two defragmented blocks while free space is plentiful; none when low.
+    pub defrag_sleep_us: u64,
+    /// Client writes (not deletes) fail with `OutOfSpace` when a device's free blocks fall
+    /// under this percentage.
+    pub stop_writes_free_pct: u32,
+    /// How often the background pass looks for expired records.
+    pub expiry_interval_ms: u64,
+    /// Above this percentage of a device's blocks in use, evict the soonest-expiring
+    /// records; 0 disables eviction.
+    pub evict_used_pct: u32,
+    /// Share of records with a TTL evicted per pass, in tenths of a percent.
+    pub evict_per_pass_permille: u32,
+    /// Minimum time between two tombstone-reclaim scans of the devices.
+    pub tombstone_scan_interval_ms: u64,
+    /// Write an index snapshot at clean shutdown and restore from it at open.
+    pub fast_restart: bool,
 }
 
 impl Default for Config {
@@ -50,6 +70,15 @@ impl Default for Config {
             overload_wait_ms: 2000,
             store_keys: false,
             io_backend: IoBackend::Auto,
+            defrag_lwm_pct: 50,
+            defrag_reserve_blocks: 4,
+            defrag_sleep_us: 1000,
+            stop_writes_free_pct: 5,
+            expiry_interval_ms: 1000,
+            evict_used_pct: 0,
+            evict_per_pass_permille: 10,
+            tombstone_scan_interval_ms: 60_000,
+            fast_restart: true,
         }
     }
 }
@@ -73,6 +102,12 @@ impl Config {
         }
         if self.flush_max_ms == 0 || self.write_queue_blocks_max == 0 {
             return Err(Error::Config("flush_max_ms and write_queue_blocks_max must be positive".into()));
+        }
+        if self.defrag_lwm_pct == 0 || self.defrag_lwm_pct >= 100 {
+            return Err(Error::Config(format!("defrag_lwm_pct {} must be 1 to 99", self.defrag_lwm_pct)));
+        }
+        if self.stop_writes_free_pct >= 100 || self.evict_used_pct >= 100 {
+            return Err(Error::Config("stop_writes_free_pct and evict_used_pct must be under 100".into()));
         }
         Ok(())
     }

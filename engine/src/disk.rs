@@ -120,6 +120,8 @@ pub struct Disk {
     pub write_queue_blocks_max: usize,
     pub overload_wait_ms: u64,
     pub flush_max_ms: u64,
+    pub defrag_reserve_blocks: usize,
+    pub stop_writes_blocks: usize,
 }
 
 impl Disk {
@@ -154,6 +156,8 @@ impl Disk {
             write_queue_blocks_max: config.write_queue_blocks_max,
             overload_wait_ms: config.overload_wait_ms,
             flush_max_ms: config.flush_max_ms,
+            defrag_reserve_blocks: (config.defrag_reserve_blocks as usize).min(count / 4),
+            stop_writes_blocks: (count * config.stop_writes_free_pct as usize).div_ceil(100),
         }
     }
 
@@ -218,6 +222,10 @@ impl Disk {
         let now = state.open.as_ref().map_or(state.durable, |o| Position { seq: o.seq, fill: o.fill });
         state.pending_free.push((block, now));
         self.wake_flusher.notify_one();
+    }
+
+    pub fn blocks_in_use(&self) -> u64 {
+        self.lock().block_state.iter().filter(|s| **s == BlockState::InUse).count() as u64
     }
 
     /// Total live bytes and free blocks, for stats.

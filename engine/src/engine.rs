@@ -14,10 +14,13 @@ use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE, KEY_SIZE_MAX};
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, GENERATION_MAX, PARTITION_COUNT};
+use crate::janitor::{self, JanitorControl};
 use crate::namespace;
 use crate::read::{Record, Verify};
 use crate::recovery::{self, device_of};
 use crate::stats::{Counters, DeviceStats, RecoveryStats, Stats};
+use crate::write::WriteKind;
+use crate::{expiry, snapshot, tombstone};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,10 +40,164 @@ pub(crate) struct Shared {
     pub recovery: RecoveryStats,
 }
 
+impl Shared {
+    /// Looks up and reads the live record with this tag, retrying when it moves under us.
+    pub fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
+        let mut last_problem = None;
+        for _ in 0..READ_RETRIES_MAX {
+            let entry = self.index.partition(partition).get(tag);
+            let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
+            let disk = &self.disks[entry.location.device as usize];
+            let (verified, from_memory) = disk.read_entry(&entry)?;
+            let counter =
+                if from_memory { &self.counters.reads_from_memory } else { &self.counters.reads_from_device };
+            Counters::add(counter, 1);
+            match verified {
+                Verify::Ok(record) => return Ok(Some(record)),
+                Verify::Moved | Verify::Corrupt(_)
+                    if self.index.partition(partition).get(tag) != Some(entry) =>
+                {
+                    continue
+                }
+                Verify::Moved => {
+                    last_problem = Some(Error::corrupt(
+                        disk.name(),
+                        entry.location.offset_bytes,
+                        "the record at this offset is not the one the index names",
+                    ))
+                }
+                Verify::Corrupt(err) => last_problem = Some(err),
+            }
+            break;
+        }
+        Err(last_problem.unwrap_or(Error::NotFound))
+    }
+
+    /// Tombstone entries in the index (tombstones and expired records).
+    pub fn tombstone_count(&self) -> u64 {
+        (0..PARTITION_COUNT)
+            .map(|p| self.index.partition(p).entries().filter(|e| e.tombstone).count() as u64)
+            .sum()
+    }
+
+    pub fn disk_of(&self, digest: &Digest) -> &Disk {
+        &self.disks[device_of(digest, self.disks.len())]
+    }
+
+    /// Places a record (or tombstone) for `digest` and points the index at it; see the
+    /// module comment for the order of the steps and why.
+    pub fn write(
+        &self,
+        digest: &Digest,
+        stored_key: &[u8],
+        value: &[u8],
+        options: &WriteOptions,
+        tombstone: bool,
+    ) -> Result<u32> {
+        let digest = *digest;
+        let disk = self.disk_of(&digest);
+        let size = format::record_size(stored_key.len(), value.len());
+        if size > disk.record_size_max() {
+            return Err(Error::RecordTooBig { size_bytes: size, max_bytes: disk.record_size_max() });
+        }
+        let tag = DigestTag::of(&digest);
+        let now_ms = now_ms();
+        let now_s = (now_ms / 1000) as u32;
+        let mut partition = self.index.partition(partition_of(&digest));
+        let existing = partition.get(tag);
+        let live = existing.filter(|e| is_live(e, now_s));
+        match (options.policy, live) {
+            (WritePolicy::CreateOnly, Some(_)) => return Err(Error::AlreadyExists),
+            (WritePolicy::UpdateOnly, None) => return Err(Error::NotFound),
+            _ => {}
+        }
+        if tombstone && live.is_none() {
+            return Err(Error::NotFound);
+        }
+        if let Some(expected) = options.expected_generation {
+            let found = live.map_or(0, |e| e.generation);
+            if found != expected {
+                return Err(Error::GenerationMismatch { expected, found });
+            }
+        }
+        // Generations continue across delete and re-create (and past reclaimed tombstones,
+        // through the partition's floor): the newest copy must win at recovery.
+        let generation = existing.map_or(partition.generation_floor(), |e| e.generation) + 1;
+        if generation > GENERATION_MAX {
+            return Err(Error::GenerationExhausted);
+        }
+        let void_time = match options.ttl_s {
+            Some(ttl) if ttl > 0 && !tombstone => now_s.saturating_add(ttl),
+            _ => 0,
+        };
+        let meta =
+            RecordMeta { digest, generation, void_time, last_update_ms: now_ms, tombstone, wblock_seq_lo: 0 };
+        let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let (location, position) = disk.append(&meta, stored_key, value, kind)?;
+        partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
+        disk.add_live(location);
+        if let Some(old) = existing {
+            disk.remove_live(old.location);
+        }
+        drop(partition);
+        Counters::add(&self.counters.client_bytes_written, size as u64);
+        if self.config.durability == Durability::CommitToDevice {
+            disk.wait_durable(position)?;
+        }
+        Ok(generation)
+    }
+}
+
 /// An open namespace. Dropping it shuts down as `close` does, ignoring errors.
 pub struct Engine {
     shared: Arc<Shared>,
     flushers: Vec<JoinHandle<()>>,
+    janitor: Option<JoinHandle<()>>,
+    janitor_control: Arc<JanitorControl>,
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(body)
+        .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
+}
+
+/// Builds the disks and index: from the snapshots of a clean shutdown when every device
+/// has a valid one, else by a cold start (on fresh disks, whatever a failed load left).
+fn restore(
+    config: &Config,
+    build_disks: impl Fn() -> Vec<Disk>,
+) -> Result<(Vec<Disk>, Index, RecoveryStats)> {
+    let start = Instant::now();
+    if config.fast_restart {
+        let disks = build_disks();
+        let index = Index::default();
+        let loaded: Result<Vec<u64>> =
+            disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
+        match loaded {
+            Ok(_) => {
+                let mut stats = RecoveryStats { kind: "fast", ..Default::default() };
+                for p in 0..PARTITION_COUNT {
+                    for entry in index.partition(p).entries() {
+                        if entry.tombstone {
+                            stats.tombstones_kept += 1;
+                        } else {
+                            stats.records_kept += 1;
+                        }
+                    }
+                }
+                stats.blocks_in_use = disks.iter().map(|d| d.blocks_in_use()).sum();
+                stats.duration_ms = start.elapsed().as_millis() as u64;
+                return Ok((disks, index, stats));
+            }
+            Err(err) => log::info!("fast restart not possible ({err}); cold start"),
+        }
+    }
+    let disks = build_disks();
+    let index = Index::default();
+    let stats = recovery::cold_start(&disks, &index, now_s())?;
+    Ok((disks, index, stats))
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -51,7 +208,7 @@ pub(crate) fn now_s() -> u32 {
     (now_ms() / 1000) as u32
 }
 
-fn is_live(entry: &EntryInfo, now_s: u32) -> bool {
+pub(crate) fn is_live(entry: &EntryInfo, now_s: u32) -> bool {
     !entry.tombstone && (entry.void_time == 0 || entry.void_time > now_s)
 }
 
@@ -77,17 +234,19 @@ impl Engine {
     pub fn open_devices(config: Config, mut devices: Vec<Arc<dyn Device>>) -> Result<Engine> {
         let headers = namespace::open_headers(&config, &mut devices)?;
         let secret = headers[0].digest_secret;
-        let disks: Vec<Disk> = devices
-            .into_iter()
-            .zip(headers)
-            .enumerate()
-            .map(|(i, (device, header))| Disk::new(i as u8, device, header, &config))
-            .collect();
-        let index = Index::default();
-        let recovery = recovery::cold_start(&disks, &index, now_s())?;
+        let build_disks = || -> Vec<Disk> {
+            devices
+                .iter()
+                .zip(&headers)
+                .enumerate()
+                .map(|(i, (device, header))| Disk::new(i as u8, device.clone(), header.clone(), &config))
+                .collect()
+        };
+        let (disks, index, recovery) = restore(&config, build_disks)?;
         log::info!(
-            "namespace {:?}: cold start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",
+            "namespace {:?}: {} start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",
             config.namespace,
+            recovery.kind,
             recovery.records_kept,
             recovery.tombstones_kept,
             recovery.duration_ms,
@@ -95,7 +254,7 @@ impl Engine {
             recovery.stale_records
         );
         for disk in &disks {
-            // The clean flag is cleared before the first write can land.
+            // The clean flag is cleared (and the snapshot made stale) before any write lands.
             let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
             header.flags &= !format::HEADER_FLAG_CLEAN;
             header.open_count += 1;
@@ -106,13 +265,16 @@ impl Engine {
         let mut flushers = Vec::new();
         for i in 0..shared.disks.len() {
             let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("spike-flush-{i}"))
-                .spawn(move || crate::write::run_flusher(&shared.disks[i], &shared.counters))
-                .map_err(|e| Error::Config(format!("cannot start flusher thread: {e}")))?;
-            flushers.push(handle);
+            flushers.push(spawn(&format!("spike-flush-{i}"), move || {
+                crate::write::run_flusher(&shared.disks[i], &shared.counters)
+            })?);
         }
-        Ok(Engine { shared, flushers })
+        let janitor_control = Arc::new(JanitorControl::default());
+        let janitor = {
+            let (shared, control) = (shared.clone(), janitor_control.clone());
+            Some(spawn("spike-janitor", move || janitor::run(&shared, &control))?)
+        };
+        Ok(Engine { shared, flushers, janitor, janitor_control })
     }
 
     /// The keyed digest of `key` in this namespace.
@@ -130,10 +292,6 @@ impl Engine {
         Ok(())
     }
 
-    fn disk_of(&self, digest: &Digest) -> &Disk {
-        &self.shared.disks[device_of(digest, self.shared.disks.len())]
-    }
-
     /// Writes `value` under `key`; returns the record's new generation.
     pub fn put(&self, key: &[u8], value: &[u8], options: &WriteOptions) -> Result<u32> {
         let start = Instant::now();
@@ -146,55 +304,8 @@ impl Engine {
     fn put_inner(&self, key: &[u8], value: &[u8], options: &WriteOptions, tombstone: bool) -> Result<u32> {
         Self::check_key(key)?;
         let digest = self.digest(key);
-        let disk = self.disk_of(&digest);
         let stored_key = if self.shared.config.store_keys && !tombstone { key } else { &[] };
-        let size = format::record_size(stored_key.len(), value.len());
-        if size > disk.record_size_max() {
-            return Err(Error::RecordTooBig { size_bytes: size, max_bytes: disk.record_size_max() });
-        }
-        let tag = DigestTag::of(&digest);
-        let now_ms = now_ms();
-        let now_s = (now_ms / 1000) as u32;
-        let mut partition = self.shared.index.partition(partition_of(&digest));
-        let existing = partition.get(tag);
-        let live = existing.filter(|e| is_live(e, now_s));
-        match (options.policy, live) {
-            (WritePolicy::CreateOnly, Some(_)) => return Err(Error::AlreadyExists),
-            (WritePolicy::UpdateOnly, None) => return Err(Error::NotFound),
-            _ => {}
-        }
-        if tombstone && live.is_none() {
-            return Err(Error::NotFound);
-        }
-        if let Some(expected) = options.expected_generation {
-            let found = live.map_or(0, |e| e.generation);
-            if found != expected {
-                return Err(Error::GenerationMismatch { expected, found });
-            }
-        }
-        // Generations continue across delete and re-create: the newest copy must win.
-        let generation = existing.map_or(1, |e| e.generation + 1);
-        if generation > GENERATION_MAX {
-            return Err(Error::GenerationExhausted);
-        }
-        let void_time = match options.ttl_s {
-            Some(ttl) if ttl > 0 && !tombstone => now_s.saturating_add(ttl),
-            _ => 0,
-        };
-        let meta =
-            RecordMeta { digest, generation, void_time, last_update_ms: now_ms, tombstone, wblock_seq_lo: 0 };
-        let (location, position) = disk.append(&meta, stored_key, value)?;
-        partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
-        disk.add_live(location);
-        if let Some(old) = existing {
-            disk.remove_live(old.location);
-        }
-        drop(partition);
-        Counters::add(&self.shared.counters.client_bytes_written, size as u64);
-        if self.shared.config.durability == Durability::CommitToDevice {
-            disk.wait_durable(position)?;
-        }
-        Ok(generation)
+        self.shared.write(&digest, stored_key, value, options, tombstone)
     }
 
     /// Deletes `key` by writing a tombstone, so that it stays deleted after any restart.
@@ -249,9 +360,10 @@ impl Engine {
     fn get_inner(&self, key: &[u8]) -> Result<Record> {
         Self::check_key(key)?;
         let digest = self.digest(key);
-        let record = self.fetch(partition_of(&digest), DigestTag::of(&digest))?.ok_or(Error::NotFound)?;
+        let record =
+            self.shared.fetch(partition_of(&digest), DigestTag::of(&digest))?.ok_or(Error::NotFound)?;
         if record.digest != digest {
-            let disk = self.disk_of(&digest);
+            let disk = self.shared.disk_of(&digest);
             return Err(Error::corrupt(
                 disk.name(),
                 0,
@@ -267,41 +379,6 @@ impl Engine {
         let digest = self.digest(key);
         let entry = self.shared.index.partition(partition_of(&digest)).get(DigestTag::of(&digest));
         Ok(entry.is_some_and(|e| is_live(&e, now_s())))
-    }
-
-    /// Looks up and reads the live record with this tag, retrying when it moves under us.
-    fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
-        let mut last_problem = None;
-        for _ in 0..READ_RETRIES_MAX {
-            let entry = self.shared.index.partition(partition).get(tag);
-            let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
-            let disk = &self.shared.disks[entry.location.device as usize];
-            let (verified, from_memory) = disk.read_entry(&entry)?;
-            let counter = if from_memory {
-                &self.shared.counters.reads_from_memory
-            } else {
-                &self.shared.counters.reads_from_device
-            };
-            Counters::add(counter, 1);
-            match verified {
-                Verify::Ok(record) => return Ok(Some(record)),
-                Verify::Moved | Verify::Corrupt(_)
-                    if self.shared.index.partition(partition).get(tag) != Some(entry) =>
-                {
-                    continue
-                }
-                Verify::Moved => {
-                    last_problem = Some(Error::corrupt(
-                        disk.name(),
-                        entry.location.offset_bytes,
-                        "the record at this offset is not the one the index names",
-                    ))
-                }
-                Verify::Corrupt(err) => last_problem = Some(err),
-            }
-            break;
-        }
-        Err(last_problem.unwrap_or(Error::NotFound))
     }
 
     /// Reads many keys, keeping their device reads in flight together. Results are in
@@ -353,7 +430,7 @@ impl Engine {
                 for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
                     let record = match verified? {
                         Verify::Ok(record) => Some(record),
-                        _ => self.fetch(partition, entry.tag)?,
+                        _ => self.shared.fetch(partition, entry.tag)?,
                     };
                     if let Some(record) = record {
                         if !visit(record) {
@@ -405,12 +482,16 @@ impl Engine {
             .iter()
             .map(|disk| {
                 let (live_bytes, free, pending_free, queued) = disk.usage();
+                let defrag_queued =
+                    crate::defrag::pick_victims(disk, self.shared.config.defrag_lwm_pct).len() as u64;
                 DeviceStats {
                     name: disk.name().to_string(),
                     backend: disk.device.backend(),
                     wblocks_total: disk.geometry.wblock_count as u64,
                     wblocks_free: free,
                     wblocks_pending_free: pending_free,
+                    wblocks_defrag_queued: defrag_queued,
+                    wblocks_reserved: disk.defrag_reserve_blocks as u64,
                     live_bytes,
                     write_queue_blocks: queued,
                 }
@@ -428,6 +509,13 @@ impl Engine {
             client_bytes_written: c.client_bytes_written.load(Relaxed),
             device_bytes_written: c.device_bytes_written.load(Relaxed),
             blocks_freed: c.blocks_freed.load(Relaxed),
+            defrag_blocks_read: c.defrag_blocks_read.load(Relaxed),
+            defrag_bytes_written: c.defrag_bytes_written.load(Relaxed),
+            blocks_defragged: c.blocks_defragged.load(Relaxed),
+            tombstones: self.shared.tombstone_count(),
+            tombstones_reclaimed: c.tombstones_reclaimed.load(Relaxed),
+            expired: c.expired.load(Relaxed),
+            evicted: c.evicted.load(Relaxed),
             index_entries,
             index_bytes,
             devices,
@@ -443,6 +531,10 @@ impl Engine {
     }
 
     fn shutdown(&mut self) -> Result<()> {
+        self.janitor_control.request_stop();
+        if let Some(janitor) = self.janitor.take() {
+            let _ = janitor.join();
+        }
         for disk in &self.shared.disks {
             disk.request_shutdown();
         }
@@ -455,19 +547,43 @@ impl Engine {
                 first_error.get_or_insert(Error::DeviceFailed { device: disk.name().to_string() });
                 continue;
             }
+            let open_count = disk.header.lock().unwrap_or_else(|e| e.into_inner()).open_count;
+            let snapshot = if self.shared.config.fast_restart {
+                snapshot::write_snapshot(disk, &self.shared.index, open_count).unwrap_or_else(|err| {
+                    log::warn!(
+                        "{}: index snapshot not written ({err}); next open will cold-start",
+                        disk.name()
+                    );
+                    None
+                })
+            } else {
+                None
+            };
             let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
             header.flags |= format::HEADER_FLAG_CLEAN;
+            header.snapshot = snapshot.unwrap_or_default();
             if let Err(err) = namespace::write_header(disk.device.as_ref(), &mut header) {
                 first_error.get_or_insert(err);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
+
+    /// Runs a tombstone-reclaim scan now (the janitor also runs them on its schedule).
+    pub fn reclaim_tombstones(&self) -> Result<u64> {
+        tombstone::reclaim_tombstones(&self.shared)
+    }
+
+    /// Runs the expiry and eviction passes now; returns (expired, evicted).
+    pub fn expire_now(&self) -> (u64, u64) {
+        let now = now_s();
+        (expiry::expire_pass(&self.shared, now), expiry::evict_pass(&self.shared, now))
+    }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if !self.flushers.is_empty() {
+        if !self.flushers.is_empty() || self.janitor.is_some() {
             let _ = self.shutdown();
         }
     }

@@ -21,8 +21,8 @@ pub enum Error {
     RecordTooBig { size_bytes: usize, max_bytes: usize },
     #[error("invalid key: {0}")]
     InvalidKey(&'static str),
-    #[error("out of space on {device}: no free write block left")]
-    OutOfSpace { device: String },
+    #[error("out of space on {device}: {detail}")]
+    OutOfSpace { device: String, detail: String },
     #[error("device {device} overloaded: {queued} write blocks queued, waited {waited_ms} ms")]
     DeviceOverloaded { device: String, queued: usize, waited_ms: u64 },
     #[error("I/O error on {device} at offset {offset}: {source}")]

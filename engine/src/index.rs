@@ -129,6 +129,31 @@ impl IndexEntry {
         }
     }
 
+    /// The 28 bytes a snapshot stores, little-endian.
+    pub fn to_bytes(&self) -> [u8; 28] {
+        let mut out = [0u8; 28];
+        let (tag_hi, tag_lo, generation, location, void_time) =
+            (self.tag_hi, self.tag_lo, self.generation, self.location, self.void_time);
+        out[0..8].copy_from_slice(&tag_hi.to_le_bytes());
+        out[8..12].copy_from_slice(&tag_lo.to_le_bytes());
+        out[12..16].copy_from_slice(&generation.to_le_bytes());
+        out[16..24].copy_from_slice(&location.to_le_bytes());
+        out[24..28].copy_from_slice(&void_time.to_le_bytes());
+        out
+    }
+
+    pub fn from_bytes(b: &[u8; 28]) -> Self {
+        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default());
+        IndexEntry {
+            tag_hi: u64_at(0),
+            tag_lo: u32_at(8),
+            generation: u32_at(12),
+            location: u64_at(16),
+            void_time: u32_at(24),
+        }
+    }
+
     fn tag(&self) -> DigestTag {
         DigestTag { hi: self.tag_hi, lo: self.tag_lo }
     }
@@ -144,11 +169,23 @@ pub struct Partition {
     sorted: Vec<IndexEntry>,
     recent: Vec<IndexEntry>,
     removed_in_sorted: usize,
+    /// Highest generation of a tombstone reclaimed from this partition: a key re-created
+    /// after its tombstone is gone starts above it, so that it beats the tombstone's copy
+    /// should that copy still be on a device at the next cold start.
+    generation_floor: u32,
 }
 
 impl Partition {
     pub fn len(&self) -> usize {
         self.sorted.len() - self.removed_in_sorted + self.recent.len()
+    }
+
+    pub fn generation_floor(&self) -> u32 {
+        self.generation_floor
+    }
+
+    pub fn raise_generation_floor(&mut self, generation: u32) {
+        self.generation_floor = self.generation_floor.max(generation);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -16,19 +16,24 @@
 //! ```
 
 mod config;
+mod defrag;
 pub mod device;
 mod disk;
 mod engine;
 mod error;
+mod expiry;
 pub mod format;
 pub mod index;
+mod janitor;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod namespace;
 mod read;
 mod recovery;
+mod snapshot;
 mod stats;
 mod sync;
+mod tombstone;
 mod write;
 
 pub use config::{Config, Durability, WriteOptions, WritePolicy};

@@ -65,7 +65,7 @@ fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
         wblock_seq_lo: 0,
     };
     let value = vec![key; value_len];
-    let (location, _) = disk.append(&meta, &[], &value).unwrap();
+    let (location, _) = disk.append(&meta, &[], &value, crate::write::WriteKind::Client).unwrap();
     partition.upsert(EntryInfo { tag, generation, tombstone: false, location, void_time: 0 });
     disk.add_live(location);
     if let Some(old) = existing {

@@ -19,7 +19,8 @@ use crate::device::{AlignedBuf, ReadRequest};
 use crate::disk::{BlockState, Disk};
 use crate::error::{Error, Result};
 use crate::format::{
-    block_records, decode_record, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE,
+    block_records, decode_record, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
+    WBLOCK_KIND_FREE,
 };
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
 use crate::read::read_span;
@@ -188,13 +189,19 @@ fn scan_block(
             tag: DigestTag::of(&meta.digest),
             generation: meta.generation,
             tombstone: meta.tombstone || (meta.void_time != 0 && meta.void_time <= now_s),
-            location: Location { device: disk.index, offset_bytes: base + offset as u64, size_bytes: view.size_bytes as u32 },
+            location: Location {
+                device: disk.index,
+                offset_bytes: base + offset as u64,
+                size_bytes: view.size_bytes as u32,
+            },
             void_time: meta.void_time,
         };
         let mut partition = index.partition(partition_of(&meta.digest));
         let newer = match partition.get(candidate.tag) {
             None => true,
-            Some(current) if current.generation != candidate.generation => candidate.generation > current.generation,
+            Some(current) if current.generation != candidate.generation => {
+                candidate.generation > current.generation
+            }
             Some(current) => {
                 let current_lut = disk.last_update_ms_at(current.location)?;
                 let current_seq = disk.block_of(current.location).map_or(0, |b| block_seq[b as usize]);

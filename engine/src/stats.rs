@@ -38,6 +38,12 @@ pub struct Counters {
     pub client_bytes_written: AtomicU64,
     pub device_bytes_written: AtomicU64,
     pub blocks_freed: AtomicU64,
+    pub defrag_blocks_read: AtomicU64,
+    pub defrag_bytes_written: AtomicU64,
+    pub blocks_defragged: AtomicU64,
+    pub tombstones_reclaimed: AtomicU64,
+    pub expired: AtomicU64,
+    pub evicted: AtomicU64,
     pub put_latency: LatencyHistogram,
     pub get_latency: LatencyHistogram,
 }
@@ -79,6 +85,14 @@ pub struct Stats {
     pub client_bytes_written: u64,
     pub device_bytes_written: u64,
     pub blocks_freed: u64,
+    pub defrag_blocks_read: u64,
+    /// Record bytes the defragmenter moved (a part of `device_bytes_written`).
+    pub defrag_bytes_written: u64,
+    pub blocks_defragged: u64,
+    pub tombstones: u64,
+    pub tombstones_reclaimed: u64,
+    pub expired: u64,
+    pub evicted: u64,
     pub index_entries: u64,
     pub index_bytes: u64,
     pub devices: Vec<DeviceStats>,
@@ -104,6 +118,10 @@ pub struct DeviceStats {
     pub wblocks_total: u64,
     pub wblocks_free: u64,
     pub wblocks_pending_free: u64,
+    /// Blocks under the defrag low-water mark, waiting for the defragmenter.
+    pub wblocks_defrag_queued: u64,
+    /// Free blocks only the defragmenter may take.
+    pub wblocks_reserved: u64,
     pub live_bytes: u64,
     pub write_queue_blocks: u64,
 }

@@ -30,6 +30,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Who appends a record: decides which space limits apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteKind {
+    Client,
+    Delete,
+    Defrag,
+}
+
 impl Disk {
     /// Largest record that fits in a block.
     pub fn record_size_max(&self) -> usize {
@@ -38,20 +46,40 @@ impl Disk {
 
     /// Appends one record to the open block; returns where it lies and the position that
     /// must be durable for it to survive a crash. `meta.wblock_seq_lo` is filled in here.
-    pub fn append(&self, meta: &RecordMeta, key: &[u8], value: &[u8]) -> Result<(Location, Position)> {
+    /// Client writes stop when free blocks fall under `stop_writes_blocks`; deletes go on
+    /// (they are how space comes back); only the defragmenter may take the last
+    /// `defrag_reserve_blocks`, so that it can always progress.
+    pub fn append(
+        &self,
+        meta: &RecordMeta,
+        key: &[u8],
+        value: &[u8],
+        kind: WriteKind,
+    ) -> Result<(Location, Position)> {
         let size = record_size(key.len(), value.len());
         if size > self.record_size_max() {
             return Err(Error::RecordTooBig { size_bytes: size, max_bytes: self.record_size_max() });
         }
         let mut state = self.lock();
         self.check_writable(&state)?;
+        if kind == WriteKind::Client && state.free.len() < self.stop_writes_blocks {
+            return Err(Error::OutOfSpace {
+                device: self.name().to_string(),
+                detail: format!(
+                    "stop-writes: {} of {} write blocks free, under the stop-writes mark of {}",
+                    state.free.len(),
+                    self.geometry.wblock_count,
+                    self.stop_writes_blocks
+                ),
+            });
+        }
         let fits =
             state.open.as_ref().is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
         if !fits {
             state = self.wait_for_queue_room(state)?;
             self.seal_open_block(&mut state);
             state = self.wait_for_pending_frees(state)?;
-            self.open_new_block(&mut state)?;
+            self.open_new_block(&mut state, kind)?;
         }
         let open = state.open.as_mut().ok_or(Error::ShutDown)?;
         let start = open.fill as usize;
@@ -111,11 +139,16 @@ impl Disk {
 
     /// Opens a free block (the previous one is already sealed). On `OutOfSpace` nothing
     /// stored is touched.
-    fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
+    fn open_new_block(&self, state: &mut DiskState, kind: WriteKind) -> Result<()> {
         debug_assert!(state.open.is_none());
-        let Some(wblock) = state.free.pop_front() else {
-            return Err(Error::OutOfSpace { device: self.name().to_string() });
-        };
+        let reserve = if kind == WriteKind::Defrag { 0 } else { self.defrag_reserve_blocks };
+        if state.free.len() <= reserve {
+            return Err(Error::OutOfSpace {
+                device: self.name().to_string(),
+                detail: format!("{} free write blocks, {} reserved for defrag", state.free.len(), reserve),
+            });
+        }
+        let Some(wblock) = state.free.pop_front() else { return Err(Error::ShutDown) };
         let seq = state.next_seq;
         state.next_seq += 1;
         let mut buf = match state.buffer_pool.pop() {

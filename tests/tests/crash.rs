@@ -182,7 +182,9 @@ fn corrupt_record_on_device_is_an_error_naming_device_and_offset() {
     assert_eq!(engine.get(&key(1)).unwrap().value, value(1, 0, 1000));
     engine.close().unwrap();
     // Cold start skips and counts the corrupt record rather than failing.
-    let engine = open(&config, &sims);
+    let cold = spike::Config { fast_restart: false, ..config.clone() };
+    let engine = open(&cold, &sims);
+    assert_eq!(engine.stats().recovery.kind, "cold");
     assert!(engine.stats().recovery.corrupt_records >= 1);
     assert!(matches!(engine.get(&key(0)), Err(Error::NotFound)));
     assert_eq!(engine.get(&key(399)).unwrap().value, value(399, 0, 1000));

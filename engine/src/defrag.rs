@@ -1,0 +1,129 @@
+//! The defragmenter: reclaims write blocks whose live bytes fell under the low-water mark.
+//!
+//! Mechanism and policy are apart: `pick_victims` (policy) chooses the emptiest in-use
+//! blocks under `defrag_lwm_pct`, already written to the device; `defrag_block`
+//! (mechanism) reads one victim whole (one direct read, or from the post-write cache),
+//! and moves every record the index still names at that copy into the write buffer,
+//! keeping its generation and last-update time. The index is repointed under the
+//! partition lock only if it still names the old copy, so a concurrent client overwrite
+//! wins. The victim's live bytes then reach zero and the ordinary free path takes over: it
+//! frees the block only after the moved copies are durable, and overwrites its header as
+//! free first. A crash at any moment therefore leaves either copy, never neither.
+//!
+//! Defrag appends may take the reserved free blocks clients cannot, so it can always
+//! progress. It pauses `defrag_sleep_us` between blocks while free space is plentiful and
+//! runs flat out when free blocks fall near the stop-writes mark.
+//!
+//! Cost per victim: one read of a write block, one decode per record, one append and one
+//! index update per live record; written bytes = the victim's live bytes (at lwm 50, at
+//! most half a block), which bounds write amplification at 100 / (100 - lwm).
+
+use crate::disk::{BlockState, Disk};
+use crate::engine::Shared;
+use crate::error::Result;
+use crate::format::{block_records, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA};
+use crate::index::{partition_of, DigestTag, EntryInfo, Location};
+use crate::stats::Counters;
+use crate::write::WriteKind;
+use std::sync::atomic::Ordering;
+
+/// Victims chosen per scan of the live-byte table.
+const VICTIMS_PER_PICK: usize = 16;
+
+/// Up to `VICTIMS_PER_PICK` in-use, written, non-empty blocks under the low-water mark,
+/// emptiest first.
+pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
+    let lwm_bytes =
+        ((disk.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32;
+    let state = disk.lock();
+    let mut candidates: Vec<(u32, u32)> = (0..disk.geometry.wblock_count)
+        .filter(|&b| state.block_state[b as usize] == BlockState::InUse)
+        .map(|b| (disk.live_bytes[b as usize].load(Ordering::Relaxed), b))
+        .filter(|&(live, _)| live > 0 && live < lwm_bytes)
+        .filter(|&(_, b)| !state.to_write.iter().any(|s| s.wblock == b))
+        .collect();
+    drop(state);
+    candidates.sort_unstable();
+    candidates.truncate(VICTIMS_PER_PICK);
+    candidates.into_iter().map(|(_, b)| b).collect()
+}
+
+/// Whether free space is low enough that defrag should not pause.
+pub fn is_urgent(disk: &Disk) -> bool {
+    let free = disk.lock().free.len();
+    free <= 2 * disk.stop_writes_blocks + disk.defrag_reserve_blocks + 1
+}
+
+/// Moves every live record out of `block`. Returns the bytes moved.
+pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
+    let (seq, cached) = {
+        let state = disk.lock();
+        if state.block_state[block as usize] != BlockState::InUse {
+            return Ok(0);
+        }
+        let cached = state.cache.iter().rev().find(|b| b.wblock == block).cloned();
+        (state.block_seq[block as usize], cached)
+    };
+    let owned;
+    let bytes: &[u8] = match &cached {
+        Some(sealed) => &sealed.buf,
+        None => {
+            let mut buf = crate::device::AlignedBuf::zeroed(disk.geometry.wblock_size as usize);
+            disk.device.read_at(&mut buf, disk.geometry.wblock_offset(block))?;
+            owned = buf;
+            &owned
+        }
+    };
+    Counters::add(&shared.counters.defrag_blocks_read, 1);
+    match WblockHeader::decode(bytes) {
+        Some(h) if h.kind == WBLOCK_KIND_DATA && h.write_seq == seq && h.wblock_index == block => {}
+        _ => return Ok(0),
+    }
+    let base = disk.geometry.wblock_offset(block);
+    let mut moved = 0u64;
+    for item in block_records(bytes, seq) {
+        let BlockItem::Record { offset, view } = item else { continue };
+        let old = Location {
+            device: disk.index,
+            offset_bytes: base + offset as u64,
+            size_bytes: view.size_bytes as u32,
+        };
+        let tag = DigestTag::of(&view.meta.digest);
+        let mut partition = shared.index.partition(partition_of(&view.meta.digest));
+        let Some(entry) = partition.get(tag).filter(|e| e.location == old) else { continue };
+        let (new, _) = disk.append(&view.meta, view.key, view.value, WriteKind::Defrag)?;
+        partition.upsert(EntryInfo { location: new, ..entry });
+        disk.add_live(new);
+        disk.remove_live(old);
+        moved += old.size_bytes as u64;
+    }
+    Counters::add(&shared.counters.defrag_bytes_written, moved);
+    Counters::add(&shared.counters.blocks_defragged, 1);
+    Ok(moved)
+}
+
+/// One round of defrag over every disk; returns whether any block was processed.
+pub fn defrag_round(shared: &Shared, stop: &dyn Fn() -> bool) -> bool {
+    let mut worked = false;
+    for disk in &shared.disks {
+        if disk.failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        for block in pick_victims(disk, shared.config.defrag_lwm_pct) {
+            if stop() {
+                return worked;
+            }
+            match defrag_block(shared, disk, block) {
+                Ok(_) => worked = true,
+                Err(err) => {
+                    log::warn!("defrag of block {block} on {} stopped: {err}", disk.name());
+                    break;
+                }
+            }
+            if !is_urgent(disk) && shared.config.defrag_sleep_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(shared.config.defrag_sleep_us));
+            }
+        }
+    }
+    worked
+}

@@ -1,0 +1,204 @@
+//! Fast restart: the index snapshot written at clean shutdown and restored at open.
+//!
+//! At close, after the flusher has written and synced everything, each device's share of
+//! the index (the entries pointing into it), its block sequence numbers and the
+//! partitions' generation floors are written into free write blocks (kind SNAPSHOT,
+//! chained by a next-block field), synced, and only then does the header get the clean
+//! flag and the snapshot's place, length, checksum and the open count of this run. At open,
+//! a snapshot is used only if the header is clean and the snapshot's open count equals the
+//! header's (any later run that started writing bumped it and cleared the flag), and
+//! its checksum and every field hold; otherwise the engine cold-starts. The result is the
+//! state a cold start of the same device rebuilds.
+//!
+//! Payload layout (little-endian), split over the chained blocks after their 64-byte
+//! block header and a 16-byte chain header (next block u32 or `u32::MAX`, bytes of payload
+//! in this block u32, 8 zero bytes):
+//! magic `SPSNAP01`, entry count u64, next write sequence u64, block count u64, the write
+//! sequence of every block (u64 each), 4096 generation floors (u32 each), then the entries,
+//! 32 bytes each: partition u16, zero u16, the 28-byte index entry.
+
+use crate::device::AlignedBuf;
+use crate::disk::{BlockState, Disk};
+use crate::error::{Error, Result};
+use crate::format::{SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
+use crate::index::{Index, IndexEntry, PARTITION_COUNT};
+use std::sync::atomic::Ordering;
+use xxhash_rust::xxh3::xxh3_64;
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"SPSNAP01";
+const CHAIN_HEADER_SIZE: usize = 16;
+const ENTRY_SIZE: usize = 32;
+const CHAIN_END: u32 = u32::MAX;
+
+fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
+    let state = disk.lock();
+    let mut entries = Vec::new();
+    let mut floors = Vec::with_capacity(PARTITION_COUNT * 4);
+    for partition in 0..PARTITION_COUNT {
+        let p = index.partition(partition);
+        floors.extend_from_slice(&p.generation_floor().to_le_bytes());
+        for entry in p.entries().filter(|e| e.location.device == disk.index) {
+            entries.extend_from_slice(&(partition as u16).to_le_bytes());
+            entries.extend_from_slice(&[0, 0]);
+            entries.extend_from_slice(&IndexEntry::new(entry).to_bytes());
+        }
+    }
+    let mut payload = Vec::with_capacity(32 + state.block_seq.len() * 8 + floors.len() + entries.len());
+    payload.extend_from_slice(&SNAPSHOT_MAGIC);
+    payload.extend_from_slice(&((entries.len() / ENTRY_SIZE) as u64).to_le_bytes());
+    payload.extend_from_slice(&state.next_seq.to_le_bytes());
+    payload.extend_from_slice(&(state.block_seq.len() as u64).to_le_bytes());
+    for seq in &state.block_seq {
+        payload.extend_from_slice(&seq.to_le_bytes());
+    }
+    payload.extend_from_slice(&floors);
+    payload.extend_from_slice(&entries);
+    payload
+}
+
+/// Writes this disk's snapshot into free blocks and syncs. `None` when the free blocks
+/// cannot hold it (the next open then cold-starts).
+pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Option<SnapshotRef>> {
+    let payload = encode_payload(disk, index);
+    let wbs = disk.geometry.wblock_size as usize;
+    let per_block = wbs - WBLOCK_HEADER_SIZE - CHAIN_HEADER_SIZE;
+    let needed = payload.len().div_ceil(per_block);
+    let blocks: Vec<u32> = disk.lock().free.iter().take(needed).copied().collect();
+    if blocks.len() < needed {
+        log::warn!(
+            "{}: snapshot needs {needed} free blocks, {} free; next open will cold-start",
+            disk.name(),
+            blocks.len()
+        );
+        return Ok(None);
+    }
+    let mut buf = AlignedBuf::zeroed(wbs);
+    for (i, (&block, chunk)) in blocks.iter().zip(payload.chunks(per_block)).enumerate() {
+        buf.fill(0);
+        disk.wblock_header(WBLOCK_KIND_SNAPSHOT, open_count, block)
+            .encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
+        let next = blocks.get(i + 1).copied().unwrap_or(CHAIN_END);
+        buf[WBLOCK_HEADER_SIZE..WBLOCK_HEADER_SIZE + 4].copy_from_slice(&next.to_le_bytes());
+        buf[WBLOCK_HEADER_SIZE + 4..WBLOCK_HEADER_SIZE + 8]
+            .copy_from_slice(&(chunk.len() as u32).to_le_bytes());
+        let start = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
+        buf[start..start + chunk.len()].copy_from_slice(chunk);
+        disk.device.write_at(&buf, disk.geometry.wblock_offset(block))?;
+    }
+    disk.device.sync()?;
+    Ok(Some(SnapshotRef {
+        offset: blocks.first().map_or(0, |&b| disk.geometry.wblock_offset(b)),
+        len_bytes: payload.len() as u64,
+        checksum: xxh3_64(&payload),
+        open_count,
+    }))
+}
+
+fn bad(disk: &Disk, offset: u64, reason: impl Into<String>) -> Error {
+    Error::corrupt(disk.name(), offset, format!("index snapshot: {}", reason.into()))
+}
+
+fn read_payload(disk: &Disk, snapshot: &SnapshotRef, header_uuid: [u8; 16]) -> Result<Vec<u8>> {
+    let Some((mut block, 0)) = disk.geometry.locate(snapshot.offset) else {
+        return Err(bad(disk, snapshot.offset, "does not start at a write block"));
+    };
+    let wbs = disk.geometry.wblock_size as usize;
+    let mut payload = Vec::with_capacity(snapshot.len_bytes.min(1 << 32) as usize);
+    let mut buf = AlignedBuf::zeroed(wbs);
+    for _ in 0..disk.geometry.wblock_count {
+        let offset = disk.geometry.wblock_offset(block);
+        disk.device.read_at(&mut buf, offset)?;
+        let header = WblockHeader::decode(&buf).ok_or_else(|| bad(disk, offset, "bad block header"))?;
+        if header.kind != WBLOCK_KIND_SNAPSHOT
+            || header.device_uuid != header_uuid
+            || header.wblock_index != block
+            || header.write_seq != snapshot.open_count
+        {
+            return Err(bad(disk, offset, "block is not part of this snapshot"));
+        }
+        let le32 = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+        let next = le32(WBLOCK_HEADER_SIZE);
+        let len = le32(WBLOCK_HEADER_SIZE + 4) as usize;
+        let start = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
+        if len > wbs - start {
+            return Err(bad(disk, offset, "chunk longer than its block"));
+        }
+        payload.extend_from_slice(&buf[start..start + len]);
+        if payload.len() as u64 >= snapshot.len_bytes || next == CHAIN_END {
+            break;
+        }
+        if next >= disk.geometry.wblock_count {
+            return Err(bad(disk, offset, "chain points outside the device"));
+        }
+        block = next;
+    }
+    if payload.len() as u64 != snapshot.len_bytes || xxh3_64(&payload) != snapshot.checksum {
+        return Err(bad(disk, snapshot.offset, "length or checksum mismatch"));
+    }
+    Ok(payload)
+}
+
+/// Restores this disk's index entries, block table and free list from its snapshot.
+/// Any error means the caller must cold-start (with a fresh index).
+pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
+    let (snapshot, uuid) = {
+        let header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
+        if !header.is_clean()
+            || header.snapshot.len_bytes == 0
+            || header.snapshot.open_count != header.open_count
+        {
+            return Err(bad(disk, 0, "no snapshot of the last clean shutdown"));
+        }
+        (header.snapshot, header.device_uuid)
+    };
+    let payload = read_payload(disk, &snapshot, uuid)?;
+    let u64_at =
+        |at: usize| payload.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let count = disk.geometry.wblock_count as usize;
+    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(count as u64) {
+        return Err(bad(disk, snapshot.offset, "bad magic or block count"));
+    }
+    let entry_count = u64_at(8).unwrap_or(0) as usize;
+    let next_seq = u64_at(16).unwrap_or(0);
+    let floors_at = 32 + count * 8;
+    let entries_at = floors_at + PARTITION_COUNT * 4;
+    if payload.len() != entries_at + entry_count * ENTRY_SIZE {
+        return Err(bad(disk, snapshot.offset, "size does not match its entry count"));
+    }
+    let block_seq: Vec<u64> = (0..count).map(|b| u64_at(32 + b * 8).unwrap_or(0)).collect();
+    for partition in 0..PARTITION_COUNT {
+        let at = floors_at + partition * 4;
+        let floor = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap_or_default());
+        index.partition(partition).raise_generation_floor(floor);
+    }
+    for raw in payload[entries_at..].chunks_exact(ENTRY_SIZE) {
+        let partition = u16::from_le_bytes([raw[0], raw[1]]) as usize;
+        let bytes: &[u8; 28] = raw[4..].try_into().map_err(|_| bad(disk, snapshot.offset, "entry size"))?;
+        let entry = IndexEntry::from_bytes(bytes).info();
+        if partition >= PARTITION_COUNT
+            || entry.location.device != disk.index
+            || disk.block_of(entry.location).is_none()
+        {
+            return Err(bad(disk, snapshot.offset, "entry points outside this device"));
+        }
+        index.partition(partition).upsert(entry);
+        disk.add_live(entry.location);
+    }
+    let mut state = disk.lock();
+    state.next_seq = next_seq.max(block_seq.iter().max().copied().unwrap_or(0) + 1);
+    for block in 0..count {
+        if disk.live_bytes[block].load(Ordering::Relaxed) > 0 {
+            state.block_state[block] = BlockState::InUse;
+        } else {
+            state.block_state[block] = BlockState::Free;
+            state.free.push_back(block as u32);
+        }
+    }
+    state.block_seq = block_seq;
+    for block in 0..count {
+        if state.block_state[block] == BlockState::Free {
+            state.block_seq[block] = 0;
+        }
+    }
+    Ok(entry_count as u64)
+}
