@@ -30,9 +30,14 @@ use std::sync::atomic::Ordering;
 /// Victims chosen per scan of the live-byte table.
 const VICTIMS_PER_PICK: usize = 16;
 
-/// Up to `VICTIMS_PER_PICK` in-use, written, non-empty blocks under the low-water mark,
-/// emptiest first.
+/// When free space runs low, any block at most this full is a victim: the device can then
+/// fill to nearly its capacity, at a higher write amplification only when it is nearly full.
+const URGENT_LWM_PCT: u32 = 95;
+
+/// Up to `VICTIMS_PER_PICK` in-use, written, non-empty blocks under the low-water mark
+/// (raised to `URGENT_LWM_PCT` when free space is low), emptiest first.
 pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
+    let lwm_pct = if is_urgent(disk) { lwm_pct.max(URGENT_LWM_PCT) } else { lwm_pct };
     let lwm_bytes =
         ((disk.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32;
     let state = disk.lock();
@@ -93,7 +98,6 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
         let Some(entry) = partition.get(tag).filter(|e| e.location == old) else { continue };
         let (new, _) = disk.append(&view.meta, view.key, view.value, WriteKind::Defrag)?;
         partition.upsert(EntryInfo { location: new, ..entry });
-        disk.add_live(new);
         disk.remove_live(old);
         moved += old.size_bytes as u64;
     }

@@ -84,9 +84,32 @@ impl Shared {
         &self.disks[device_of(digest, self.disks.len())]
     }
 
-    /// Places a record (or tombstone) for `digest` and points the index at it; see the
-    /// module comment for the order of the steps and why.
+    /// Places a record (or tombstone) for `digest` and points the index at it. Short of
+    /// space, it waits (bounded by `overload_wait_ms`, with no lock held) for the
+    /// defragmenter and retries from the policy checks.
     pub fn write(
+        &self,
+        digest: &Digest,
+        stored_key: &[u8],
+        value: &[u8],
+        options: &WriteOptions,
+        tombstone: bool,
+    ) -> Result<u32> {
+        let disk = self.disk_of(digest);
+        let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let mut deadline = None;
+        loop {
+            match self.try_write(digest, stored_key, value, options, tombstone) {
+                Err(Error::OutOfSpace { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    disk.wait_for_space(kind, *deadline.get_or_insert_with(|| disk.overload_deadline()));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of `write`; see the module comment for the order of the steps and why.
+    fn try_write(
         &self,
         digest: &Digest,
         stored_key: &[u8],
@@ -135,7 +158,6 @@ impl Shared {
         let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
         let (location, position) = disk.append(&meta, stored_key, value, kind)?;
         partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
-        disk.add_live(location);
         if let Some(old) = existing {
             disk.remove_live(old.location);
         }
@@ -567,6 +589,16 @@ impl Engine {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Every index entry with its partition, sorted: for tests and tools comparing states.
+    pub fn index_entries(&self) -> Vec<(usize, EntryInfo)> {
+        let mut all = Vec::new();
+        for partition in 0..PARTITION_COUNT {
+            all.extend(self.shared.index.partition(partition).entries().map(|e| (partition, e)));
+        }
+        all.sort_by_key(|(p, e)| (*p, e.tag));
+        all
     }
 
     /// Runs a tombstone-reclaim scan now (the janitor also runs them on its schedule).

@@ -67,7 +67,6 @@ fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
     let value = vec![key; value_len];
     let (location, _) = disk.append(&meta, &[], &value, crate::write::WriteKind::Client).unwrap();
     partition.upsert(EntryInfo { tag, generation, tombstone: false, location, void_time: 0 });
-    disk.add_live(location);
     if let Some(old) = existing {
         disk.remove_live(old.location);
     }
@@ -77,27 +76,39 @@ fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
 fn concurrent_puts_keep_index_buffer_and_live_bytes_consistent() {
     loom::model(|| {
         let disk = Arc::new(test_disk());
-        let partition = Arc::new(Mutex::new(Partition::default()));
-        let writers: Vec<_> = [(1u8, 100usize), (1, 300)]
+        // One partition lock per key, as keys of different partitions have in the engine.
+        let partitions = Arc::new([Mutex::new(Partition::default()), Mutex::new(Partition::default())]);
+        // Sizes such that the third record seals the first block: sealing races with the
+        // other writer's index update and live-byte count.
+        let writers: Vec<_> = [(1u8, 60_000usize), (1, 60_000)]
             .into_iter()
             .map(|(key, len)| {
-                let (disk, partition) = (disk.clone(), partition.clone());
-                loom::thread::spawn(move || put(&disk, &partition, key, len))
+                let (disk, partitions) = (disk.clone(), partitions.clone());
+                loom::thread::spawn(move || put(&disk, &partitions[key as usize % 2], key, len))
             })
             .collect();
-        put(&disk, &partition, 2, 50);
+        put(&disk, &partitions[0], 2, 30_000);
         for writer in writers {
             writer.join().unwrap();
         }
-        let partition = partition.lock().unwrap();
-        let entry = partition.get(DigestTag::of(&digest_of(1))).unwrap();
+        let entry = partitions[1].lock().unwrap().get(DigestTag::of(&digest_of(1))).unwrap();
         assert_eq!(entry.generation, 2);
+        let entries: Vec<EntryInfo> =
+            partitions.iter().flat_map(|p| p.lock().unwrap().entries().collect::<Vec<_>>()).collect();
         let state = disk.lock();
-        let open = state.open.as_ref().unwrap();
         let mut indexed = 0u64;
-        for entry in partition.entries() {
-            let at = (entry.location.offset_bytes - disk.geometry.wblock_offset(open.wblock)) as usize;
-            let view = decode_record(&open.buf[at..at + entry.location.size_bytes as usize]).unwrap();
+        for entry in entries {
+            let (block, at) = disk.geometry.locate(entry.location.offset_bytes).unwrap();
+            assert!(
+                !state.pending_free.iter().any(|&(b, _)| b == block),
+                "block {block} freed under a live record"
+            );
+            let bytes = match state.open.as_ref().filter(|o| o.wblock == block) {
+                Some(open) => &open.buf[..],
+                None => &state.to_write.iter().find(|s| s.wblock == block).unwrap().buf[..],
+            };
+            let at = at as usize;
+            let view = decode_record(&bytes[at..at + entry.location.size_bytes as usize]).unwrap();
             assert_eq!(
                 (DigestTag::of(&view.meta.digest), view.meta.generation),
                 (entry.tag, entry.generation)

@@ -44,8 +44,8 @@ impl Disk {
         self.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE
     }
 
-    /// Appends one record to the open block; returns where it lies and the position that
-    /// must be durable for it to survive a crash. `meta.wblock_seq_lo` is filled in here.
+    /// Appends one record to the open block and counts its bytes live; returns where it
+    /// lies and the position that must be durable for it to survive a crash. `meta.wblock_seq_lo` is filled in here.
     /// Client writes stop when free blocks fall under `stop_writes_blocks`; deletes go on
     /// (they are how space comes back); only the defragmenter may take the last
     /// `defrag_reserve_blocks`, so that it can always progress.
@@ -62,30 +62,29 @@ impl Disk {
         }
         let mut state = self.lock();
         self.check_writable(&state)?;
-        if kind == WriteKind::Client && state.free.len() < self.stop_writes_blocks {
-            return Err(Error::OutOfSpace {
-                device: self.name().to_string(),
-                detail: format!(
-                    "stop-writes: {} of {} write blocks free, under the stop-writes mark of {}",
-                    state.free.len(),
-                    self.geometry.wblock_count,
-                    self.stop_writes_blocks
-                ),
-            });
-        }
         let fits =
             state.open.as_ref().is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
+        if let Err(err) = self.space_allows(&state, kind, fits) {
+            if !fits {
+                // Let the open block reach the device, so that blocks waiting on it can be freed.
+                self.seal_open_block(&mut state);
+            }
+            return Err(err);
+        }
         if !fits {
             state = self.wait_for_queue_room(state)?;
             self.seal_open_block(&mut state);
-            state = self.wait_for_pending_frees(state)?;
-            self.open_new_block(&mut state, kind)?;
+            self.space_allows(&state, kind, false)?;
+            self.open_new_block(&mut state)?;
         }
         let open = state.open.as_mut().ok_or(Error::ShutDown)?;
         let start = open.fill as usize;
         let meta = RecordMeta { wblock_seq_lo: open.seq as u32, ..*meta };
         encode_record(&meta, key, value, &mut open.buf[start..start + size]);
         open.fill += size as u32;
+        // Counted under the disk lock: a block sealed by another writer a moment later must
+        // not look empty (and be freed) before this record's bytes are in its count.
+        self.live_bytes[open.wblock as usize].fetch_add(size as u32, Ordering::Relaxed);
         open.unflushed_since.get_or_insert_with(Instant::now);
         let location = Location {
             device: self.index,
@@ -93,6 +92,48 @@ impl Disk {
             size_bytes: size as u32,
         };
         Ok((location, Position { seq: open.seq, fill: open.fill }))
+    }
+
+    /// Whether a write of `kind` may proceed: client writes stop under the stop-writes
+    /// mark, and opening a block must leave the defrag reserve to the defragmenter.
+    fn space_allows(&self, state: &DiskState, kind: WriteKind, fits: bool) -> Result<()> {
+        let free = state.free.len();
+        let reserve = if kind == WriteKind::Defrag { 0 } else { self.defrag_reserve_blocks };
+        let detail = if kind == WriteKind::Client && free < self.stop_writes_blocks {
+            format!(
+                "stop-writes: {free} of {} write blocks free, under the stop-writes mark of {}",
+                self.geometry.wblock_count, self.stop_writes_blocks
+            )
+        } else if !fits && free <= reserve {
+            format!("{free} free write blocks, {reserve} of them reserved for defrag")
+        } else {
+            return Ok(());
+        };
+        Err(Error::OutOfSpace { device: self.name().to_string(), detail })
+    }
+
+    /// Waits until a write of `kind` could open a block, or until `deadline`. Called with
+    /// no partition lock held: the defragmenter needs those locks to free space.
+    pub fn wait_for_space(&self, kind: WriteKind, deadline: Instant) {
+        let mut state = self.lock();
+        while self.space_allows(&state, kind, false).is_err() && self.check_writable(&state).is_ok() {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            // A waiter counts as a commit waiter: the flusher then writes the open block
+            // now, which is what pending frees wait for.
+            state.commit_waiters += 1;
+            self.wake_flusher.notify_one();
+            let pause = (deadline - now).min(Duration::from_millis(10));
+            state = self.progress.wait_timeout(state, pause).unwrap_or_else(|e| e.into_inner()).0;
+            state.commit_waiters -= 1;
+        }
+    }
+
+    /// The bound on waiting for space or queue room.
+    pub fn overload_deadline(&self) -> Instant {
+        Instant::now() + Duration::from_millis(self.overload_wait_ms)
     }
 
     fn wait_for_queue_room<'a>(
@@ -117,38 +158,15 @@ impl Disk {
         Ok(state)
     }
 
-    /// With no free block but blocks about to be freed (their emptying writes are not
-    /// durable yet), waits for the flusher rather than report a transient out-of-space.
-    fn wait_for_pending_frees<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, DiskState>,
-    ) -> Result<MutexGuard<'a, DiskState>> {
-        let start = Instant::now();
-        let limit = Duration::from_millis(self.overload_wait_ms);
-        while state.free.is_empty() && !state.pending_free.is_empty() {
-            self.check_writable(&state)?;
-            let waited = start.elapsed();
-            if waited >= limit {
-                break;
-            }
-            self.wake_flusher.notify_one();
-            state = self.progress.wait_timeout(state, limit - waited).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        Ok(state)
-    }
-
-    /// Opens a free block (the previous one is already sealed). On `OutOfSpace` nothing
-    /// stored is touched.
-    fn open_new_block(&self, state: &mut DiskState, kind: WriteKind) -> Result<()> {
+    /// Opens a free block (the previous one is already sealed).
+    fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
         debug_assert!(state.open.is_none());
-        let reserve = if kind == WriteKind::Defrag { 0 } else { self.defrag_reserve_blocks };
-        if state.free.len() <= reserve {
+        let Some(wblock) = state.free.pop_front() else {
             return Err(Error::OutOfSpace {
                 device: self.name().to_string(),
-                detail: format!("{} free write blocks, {} reserved for defrag", state.free.len(), reserve),
+                detail: "no free write block".into(),
             });
-        }
-        let Some(wblock) = state.free.pop_front() else { return Err(Error::ShutDown) };
+        };
         let seq = state.next_seq;
         state.next_seq += 1;
         let mut buf = match state.buffer_pool.pop() {
