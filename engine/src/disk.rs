@@ -12,6 +12,7 @@
 //!   recovered).
 //! - After a failed write or sync the disk is latched failed and takes no more writes.
 
+use crate::change_bitmap::ChangeBitmap;
 use crate::config::Config;
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
@@ -109,6 +110,8 @@ pub struct Disk {
     pub device: Arc<dyn Device>,
     pub geometry: Geometry,
     pub header: Mutex<DeviceHeader>,
+    /// Blocks written since the last backup (see `change_bitmap`).
+    pub change: Mutex<ChangeBitmap>,
     pub live_bytes: Box<[AtomicU32]>,
     pub state: Mutex<DiskState>,
     /// Wakes the flusher: work queued, a commit waiting, a block emptied, shutdown.
@@ -132,6 +135,7 @@ impl Disk {
             index,
             device,
             geometry,
+            change: Mutex::new(ChangeBitmap::new(header.bitmap_generation, header.wblock_count)),
             header: Mutex::new(header),
             live_bytes: (0..count).map(|_| AtomicU32::new(0)).collect(),
             state: Mutex::new(DiskState {

@@ -189,11 +189,11 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<
 /// has a valid one, else by a cold start (on fresh disks, whatever a failed load left).
 fn restore(
     config: &Config,
-    build_disks: impl Fn() -> Vec<Disk>,
+    build_disks: impl Fn() -> Result<Vec<Disk>>,
 ) -> Result<(Vec<Disk>, Index, RecoveryStats)> {
     let start = Instant::now();
     if config.fast_restart {
-        let disks = build_disks();
+        let disks = build_disks()?;
         let index = Index::default();
         let loaded: Result<Vec<u64>> =
             disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
@@ -216,7 +216,7 @@ fn restore(
             Err(err) => log::info!("fast restart not possible ({err}); cold start"),
         }
     }
-    let disks = build_disks();
+    let disks = build_disks()?;
     let index = Index::default();
     let stats = recovery::cold_start(&disks, &index, now_s())?;
     Ok((disks, index, stats))
@@ -256,13 +256,17 @@ impl Engine {
     pub fn open_devices(config: Config, mut devices: Vec<Arc<dyn Device>>) -> Result<Engine> {
         let headers = namespace::open_headers(&config, &mut devices)?;
         let secret = headers[0].digest_secret;
-        let build_disks = || -> Vec<Disk> {
-            devices
+        let build_disks = || -> Result<Vec<Disk>> {
+            let disks: Vec<Disk> = devices
                 .iter()
                 .zip(&headers)
                 .enumerate()
                 .map(|(i, (device, header))| Disk::new(i as u8, device.clone(), header.clone(), &config))
-                .collect()
+                .collect();
+            for disk in &disks {
+                disk.load_change_bitmap()?;
+            }
+            Ok(disks)
         };
         let (disks, index, recovery) = restore(&config, build_disks)?;
         log::info!(

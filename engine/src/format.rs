@@ -268,11 +268,6 @@ pub fn pick_header(slot_a: &[u8], slot_b: &[u8]) -> Result<DeviceHeader, HeaderP
     }
 }
 
-/// Bytes of change bitmap for `wblock_count` blocks, rounded to whole 4 KiB pages.
-pub fn bitmap_len_bytes(wblock_count: u64) -> u64 {
-    wblock_count.div_ceil(8).div_ceil(4096).max(1) * 4096
-}
-
 // ---------------------------------------------------------------------------------------
 // Write-block header
 // ---------------------------------------------------------------------------------------
@@ -472,6 +467,31 @@ pub fn block_records(block: &[u8], write_seq: u64) -> impl Iterator<Item = Block
         }
         None
     })
+}
+
+/// A valid header for unit tests.
+#[cfg(test)]
+pub(crate) fn test_header() -> DeviceHeader {
+    DeviceHeader {
+        format_version: FORMAT_VERSION,
+        sequence: 1,
+        device_uuid: [1; 16],
+        namespace_uuid: [2; 16],
+        namespace_name: "test".into(),
+        device_index: 0,
+        device_count: 1,
+        write_block_size: WBLOCK_SIZE_MIN,
+        flags: 0,
+        first_wblock_offset: WBLOCK_SIZE_MIN as u64,
+        wblock_count: 4,
+        open_count: 1,
+        snapshot: SnapshotRef::default(),
+        bitmap_len_bytes: 4096,
+        bitmap_generation: 0,
+        bitmap_reset_image_uuid: [0; 16],
+        created_unix_s: 0,
+        digest_secret: [3; DIGEST_SECRET_SIZE],
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! # Ok::<(), spike::Error>(())
 //! ```
 
+pub mod change_bitmap;
 mod config;
 mod defrag;
 pub mod device;

@@ -9,12 +9,13 @@
 //! The header has two copies; an update writes the older slot with the next sequence
 //! number and syncs, so a torn header write leaves the previous copy in force.
 
+use crate::change_bitmap::{bitmap_len_bytes, ChangeBitmap};
 use crate::config::Config;
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
 use crate::format::{
-    bitmap_len_bytes, pick_header, DeviceHeader, HeaderProblem, SnapshotRef, BITMAP_OFFSET,
-    DEVICE_HEADER_SIZE, DIGEST_SECRET_SIZE, FORMAT_VERSION,
+    pick_header, DeviceHeader, HeaderProblem, SnapshotRef, BITMAP_OFFSET, DEVICE_HEADER_SIZE,
+    DIGEST_SECRET_SIZE, FORMAT_VERSION,
 };
 use std::sync::Arc;
 
@@ -163,6 +164,7 @@ pub fn format(config: &Config, devices: &[Arc<dyn Device>], force: bool) -> Resu
         // Clear both header slots and the bitmap, then write the first header copy.
         let reserved = header.first_wblock_offset as usize;
         device.write_at(&AlignedBuf::zeroed(reserved), 0)?;
+        ChangeBitmap::new(0, header.wblock_count).write_all(device.as_ref())?;
         let mut page = AlignedBuf::zeroed(DEVICE_HEADER_SIZE);
         page.copy_from_slice(&header.encode());
         // Copy `sequence % 2` holds sequence `sequence`, so updates alternate slots.

@@ -260,6 +260,7 @@ fn settle_blocks(disk: &Disk) -> Result<(u64, u64)> {
     }
     drop(state);
     if !to_invalidate.is_empty() {
+        disk.mark_changed(&to_invalidate)?;
         let mut page = AlignedBuf::zeroed(crate::device::IO_ALIGN);
         for &block in &to_invalidate {
             disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);

@@ -72,6 +72,7 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
         );
         return Ok(None);
     }
+    disk.mark_changed(&blocks)?;
     let mut buf = AlignedBuf::zeroed(wbs);
     for (i, (&block, chunk)) in blocks.iter().zip(payload.chunks(per_block)).enumerate() {
         buf.fill(0);

@@ -339,6 +339,9 @@ fn write_blocks(
     partial: Option<&PartialFlush>,
     counters: &Counters,
 ) -> Result<()> {
+    let mut touched: Vec<u32> = blocks.iter().map(|b| b.wblock).collect();
+    touched.extend(partial.and_then(|p| disk.geometry.locate(p.offset_bytes)).map(|(b, _)| b));
+    disk.mark_changed(&touched)?;
     for block in blocks {
         disk.device.write_at(&block.buf, disk.geometry.wblock_offset(block.wblock))?;
         Counters::add(&counters.device_bytes_written, block.buf.len() as u64);
@@ -374,6 +377,7 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
     state.pending_free.retain(|&(_, at)| at > durable);
     state.cache.retain(|block| !ready.contains(&block.wblock));
     drop(state);
+    disk.mark_changed(&ready)?;
     let mut page = AlignedBuf::zeroed(IO_ALIGN);
     for &block in &ready {
         disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
