@@ -22,8 +22,13 @@ fn digest(rng: &mut SimRng) -> [u8; 16] {
 
 fn main() {
     let records: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
+    // `presized`: as a fast restart does, size the partitions first (no regrowth holes).
+    let presized = std::env::args().nth(2).as_deref() == Some("presized");
     let rss_before = rss_bytes();
     let index = Index::default();
+    if presized {
+        index.reserve_total(records);
+    }
     let start = Instant::now();
     let mut rng = SimRng::new(1);
     for i in 0..records {

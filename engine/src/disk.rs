@@ -228,6 +228,10 @@ impl Disk {
         self.wake_flusher.notify_one();
     }
 
+    pub fn device_count(&self) -> u32 {
+        self.header.lock().unwrap_or_else(|e| e.into_inner()).device_count
+    }
+
     pub fn blocks_in_use(&self) -> u64 {
         self.lock().block_state.iter().filter(|s| **s == BlockState::InUse).count() as u64
     }

@@ -9,9 +9,10 @@
 //! 96 of the digest's 128 bits: enough that two keys of one partition never collide in
 //! practice, and a read still compares the full digest stored on the device.
 //!
-//! Cost: a lookup is a scan of at most [`RECENT_MAX`] entries plus a binary search of
-//! about 12 steps in a partition of 2500 entries (10 M records). An insert is amortised
-//! O(partition size / RECENT_MAX) bytes moved.
+//! Cost: a lookup is an interpolation search of the sorted run (tags are uniform, so the
+//! first guess lands within a few cache lines of the entry) and, on a miss there, a scan of
+//! at most [`RECENT_MAX`] recent entries. An insert is amortised O(partition size /
+//! RECENT_MAX) bytes moved.
 //!
 //! Concurrency: one mutex per partition; callers hold it only to copy or update an entry,
 //! never across I/O (the read path copies the location and lets go).
@@ -198,11 +199,33 @@ impl Partition {
     }
 
     fn find(&self, tag: DigestTag) -> Option<(bool, usize)> {
-        if let Some(i) = self.recent.iter().position(|e| e.tag() == tag) {
-            return Some((true, i));
+        if let Some(i) = self.find_sorted(tag) {
+            return Some((false, i));
         }
-        let i = self.sorted.binary_search_by(|e| e.tag().cmp(&tag)).ok()?;
-        Some((false, i))
+        self.recent.iter().position(|e| e.tag() == tag).map(|i| (true, i))
+    }
+
+    /// Interpolation search: tags are uniform (a keyed hash), so a tag's position is close
+    /// to `tag.hi / 2^64 × len`. Gallop out from that guess, then binary-search the bracket:
+    /// a few neighbouring cache lines instead of a dozen scattered binary-search probes.
+    fn find_sorted(&self, tag: DigestTag) -> Option<usize> {
+        let sorted = &self.sorted;
+        if sorted.is_empty() {
+            return None;
+        }
+        let guess = ((tag.hi as u128 * sorted.len() as u128) >> 64) as usize;
+        let (mut low, mut high) = (guess, guess + 1);
+        let mut step = 1;
+        while low > 0 && sorted[low].tag() > tag {
+            low = low.saturating_sub(step);
+            step *= 2;
+        }
+        step = 1;
+        while high < sorted.len() && sorted[high - 1].tag() < tag {
+            high = (high + step).min(sorted.len());
+            step *= 2;
+        }
+        sorted[low..high].binary_search_by(|e| e.tag().cmp(&tag)).ok().map(|i| low + i)
     }
 
     fn slot(&mut self, at: (bool, usize)) -> &mut IndexEntry {
@@ -313,6 +336,20 @@ impl Default for Index {
 impl Index {
     pub fn partition(&self, partition: usize) -> MutexGuard<'_, Partition> {
         self.partitions[partition].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sizes every partition for `total` entries spread evenly (plus 3% for the unevenness
+    /// of the spread), so that a restore fills the index without regrowing partitions: each
+    /// regrowth leaves a hole in the heap, which is why an index grown entry by entry costs
+    /// more RSS than its allocated bytes.
+    pub fn reserve_total(&self, total: u64) {
+        let per_partition = (total / PARTITION_COUNT as u64) as usize;
+        let want = per_partition + per_partition / 32 + 8;
+        for partition in self.partitions.iter() {
+            let mut p = partition.lock().unwrap_or_else(|e| e.into_inner());
+            let more = want.saturating_sub(p.sorted.len());
+            p.sorted.reserve_exact(more);
+        }
     }
 
     /// (entries, allocated bytes) over all partitions.

@@ -167,6 +167,7 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
         return Err(bad(disk, snapshot.offset, "size does not match its entry count"));
     }
     let block_seq: Vec<u64> = (0..count).map(|b| u64_at(32 + b * 8).unwrap_or(0)).collect();
+    index.reserve_total(entry_count as u64 * disk.device_count() as u64);
     for partition in 0..PARTITION_COUNT {
         let at = floors_at + partition * 4;
         let floor = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap_or_default());
