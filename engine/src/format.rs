@@ -187,7 +187,10 @@ impl DeviceHeader {
             return Err(HeaderProblem::Version(version));
         }
         let name_bytes = &b[H_NAMESPACE_NAME..H_NAMESPACE_NAME + NAMESPACE_NAME_MAX + 1];
-        let name_len = name_bytes.iter().position(|&c| c == 0).unwrap_or(name_bytes.len());
+        let name_len = name_bytes
+            .iter()
+            .position(|&c| c == 0)
+            .ok_or_else(|| HeaderProblem::Damaged("namespace name is not NUL-terminated".into()))?;
         let namespace_name = std::str::from_utf8(&name_bytes[..name_len])
             .map_err(|_| HeaderProblem::Damaged("namespace name is not UTF-8".into()))?
             .to_string();
@@ -233,23 +236,40 @@ impl DeviceHeader {
         if self.device_count == 0 || self.device_index >= self.device_count || self.device_count > 32 {
             return Err(format!("device {} of {}", self.device_index, self.device_count));
         }
+        if self.wblock_count == 0 || self.wblock_count > u32::MAX as u64 {
+            return Err(format!("{} write blocks", self.wblock_count));
+        }
+        let bitmap_needed = crate::change_bitmap::bitmap_len_bytes(self.wblock_count);
+        if self.bitmap_len_bytes % 4096 != 0 || self.bitmap_len_bytes < bitmap_needed {
+            return Err(format!(
+                "bitmap of {} bytes for {} write blocks",
+                self.bitmap_len_bytes, self.wblock_count
+            ));
+        }
+        let reserved_end = BITMAP_OFFSET.checked_add(self.bitmap_len_bytes);
         if self.first_wblock_offset % wbs as u64 != 0
-            || self.first_wblock_offset < BITMAP_OFFSET + self.bitmap_len_bytes
+            || reserved_end.is_none_or(|end| self.first_wblock_offset < end)
         {
             return Err(format!(
                 "first write block at {} overlaps the reserved area",
                 self.first_wblock_offset
             ));
         }
-        if self.wblock_count == 0 || self.wblock_count > u32::MAX as u64 {
-            return Err(format!("{} write blocks", self.wblock_count));
+        let span = (self.wblock_count * wbs as u64).checked_add(self.first_wblock_offset);
+        if span.is_none_or(|span| span > crate::index::DEVICE_BYTES_MAX) {
+            return Err(format!(
+                "{} write blocks from offset {} exceed the largest device Spike addresses",
+                self.wblock_count, self.first_wblock_offset
+            ));
         }
         Ok(())
     }
 
     /// Bytes of device this header describes.
+    /// Bytes of device this header describes (a decoded header is checked not to overflow).
     pub fn device_span_bytes(&self) -> u64 {
-        self.first_wblock_offset + self.wblock_count * self.write_block_size as u64
+        self.first_wblock_offset
+            .saturating_add(self.wblock_count.saturating_mul(self.write_block_size as u64))
     }
 
     pub fn wblock_offset(&self, wblock: u32) -> u64 {

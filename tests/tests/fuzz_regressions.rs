@@ -112,7 +112,6 @@ fn saved_header_decoder_inputs_do_not_panic() {
 }
 
 #[test]
-#[ignore = "open finding: DeviceHeader::decode overflows on a huge bitmap_len_bytes (fuzz/README.md)"]
 fn known_panicking_inputs_no_longer_panic() {
     let known = |name: &str| KNOWN_PANICS.contains(&name);
     let mut failed = panicking("record_decoder", known, decode_records);
@@ -179,7 +178,6 @@ fn nasty_inputs_do_not_panic_the_decoders() {
 }
 
 #[test]
-#[ignore = "open finding: a header whose geometry overflows u64 panics open (fuzz/README.md)"]
 fn header_whose_device_span_overflows_is_refused_at_open() {
     let (config, mut image) = formatted_device();
     let slot = DEVICE_HEADER_SIZE;
@@ -195,7 +193,6 @@ fn header_whose_device_span_overflows_is_refused_at_open() {
 }
 
 #[test]
-#[ignore = "open finding: a 32-byte namespace name without NUL decodes, then re-encodes cut to 31 (fuzz/README.md)"]
 fn namespace_name_filling_its_whole_field_is_damaged() {
     let (_, image) = formatted_device();
     let mut bytes = image[DEVICE_HEADER_SIZE..2 * DEVICE_HEADER_SIZE].to_vec();
