@@ -17,10 +17,10 @@
 //! sequence of every block (u64 each), 4096 generation floors (u32 each), then the entries,
 //! 32 bytes each: partition u16, zero u16, the 28-byte index entry.
 
-use crate::device::AlignedBuf;
-use crate::disk::{BlockState, Disk};
+use crate::device::{AlignedBuf, Device};
+use crate::disk::{BlockState, Disk, Geometry};
 use crate::error::{Error, Result};
-use crate::format::{SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
+use crate::format::{DeviceHeader, SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
 use crate::index::{Index, IndexEntry, PARTITION_COUNT};
 use std::sync::atomic::Ordering;
 use xxhash_rust::xxh3::xxh3_64;
@@ -95,112 +95,142 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
     }))
 }
 
-fn bad(disk: &Disk, offset: u64, reason: impl Into<String>) -> Error {
-    Error::corrupt(disk.name(), offset, format!("index snapshot: {}", reason.into()))
+fn bad(device: &dyn Device, offset: u64, reason: impl Into<String>) -> Error {
+    Error::corrupt(device.name(), offset, format!("index snapshot: {}", reason.into()))
 }
 
-fn read_payload(disk: &Disk, snapshot: &SnapshotRef, header_uuid: [u8; 16]) -> Result<Vec<u8>> {
-    let Some((mut block, 0)) = disk.geometry.locate(snapshot.offset) else {
-        return Err(bad(disk, snapshot.offset, "does not start at a write block"));
+/// Reads the snapshot the header points at, following its chain, and checks its length
+/// and checksum. (Used at open and by `spike-inspect check`.)
+pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8>> {
+    let snapshot = header.snapshot;
+    let geometry = Geometry::of(header);
+    let Some((mut block, 0)) = geometry.locate(snapshot.offset) else {
+        return Err(bad(device, snapshot.offset, "does not start at a write block"));
     };
-    let wbs = disk.geometry.wblock_size as usize;
+    let wbs = geometry.wblock_size as usize;
     let mut payload = Vec::with_capacity(snapshot.len_bytes.min(1 << 32) as usize);
     let mut buf = AlignedBuf::zeroed(wbs);
-    for _ in 0..disk.geometry.wblock_count {
-        let offset = disk.geometry.wblock_offset(block);
-        disk.device.read_at(&mut buf, offset)?;
-        let header = WblockHeader::decode(&buf).ok_or_else(|| bad(disk, offset, "bad block header"))?;
-        if header.kind != WBLOCK_KIND_SNAPSHOT
-            || header.device_uuid != header_uuid
-            || header.wblock_index != block
-            || header.write_seq != snapshot.open_count
+    for _ in 0..geometry.wblock_count {
+        let offset = geometry.wblock_offset(block);
+        device.read_at(&mut buf, offset)?;
+        let block_header =
+            WblockHeader::decode(&buf).ok_or_else(|| bad(device, offset, "bad block header"))?;
+        if block_header.kind != WBLOCK_KIND_SNAPSHOT
+            || block_header.device_uuid != header.device_uuid
+            || block_header.wblock_index != block
+            || block_header.write_seq != snapshot.open_count
         {
-            return Err(bad(disk, offset, "block is not part of this snapshot"));
+            return Err(bad(device, offset, "block is not part of this snapshot"));
         }
         let le32 = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
         let next = le32(WBLOCK_HEADER_SIZE);
         let len = le32(WBLOCK_HEADER_SIZE + 4) as usize;
         let start = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
         if len > wbs - start {
-            return Err(bad(disk, offset, "chunk longer than its block"));
+            return Err(bad(device, offset, "chunk longer than its block"));
         }
         payload.extend_from_slice(&buf[start..start + len]);
         if payload.len() as u64 >= snapshot.len_bytes || next == CHAIN_END {
             break;
         }
-        if next >= disk.geometry.wblock_count {
-            return Err(bad(disk, offset, "chain points outside the device"));
+        if next >= geometry.wblock_count {
+            return Err(bad(device, offset, "chain points outside the device"));
         }
         block = next;
     }
     if payload.len() as u64 != snapshot.len_bytes || xxh3_64(&payload) != snapshot.checksum {
-        return Err(bad(disk, snapshot.offset, "length or checksum mismatch"));
+        return Err(bad(device, snapshot.offset, "length or checksum mismatch"));
     }
     Ok(payload)
+}
+
+/// A snapshot payload, checked for layout.
+pub struct SnapshotContents<'a> {
+    pub next_seq: u64,
+    pub block_seq: Vec<u64>,
+    pub generation_floors: Vec<u32>,
+    /// (partition, entry) pairs.
+    entries: &'a [u8],
+}
+
+impl SnapshotContents<'_> {
+    pub fn entry_count(&self) -> usize {
+        self.entries.len() / ENTRY_SIZE
+    }
+
+    /// (partition, entry); `None` for an entry whose partition is out of range.
+    pub fn entries(&self) -> impl Iterator<Item = Option<(usize, crate::index::EntryInfo)>> + '_ {
+        self.entries.chunks_exact(ENTRY_SIZE).map(|raw| {
+            let partition = u16::from_le_bytes([raw[0], raw[1]]) as usize;
+            let bytes: &[u8; 28] = raw[4..].try_into().ok()?;
+            (partition < PARTITION_COUNT).then(|| (partition, IndexEntry::from_bytes(bytes).info()))
+        })
+    }
+}
+
+/// Checks a payload's magic, sizes and counts against the device's block count.
+pub fn parse_payload(payload: &[u8], wblock_count: u64) -> std::result::Result<SnapshotContents<'_>, String> {
+    let u64_at =
+        |at: usize| payload.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+    let count = wblock_count as usize;
+    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(wblock_count) {
+        return Err("bad magic or block count".into());
+    }
+    let entry_count = u64_at(8).unwrap_or(0) as usize;
+    let floors_at = 32 + count * 8;
+    let entries_at = floors_at + PARTITION_COUNT * 4;
+    if payload.len() != entries_at.saturating_add(entry_count.saturating_mul(ENTRY_SIZE)) {
+        return Err("size does not match its entry count".into());
+    }
+    Ok(SnapshotContents {
+        next_seq: u64_at(16).unwrap_or(0),
+        block_seq: (0..count).map(|b| u64_at(32 + b * 8).unwrap_or(0)).collect(),
+        generation_floors: payload[floors_at..entries_at]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect(),
+        entries: &payload[entries_at..],
+    })
 }
 
 /// Restores this disk's index entries, block table and free list from its snapshot.
 /// Any error means the caller must cold-start (with a fresh index).
 pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
-    let (snapshot, uuid) = {
-        let header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
-        if !header.is_clean()
-            || header.snapshot.len_bytes == 0
-            || header.snapshot.open_count != header.open_count
-        {
-            return Err(bad(disk, 0, "no snapshot of the last clean shutdown"));
-        }
-        (header.snapshot, header.device_uuid)
-    };
-    let payload = read_payload(disk, &snapshot, uuid)?;
-    let u64_at =
-        |at: usize| payload.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
-    let count = disk.geometry.wblock_count as usize;
-    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(count as u64) {
-        return Err(bad(disk, snapshot.offset, "bad magic or block count"));
+    let header = disk.header.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let device = disk.device.as_ref();
+    if !header.is_clean() || header.snapshot.len_bytes == 0 || header.snapshot.open_count != header.open_count
+    {
+        return Err(bad(device, 0, "no snapshot of the last clean shutdown"));
     }
-    let entry_count = u64_at(8).unwrap_or(0) as usize;
-    let next_seq = u64_at(16).unwrap_or(0);
-    let floors_at = 32 + count * 8;
-    let entries_at = floors_at + PARTITION_COUNT * 4;
-    if payload.len() != entries_at + entry_count * ENTRY_SIZE {
-        return Err(bad(disk, snapshot.offset, "size does not match its entry count"));
+    let payload = read_payload(device, &header)?;
+    let contents = parse_payload(&payload, header.wblock_count)
+        .map_err(|reason| bad(device, header.snapshot.offset, reason))?;
+    index.reserve_total(contents.entry_count() as u64 * header.device_count as u64);
+    for (partition, floor) in contents.generation_floors.iter().enumerate() {
+        index.partition(partition).raise_generation_floor(*floor);
     }
-    let block_seq: Vec<u64> = (0..count).map(|b| u64_at(32 + b * 8).unwrap_or(0)).collect();
-    index.reserve_total(entry_count as u64 * disk.device_count() as u64);
-    for partition in 0..PARTITION_COUNT {
-        let at = floors_at + partition * 4;
-        let floor = u32::from_le_bytes(payload[at..at + 4].try_into().unwrap_or_default());
-        index.partition(partition).raise_generation_floor(floor);
-    }
-    for raw in payload[entries_at..].chunks_exact(ENTRY_SIZE) {
-        let partition = u16::from_le_bytes([raw[0], raw[1]]) as usize;
-        let bytes: &[u8; 28] = raw[4..].try_into().map_err(|_| bad(disk, snapshot.offset, "entry size"))?;
-        let entry = IndexEntry::from_bytes(bytes).info();
-        if partition >= PARTITION_COUNT
-            || entry.location.device != disk.index
-            || disk.block_of(entry.location).is_none()
-        {
-            return Err(bad(disk, snapshot.offset, "entry points outside this device"));
-        }
+    for item in contents.entries() {
+        let Some((partition, entry)) =
+            item.filter(|(_, e)| e.location.device == disk.index && disk.block_of(e.location).is_some())
+        else {
+            return Err(bad(device, header.snapshot.offset, "entry points outside this device"));
+        };
         index.partition(partition).upsert(entry);
         disk.add_live(entry.location);
     }
+    let count = disk.geometry.wblock_count as usize;
+    let entry_count = contents.entry_count() as u64;
     let mut state = disk.lock();
-    state.next_seq = next_seq.max(block_seq.iter().max().copied().unwrap_or(0) + 1);
+    state.next_seq = contents.next_seq.max(contents.block_seq.iter().max().copied().unwrap_or(0) + 1);
+    state.block_seq = contents.block_seq;
     for block in 0..count {
         if disk.live_bytes[block].load(Ordering::Relaxed) > 0 {
             state.block_state[block] = BlockState::InUse;
         } else {
             state.block_state[block] = BlockState::Free;
+            state.block_seq[block] = 0;
             state.free.push_back(block as u32);
         }
     }
-    state.block_seq = block_seq;
-    for block in 0..count {
-        if state.block_state[block] == BlockState::Free {
-            state.block_seq[block] = 0;
-        }
-    }
-    Ok(entry_count as u64)
+    Ok(entry_count)
 }
