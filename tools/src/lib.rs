@@ -1,0 +1,3 @@
+//! Library side of the Spike tools: the parts that tests and fuzz targets call directly.
+
+pub mod backup;
