@@ -1,0 +1,150 @@
+//! The primary index: one partition's upsert and lookup at the size a partition has at
+//! 10 million records (about 2500 entries), and the whole index at 1 million entries.
+//!
+//! The headline figure is `index/lookup_1m`: lookups per second on one core, partition lock
+//! included, which bounds the read path's CPU budget (DESIGN.md: about 15 us per read).
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use spike::format::Digest;
+use spike::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Entries in one partition at 10 M records over 4096 partitions.
+const PARTITION_ENTRIES: u64 = 2500;
+const INDEX_ENTRIES: u64 = 1_000_000;
+/// Operations per timed iteration, so that the loop overhead is amortised.
+const BATCH: u64 = 1024;
+
+/// Digests as the engine makes them: uniformly random bits (SplitMix64 of `i`).
+fn digest(i: u64) -> Digest {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let a = mix(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let b = mix(a ^ 0x5EED);
+    let mut d = [0u8; 16];
+    d[..8].copy_from_slice(&a.to_le_bytes());
+    d[8..].copy_from_slice(&b.to_le_bytes());
+    d
+}
+
+fn entry(i: u64) -> EntryInfo {
+    EntryInfo {
+        tag: DigestTag::of(&digest(i)),
+        generation: 1,
+        tombstone: false,
+        location: Location { device: 0, offset_bytes: (i % (1 << 30)) * 16, size_bytes: 1088 },
+        void_time: 0,
+    }
+}
+
+fn filled_partition(entries: u64) -> Partition {
+    let mut partition = Partition::default();
+    for i in 0..entries {
+        partition.upsert(entry(i));
+    }
+    partition
+}
+
+fn partition(c: &mut Criterion) {
+    let mut group = c.benchmark_group("partition");
+    group.throughput(Throughput::Elements(BATCH));
+
+    // New entries: the amortised cost includes the merges of the recent-insert buffer.
+    let mut next = PARTITION_ENTRIES;
+    group.bench_function("insert_into_2500", |b| {
+        b.iter_batched(
+            || filled_partition(PARTITION_ENTRIES),
+            |mut partition| {
+                for _ in 0..BATCH {
+                    next += 1;
+                    partition.upsert(entry(next));
+                }
+                partition
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let mut partition = filled_partition(PARTITION_ENTRIES);
+    let present: Vec<EntryInfo> = (0..BATCH).map(|i| entry(i * 7 % PARTITION_ENTRIES)).collect();
+    group.bench_function("update_in_2500", |b| {
+        b.iter(|| {
+            for e in &present {
+                black_box(partition.upsert(*e));
+            }
+        })
+    });
+    let tags: Vec<DigestTag> = present.iter().map(|e| e.tag).collect();
+    group.bench_function("get_in_2500", |b| {
+        b.iter(|| {
+            for tag in &tags {
+                black_box(partition.get(*tag));
+            }
+        })
+    });
+    let missing: Vec<DigestTag> = (0..BATCH).map(|i| entry(PARTITION_ENTRIES + 1_000_000 + i).tag).collect();
+    group.bench_function("get_missing_in_2500", |b| {
+        b.iter(|| {
+            for tag in &missing {
+                black_box(partition.get(*tag));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("index");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(INDEX_ENTRIES));
+    group.bench_function("insert_1m", |b| {
+        b.iter_batched(
+            Index::default,
+            |index| {
+                for i in 0..INDEX_ENTRIES {
+                    let d = digest(i);
+                    index.partition(partition_of(&d)).upsert(entry(i));
+                }
+                index
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let index = Index::default();
+    for i in 0..INDEX_ENTRIES {
+        index.partition(partition_of(&digest(i))).upsert(entry(i));
+    }
+    // Every key of the index once, in a scattered order, and each iteration takes the next
+    // batch: lookups land in cold partitions and cache lines as a server's would (a fixed
+    // small set of keys would stay in the CPU caches). The digests are computed beforehand:
+    // the engine hashes the key anyway, and that cost is in `record`'s and `engine`'s figures.
+    let digests: Vec<Digest> = (0..INDEX_ENTRIES).map(|i| digest(i * 999_983 % INDEX_ENTRIES)).collect();
+    let mut cursor = 0usize;
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(BATCH));
+    group.bench_function("lookup_1m", |b| {
+        b.iter(|| {
+            let batch = &digests[cursor..cursor + BATCH as usize];
+            cursor = (cursor + BATCH as usize) % (digests.len() - BATCH as usize);
+            for d in batch {
+                black_box(index.partition(partition_of(d)).get(DigestTag::of(d)));
+            }
+        })
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+}
+
+criterion_group! { name = benches; config = config(); targets = partition, index }
+criterion_main!(benches);
