@@ -25,11 +25,12 @@
 
 use super::chain::{uuid_string, OpenImage};
 use super::image::{
-    fingerprint, BlockEntry, ImageHeader, ImageMeta, ImageTail, ImageWriter, COMPRESSION_NONE,
-    COMPRESSION_ZSTD, FLAG_COMPRESSED, FLAG_INCREMENTAL, STATE_DATA,
+    fingerprint, BlockEntry, ImageHeader, ImageMeta, ImageTail, COMPRESSION_NONE, COMPRESSION_ZSTD,
+    FLAG_COMPRESSED, FLAG_INCREMENTAL, STATE_DATA,
 };
 use super::progress::{Progress, Throttle};
 use super::source::{classify, open_spike, read_blocks, scan_headers, BlockUse, SpikeDevice};
+use super::writer::ImageWriter;
 use anyhow::{bail, Context, Result};
 use spike::change_bitmap::{start_generation, ChangeBitmap};
 use spike::device::AlignedBuf;

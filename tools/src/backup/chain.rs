@@ -14,9 +14,10 @@
 //! device per image) and one final map of 8 bytes per write block.
 
 use super::image::{
-    self, fingerprint, BlockEntry, FileSource, ImageError, ImageHeader, ImageMeta, ImageTail, ImageWriter,
+    self, fingerprint, BlockEntry, FileSource, ImageError, ImageHeader, ImageMeta, ImageTail,
     FLAG_COMPRESSED, FLAG_INCREMENTAL, FLAG_SYNTHETIC,
 };
+use super::writer::ImageWriter;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 

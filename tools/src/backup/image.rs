@@ -1,6 +1,8 @@
 //! The backup image file: its byte layout, the reader that checks it, and the writer that
 //! puts it in place atomically. ARCHITECTURE.md ("Backup image format") has the same tables.
 //!
+//! The writer that puts an image in place is `writer.rs`; the byte layout is all here.
+//!
 //! Layout: a 4096-byte header (identity, device geometry, generations), the data area (the
 //! device's reserved region, then the stored blocks, each raw or zstd-compressed), the block
 //! list (40 bytes per block the image mentions), the summary (8 bytes per write block of the
@@ -15,17 +17,13 @@
 //! summary agrees with the entries and hashes to the content digest). A block's bytes are
 //! returned only after their xxh3 (over the uncompressed bytes) matches its entry, and
 //! decompression is bounded by the write-block size, so a crafted stream cannot inflate.
-//!
-//! Invariant the writer keeps: the file only gets its final name after every byte, the
-//! trailer last, is written and `fsync`ed (then the directory is synced too); until then it
-//! lives under a temporary name in the same directory, removed if the writer is dropped
-//! unfinished. A file that lacks its trailer is never taken for an image.
+//! A file that lacks its trailer is never taken for an image.
 
 use spike::format::{WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64, Xxh3Default};
 
 pub const IMAGE_MAGIC: [u8; 8] = *b"SPKIMAGE";
@@ -676,164 +674,56 @@ pub fn check_image_bytes(bytes: &[u8]) -> ImageResult<ImageMeta> {
     Ok(meta)
 }
 
-// ---------------------------------------------------------------------------------------
-// Writing
-// ---------------------------------------------------------------------------------------
-
-/// What the writer needs at the end, once every block is in.
+/// What an image's tables say once every block is in.
 pub struct ImageTail {
     pub summary: Vec<u64>,
     pub max_data_seq: u64,
     pub max_snapshot_seq: u64,
 }
 
-/// Writes an image under a temporary name and renames it into place when finished.
-pub struct ImageWriter {
-    file: Option<File>,
-    tmp_path: PathBuf,
-    final_path: PathBuf,
-    header: ImageHeader,
-    header_bytes: Vec<u8>,
-    reserved: Option<ReservedRef>,
-    entries: Vec<BlockEntry>,
-    pos: u64,
-}
-
-fn io_err(path: &Path, offset: u64, source: io::Error) -> ImageError {
-    ImageError::Io { path: path.display().to_string(), offset, source }
-}
-
-impl ImageWriter {
-    /// Creates the temporary file next to `out` and writes the header. Refuses an `out`
-    /// that exists: an image is never replaced by accident.
-    pub fn create(out: &Path, header: ImageHeader) -> ImageResult<ImageWriter> {
-        if out.exists() {
-            return Err(io_err(out, 0, io::Error::new(io::ErrorKind::AlreadyExists, "output file exists")));
-        }
-        let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let tmp_path = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .map_err(|e| io_err(&tmp_path, 0, e))?;
-        let header_bytes = header.encode();
-        let mut writer = ImageWriter {
-            file: Some(file),
-            tmp_path,
-            final_path: out.to_path_buf(),
-            header,
-            header_bytes,
-            reserved: None,
-            entries: Vec::new(),
-            pos: 0,
-        };
-        let bytes = writer.header_bytes.clone();
-        writer.write(&bytes)?;
-        Ok(writer)
+/// The block list, summary and trailer of an image whose data area ends at `list_at`,
+/// sealed with the metadata checksum; and the content digest they record.
+pub(crate) fn encode_tables(
+    header: &ImageHeader,
+    header_bytes: &[u8],
+    reserved: &ReservedRef,
+    entries: &[BlockEntry],
+    tail: &ImageTail,
+    list_at: u64,
+) -> (Vec<u8>, [u8; TRAILER_SIZE], [u8; 16]) {
+    let mut tables = vec![0u8; entries.len() * ENTRY_SIZE];
+    for (entry, chunk) in entries.iter().zip(tables.chunks_exact_mut(ENTRY_SIZE)) {
+        entry.encode_into(chunk);
     }
-
-    pub fn header(&self) -> &ImageHeader {
-        &self.header
+    for fp in &tail.summary {
+        tables.extend_from_slice(&fp.to_le_bytes());
     }
-
-    pub fn entries(&self) -> &[BlockEntry] {
-        &self.entries
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> ImageResult<u64> {
-        let at = self.pos;
-        let file =
-            self.file.as_mut().ok_or_else(|| io_err(&self.tmp_path, at, io::ErrorKind::Other.into()))?;
-        file.write_all(bytes).map_err(|e| io_err(&self.tmp_path, at, e))?;
-        self.pos += bytes.len() as u64;
-        Ok(at)
-    }
-
-    /// Stores the reserved region (once, before the blocks).
-    pub fn write_reserved(&mut self, stored: &[u8], compression: u8, checksum: u64) -> ImageResult<()> {
-        let offset = self.write(stored)?;
-        self.reserved = Some(ReservedRef { offset, stored_len: stored.len() as u64, compression, checksum });
-        Ok(())
-    }
-
-    /// Appends a stored block; blocks come in increasing block order.
-    pub fn write_block(&mut self, mut entry: BlockEntry, stored: &[u8]) -> ImageResult<()> {
-        debug_assert!(self.entries.last().is_none_or(|last| last.wblock < entry.wblock));
-        entry.offset = self.write(stored)?;
-        entry.stored_len = stored.len() as u32;
-        self.entries.push(entry);
-        Ok(())
-    }
-
-    /// Records a block as free (nothing stored).
-    pub fn write_free(&mut self, wblock: u32) {
-        debug_assert!(self.entries.last().is_none_or(|last| last.wblock < wblock));
-        self.entries.push(BlockEntry::free(wblock));
-    }
-
-    /// Writes block list, summary and trailer, syncs, renames into place and syncs the
-    /// directory. Returns the content digest.
-    pub fn finish(mut self, tail: &ImageTail) -> ImageResult<[u8; 16]> {
-        let reserved = self.reserved.ok_or_else(|| {
-            io_err(&self.tmp_path, 0, io::Error::other("image finished without its reserved region"))
-        })?;
-        let mut tables = vec![0u8; self.entries.len() * ENTRY_SIZE];
-        for (entry, chunk) in self.entries.iter().zip(tables.chunks_exact_mut(ENTRY_SIZE)) {
-            entry.encode_into(chunk);
-        }
-        for fp in &tail.summary {
-            tables.extend_from_slice(&fp.to_le_bytes());
-        }
-        let list_at = self.pos;
-        let digest = content_digest(&self.header, reserved.checksum, &tail.summary);
-        let mut t = [0u8; TRAILER_SIZE];
-        t[0..8].copy_from_slice(&TRAILER_MAGIC);
-        put_u64(&mut t, T_RESERVED_OFFSET, reserved.offset);
-        put_u64(&mut t, T_RESERVED_STORED, reserved.stored_len);
-        t[T_RESERVED_COMPRESSION] = reserved.compression;
-        put_u64(&mut t, T_RESERVED_CHECKSUM, reserved.checksum);
-        put_u64(&mut t, T_LIST_OFFSET, list_at);
-        put_u64(&mut t, T_ENTRY_COUNT, self.entries.len() as u64);
-        put_u64(&mut t, T_SUMMARY_OFFSET, list_at + (self.entries.len() * ENTRY_SIZE) as u64);
-        put_u64(&mut t, T_MAX_DATA_SEQ, tail.max_data_seq);
-        put_u64(&mut t, T_MAX_SNAPSHOT_SEQ, tail.max_snapshot_seq);
-        t[T_CONTENT_DIGEST..T_CONTENT_DIGEST + 16].copy_from_slice(&digest);
-        put_u64(&mut t, T_FILE_LEN, list_at + tables.len() as u64 + TRAILER_SIZE as u64);
-        put_u64(&mut t, T_STORED_BLOCKS, self.entries.iter().filter(|e| e.is_data()).count() as u64);
-        let mut hasher = Xxh3Default::new();
-        hasher.update(&self.header_bytes);
-        hasher.update(&tables);
-        hasher.update(&t[..T_CHECKSUM]);
-        put_u64(&mut t, T_CHECKSUM, hasher.digest());
-        self.write(&tables)?;
-        self.write(&t)?;
-        let file = self.file.take().ok_or_else(|| io_err(&self.tmp_path, 0, io::ErrorKind::Other.into()))?;
-        file.sync_all().map_err(|e| io_err(&self.tmp_path, 0, e))?;
-        drop(file);
-        if self.final_path.exists() {
-            return Err(io_err(&self.final_path, 0, io::ErrorKind::AlreadyExists.into()));
-        }
-        std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| io_err(&self.final_path, 0, e))?;
-        let dir = self.final_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, 0, e))?;
-        Ok(digest)
-    }
-}
-
-impl Drop for ImageWriter {
-    fn drop(&mut self) {
-        // Unfinished (an error on the way): the partial file must not linger. `finish` took
-        // the file, and after the rename the temporary name is gone, so this is a no-op.
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp_path);
-        }
-    }
+    let digest = content_digest(header, reserved.checksum, &tail.summary);
+    let mut t = [0u8; TRAILER_SIZE];
+    t[0..8].copy_from_slice(&TRAILER_MAGIC);
+    put_u64(&mut t, T_RESERVED_OFFSET, reserved.offset);
+    put_u64(&mut t, T_RESERVED_STORED, reserved.stored_len);
+    t[T_RESERVED_COMPRESSION] = reserved.compression;
+    put_u64(&mut t, T_RESERVED_CHECKSUM, reserved.checksum);
+    put_u64(&mut t, T_LIST_OFFSET, list_at);
+    put_u64(&mut t, T_ENTRY_COUNT, entries.len() as u64);
+    put_u64(&mut t, T_SUMMARY_OFFSET, list_at + (entries.len() * ENTRY_SIZE) as u64);
+    put_u64(&mut t, T_MAX_DATA_SEQ, tail.max_data_seq);
+    put_u64(&mut t, T_MAX_SNAPSHOT_SEQ, tail.max_snapshot_seq);
+    t[T_CONTENT_DIGEST..T_CONTENT_DIGEST + 16].copy_from_slice(&digest);
+    put_u64(&mut t, T_FILE_LEN, list_at + tables.len() as u64 + TRAILER_SIZE as u64);
+    put_u64(&mut t, T_STORED_BLOCKS, entries.iter().filter(|e| e.is_data()).count() as u64);
+    let mut hasher = Xxh3Default::new();
+    hasher.update(header_bytes);
+    hasher.update(&tables);
+    hasher.update(&t[..T_CHECKSUM]);
+    put_u64(&mut t, T_CHECKSUM, hasher.digest());
+    (tables, t, digest)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::writer::ImageWriter;
     use super::*;
 
     fn header(flags: u32) -> ImageHeader {

@@ -1,6 +1,6 @@
 //! `spike-backup`: block-level full and incremental images of Spike devices, offline.
 //!
-//! - [`image`]: the image file format, its checked reader and atomic writer.
+//! - [`image`]: the image file format and its checked reader; [`writer`]: the atomic writer.
 //! - [`chain`]: a full image and its incrementals checked as one chain; `merge`.
 //! - [`source`]: the device side: opening a device under the engine's exclusive lock,
 //!   telling blocks in use from free ones, reading many blocks at once.
@@ -19,6 +19,7 @@ pub mod image;
 pub mod progress;
 pub mod restore;
 pub mod source;
+pub mod writer;
 
 pub(crate) fn unix_now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())

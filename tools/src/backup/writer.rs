@@ -1,0 +1,139 @@
+//! Writing an image so that an interrupted backup never leaves a file that looks complete.
+//!
+//! Invariant: the file gets its final name only after every byte, the trailer last, is
+//! written and `fsync`ed; then the directory is synced so the rename itself is durable.
+//! Until then it lives under a temporary name (`.NAME.partial-PID`) in the same directory
+//! (a rename within one file system is atomic), removed if the writer is dropped unfinished.
+//! An existing file is never replaced. Blocks are appended in increasing block order.
+//!
+//! Cost: one `write` per stored block straight from the caller's buffer (the page cache
+//! absorbs it; `fsync` at the end waits for the lot).
+
+use super::image::{encode_tables, BlockEntry, ImageError, ImageHeader, ImageResult, ImageTail, ReservedRef};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes an image under a temporary name and renames it into place when finished.
+pub struct ImageWriter {
+    file: Option<File>,
+    tmp_path: PathBuf,
+    final_path: PathBuf,
+    header: ImageHeader,
+    header_bytes: Vec<u8>,
+    reserved: Option<ReservedRef>,
+    entries: Vec<BlockEntry>,
+    pos: u64,
+    renamed: bool,
+}
+
+fn io_err(path: &Path, offset: u64, source: io::Error) -> ImageError {
+    ImageError::Io { path: path.display().to_string(), offset, source }
+}
+
+fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+impl ImageWriter {
+    /// Creates the temporary file next to `out` and writes the header. Refuses an `out`
+    /// that exists: an image is never replaced by accident.
+    pub fn create(out: &Path, header: ImageHeader) -> ImageResult<ImageWriter> {
+        if out.exists() {
+            return Err(io_err(out, 0, io::Error::new(io::ErrorKind::AlreadyExists, "output file exists")));
+        }
+        let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let tmp_path = dir_of(out).join(format!(".{name}.partial-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp_path)
+            .map_err(|e| io_err(&tmp_path, 0, e))?;
+        let header_bytes = header.encode();
+        let mut writer = ImageWriter {
+            file: Some(file),
+            tmp_path,
+            final_path: out.to_path_buf(),
+            header,
+            header_bytes,
+            reserved: None,
+            entries: Vec::new(),
+            pos: 0,
+            renamed: false,
+        };
+        let bytes = writer.header_bytes.clone();
+        writer.write(&bytes)?;
+        Ok(writer)
+    }
+
+    pub fn header(&self) -> &ImageHeader {
+        &self.header
+    }
+
+    pub fn entries(&self) -> &[BlockEntry] {
+        &self.entries
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> ImageResult<u64> {
+        let at = self.pos;
+        let file =
+            self.file.as_mut().ok_or_else(|| io_err(&self.tmp_path, at, io::ErrorKind::Other.into()))?;
+        file.write_all(bytes).map_err(|e| io_err(&self.tmp_path, at, e))?;
+        self.pos += bytes.len() as u64;
+        Ok(at)
+    }
+
+    /// Stores the reserved region (once, before the blocks).
+    pub fn write_reserved(&mut self, stored: &[u8], compression: u8, checksum: u64) -> ImageResult<()> {
+        let offset = self.write(stored)?;
+        self.reserved = Some(ReservedRef { offset, stored_len: stored.len() as u64, compression, checksum });
+        Ok(())
+    }
+
+    /// Appends a stored block; blocks come in increasing block order.
+    pub fn write_block(&mut self, mut entry: BlockEntry, stored: &[u8]) -> ImageResult<()> {
+        debug_assert!(self.entries.last().is_none_or(|last| last.wblock < entry.wblock));
+        entry.offset = self.write(stored)?;
+        entry.stored_len = stored.len() as u32;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Records a block as free (nothing stored).
+    pub fn write_free(&mut self, wblock: u32) {
+        debug_assert!(self.entries.last().is_none_or(|last| last.wblock < wblock));
+        self.entries.push(BlockEntry::free(wblock));
+    }
+
+    /// Writes block list, summary and trailer, syncs, renames into place and syncs the
+    /// directory. Returns the content digest.
+    pub fn finish(mut self, tail: &ImageTail) -> ImageResult<[u8; 16]> {
+        let reserved = self.reserved.ok_or_else(|| {
+            io_err(&self.tmp_path, 0, io::Error::other("image finished without its reserved region"))
+        })?;
+        let (tables, trailer, digest) =
+            encode_tables(&self.header, &self.header_bytes, &reserved, &self.entries, tail, self.pos);
+        self.write(&tables)?;
+        self.write(&trailer)?;
+        if let Some(file) = &self.file {
+            file.sync_all().map_err(|e| io_err(&self.tmp_path, 0, e))?;
+        }
+        if self.final_path.exists() {
+            return Err(io_err(&self.final_path, 0, io::ErrorKind::AlreadyExists.into()));
+        }
+        std::fs::rename(&self.tmp_path, &self.final_path).map_err(|e| io_err(&self.final_path, 0, e))?;
+        self.renamed = true;
+        let dir = dir_of(&self.final_path);
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, 0, e))?;
+        Ok(digest)
+    }
+}
+
+impl Drop for ImageWriter {
+    fn drop(&mut self) {
+        // Unfinished (an error on the way): the partial file must not linger.
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
