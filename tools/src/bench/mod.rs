@@ -1,0 +1,325 @@
+//! `spike-bench`: the engine driven in-process the way a server drives it, next to the raw
+//! device measured through the engine's own I/O layer.
+//!
+//! A run: find or create the devices and check that the bench may use them (`devices`),
+//! measure the raw device (`raw`), format, open the engine, load the records and run the
+//! mixed or ACT phase (`workload`), then print one report (`report`). Options are checked
+//! up front (`options`); keys and their distributions live in `keys`.
+//!
+//! Bounds: threads (`THREADS_MAX`), phase length (`DURATION_MAX`), key ids (12 digits),
+//! and the records loaded must fit the device. Memory: one HDR histogram (~150 KiB) per
+//! thread and operation kind in use, plus the engine's index.
+
+pub mod devices;
+pub mod keys;
+pub mod options;
+pub mod raw;
+pub mod report;
+pub mod workload;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use options::{Mix, OpKind, Plan, ACT_READS_PER_S_1X, ACT_WRITES_PER_S_1X, DEFAULT_FILL_FRACTION, OP_KINDS};
+use report::{act_verdict, latency_summary, ActOutcome, Out, Report};
+use spike::format::{WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT};
+use spike::{Config, Engine};
+use std::process::ExitCode;
+use workload::{run_phase, Context, PhaseSpec, Work};
+
+/// The most of a device's capacity a load may fill: beyond it the mixed phase has no room.
+const LOAD_FILL_MAX: f64 = 0.95;
+/// ACT fills the device to this share first; its defrag (lwm 50) then keeps it there.
+const ACT_FILL_FRACTION: f64 = 0.5;
+/// ACT's defrag low-water mark.
+const ACT_DEFRAG_LWM_PCT: u32 = 50;
+
+pub fn run(plan: Plan) -> Result<ExitCode> {
+    let out = Out::new(plan.json);
+    let prepared = devices::prepare(&plan, &out)?;
+    let (namespace, write_block_size) = match (&prepared.existing, plan.format) {
+        (Some(header), false) => (
+            plan.namespace.clone().unwrap_or_else(|| header.namespace_name.clone()),
+            plan.write_block_size.unwrap_or(header.write_block_size),
+        ),
+        _ => (
+            plan.namespace.clone().unwrap_or_else(|| "spike".into()),
+            plan.write_block_size.unwrap_or(WBLOCK_SIZE_DEFAULT),
+        ),
+    };
+    let record_max = spike::format::record_size(0, plan.value_sizes.max);
+    if record_max > write_block_size as usize - WBLOCK_HEADER_SIZE {
+        bail!(
+            "--value-size {} does not fit the device's {write_block_size}-byte write blocks",
+            plan.value_sizes.max
+        );
+    }
+    let config = Config {
+        namespace: namespace.clone(),
+        devices: plan.devices.clone(),
+        write_block_size,
+        durability: plan.durability,
+        io_backend: plan.io_backend,
+        defrag_lwm_pct: match (plan.defrag_lwm, plan.act) {
+            (Some(lwm), _) => lwm as u32,
+            (None, Some(_)) => ACT_DEFRAG_LWM_PCT,
+            (None, None) => Config::default().defrag_lwm_pct,
+        },
+        ..Config::default()
+    };
+    let defrag_lwm_pct = config.defrag_lwm_pct;
+    config.validate().map_err(|e| anyhow!(e))?;
+    let device_sizes: Vec<u64> = prepared.devices.iter().map(|d| d.size_bytes()).collect();
+    let backend = prepared.devices[0].backend().to_string();
+    let mut notes = Vec::new();
+    for (label, size) in prepared.labels.iter().zip(&device_sizes) {
+        out.line(&format!("device {label}: {}, {backend}", report::bytes(*size)));
+    }
+
+    let raw = if plan.raw {
+        out.progress(&format!(
+            "raw device: measuring ({} s each for sequential write and random read)...",
+            plan.raw_duration.as_secs_f64()
+        ));
+        let raw = raw::measure(
+            &prepared.devices,
+            prepared.destroyable,
+            write_block_size as usize,
+            plan.threads,
+            plan.raw_duration,
+            plan.seed,
+        )?;
+        match &raw.seq_write {
+            Some(w) => out.progress_done(&format!(
+                "raw device: sequential write {:.0} MB/s ({} blocks, sync each), random 4 KiB read {} IOPS p99 {} ({} threads)",
+                w.mb_s(),
+                report::bytes(write_block_size as u64),
+                report::count(raw.rand_read.iops()),
+                report::latency(raw.rand_read.latency.p99_us),
+                plan.threads
+            )),
+            None => out.progress_done(&format!(
+                "raw device: random 4 KiB read {} IOPS p99 {} ({} threads); sequential write skipped: {}",
+                report::count(raw.rand_read.iops()),
+                report::latency(raw.rand_read.latency.p99_us),
+                plan.threads,
+                raw.seq_write_skipped.unwrap_or("")
+            )),
+        }
+        Some(raw)
+    } else {
+        None
+    };
+
+    if plan.raw_only {
+        if plan.format && !plan.owns_device() {
+            // The raw write test overwrote the device; leave it formatted, as asked.
+            Engine::format_devices(&config, &prepared.devices, true).map_err(|e| anyhow!(e))?;
+        }
+        let report = Report {
+            plan: &plan,
+            labels: &prepared.labels,
+            device_sizes,
+            backend,
+            namespace,
+            write_block_size,
+            defrag_lwm_pct,
+            records: 0,
+            raw: raw.as_ref(),
+            load: None,
+            run: None,
+            stats: None,
+            act: None,
+            notes,
+        };
+        print_report(&out, &report);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if plan.format {
+        // Safe to force: `devices::prepare` refused what the user did not allow us to
+        // destroy, and the raw write test has since overwritten the start of the device.
+        Engine::format_devices(&config, &prepared.devices, true)
+            .map_err(|e| anyhow!(e))
+            .context("format failed")?;
+    }
+    let device_count = prepared.devices.len();
+    let engine = Engine::open_devices(config, prepared.devices)
+        .map_err(|e| anyhow!(e))
+        .context("cannot open the engine on the devices")?;
+    let stats = engine.stats();
+    let capacity_bytes: f64 = stats
+        .devices
+        .iter()
+        .map(|d| d.wblocks_total as f64 * (write_block_size as usize - WBLOCK_HEADER_SIZE) as f64)
+        .sum();
+
+    let act_rates = plan.act.map(|n| {
+        let scale = n as f64 * device_count as f64;
+        (ACT_READS_PER_S_1X * scale, ACT_WRITES_PER_S_1X * scale)
+    });
+    let mut act_fill = 0.0;
+    let records = match (plan.load, plan.records) {
+        (false, given) => {
+            let on_device = stats.index_entries;
+            if on_device == 0 {
+                bail!("--no-load: the device holds no records; run once without --no-load to fill it");
+            }
+            given.unwrap_or(on_device)
+        }
+        (true, Some(records)) => {
+            let need = records as f64 * plan.value_sizes.mean_record_bytes();
+            if need > LOAD_FILL_MAX * capacity_bytes {
+                bail!(
+                    "--records {records} of about {:.0} bytes need {}, more than {:.0}% of the device's {}",
+                    plan.value_sizes.mean_record_bytes(),
+                    report::bytes(need as u64),
+                    LOAD_FILL_MAX * 100.0,
+                    report::bytes(capacity_bytes as u64)
+                );
+            }
+            records
+        }
+        (true, None) => {
+            let fill = if plan.act.is_some() { ACT_FILL_FRACTION } else { DEFAULT_FILL_FRACTION };
+            act_fill = fill;
+            ((fill * capacity_bytes / plan.value_sizes.mean_record_bytes()) as u64).max(1)
+        }
+    };
+    if records > keys::KEY_ID_MAX {
+        bail!("--records {records} is above the bench's key space ({})", keys::KEY_ID_MAX);
+    }
+
+    let ctx = Context::new(&engine, plan.value_sizes, plan.seed, if plan.load { 0 } else { records }, &out);
+    let load = if plan.load {
+        out.line(&format!(
+            "load: {} records of {} ({} of records, {:.0}% of the device), {} threads",
+            report::count(records as f64),
+            plan.value_sizes,
+            report::bytes((records as f64 * plan.value_sizes.mean_record_bytes()) as u64),
+            records as f64 * plan.value_sizes.mean_record_bytes() * 100.0 / capacity_bytes,
+            plan.threads
+        ));
+        let spec = PhaseSpec {
+            work: Work::Load { records },
+            threads: plan.threads,
+            rate_ops_s: None,
+            duration: None,
+            ops_max: None,
+            interval: plan.interval,
+        };
+        let load = run_phase(&ctx, &spec)?;
+        ctx.key_count.store(records, std::sync::atomic::Ordering::Relaxed);
+        let lat = latency_summary(&load.kind(OpKind::Insert).hist);
+        out.line(&format!(
+            "load: done in {:.1} s, {}/s, {:.0} MB/s of records, p99 {}",
+            load.seconds(),
+            report::count(lat.count as f64 / load.seconds()),
+            load.client_mb_s(),
+            report::latency(lat.p99_us)
+        ));
+        Some(load)
+    } else {
+        None
+    };
+
+    let load_failed = load.as_ref().and_then(|l| l.stopped_early.clone());
+    let run = if load_failed.is_none() {
+        let (mix, keys, rate, interleave) = match act_rates {
+            Some((reads, writes)) => {
+                // Two reads then one write, in turn on every thread: ACT's exact 2:1.
+                let mut weights = [0; OP_KINDS];
+                weights[OpKind::Read.index()] = 2;
+                weights[OpKind::Update.index()] = 1;
+                debug_assert_eq!(ACT_READS_PER_S_1X, 2.0 * ACT_WRITES_PER_S_1X);
+                (Mix { weights }, keys::KeyDistribution::Uniform, Some(reads + writes), true)
+            }
+            None => (plan.workload.mix, plan.keys, plan.rate_ops_s, false),
+        };
+        out.line(&format!(
+            "run: {} ({mix}), {} keys over {} records, {} threads{}{}{}",
+            plan.act.map_or(plan.workload.label.clone(), |n| format!("ACT {n}x")),
+            keys,
+            report::count(records as f64),
+            plan.threads,
+            plan.duration.map_or(String::new(), |d| format!(", {:.0} s", d.as_secs_f64())),
+            plan.ops.map_or(String::new(), |n| format!(", {n} ops")),
+            rate.map_or(", full speed".into(), |r| format!(", target {}/s", report::count(r)))
+        ));
+        let spec = PhaseSpec {
+            work: Work::Mix { mix, keys, interleave },
+            threads: plan.threads,
+            rate_ops_s: rate,
+            duration: plan.duration,
+            ops_max: plan.ops,
+            interval: plan.interval,
+        };
+        Some(run_phase(&ctx, &spec)?)
+    } else {
+        None
+    };
+    drop(ctx);
+
+    let act = match (plan.act, act_rates, &run) {
+        (Some(multiplier), Some((target_reads, target_writes)), Some(run)) => {
+            let reads = latency_summary(&run.kind(OpKind::Read).hist);
+            let writes = latency_summary(&run.kind(OpKind::Update).hist);
+            let (reads_per_s, writes_per_s) = (run.ops_per_s(OpKind::Read), run.ops_per_s(OpKind::Update));
+            let carried = (reads.count + writes.count) as f64 / run.seconds();
+            let (mut pass, mut failures) = act_verdict(&reads, carried, target_reads + target_writes);
+            if run.stopped_early.is_some() || run.errors() > 0 {
+                pass = false;
+                failures.push(format!(
+                    "{} errors; stopped early: {}",
+                    run.errors(),
+                    run.stopped_early.is_some()
+                ));
+            }
+            Some(ActOutcome {
+                multiplier,
+                devices: device_count,
+                target_reads_per_s: target_reads,
+                target_writes_per_s: target_writes,
+                reads_per_s,
+                writes_per_s,
+                reads,
+                writes,
+                fill_fraction: act_fill,
+                pass,
+                failures,
+            })
+        }
+        _ => None,
+    };
+    if let Some(reason) = &load_failed {
+        notes.push(format!("the load stopped early: {reason}"));
+    }
+    let stats = engine.stats();
+    let close_result = engine.close();
+    let report = Report {
+        plan: &plan,
+        labels: &prepared.labels,
+        device_sizes,
+        backend,
+        namespace,
+        write_block_size,
+        defrag_lwm_pct,
+        records,
+        raw: raw.as_ref(),
+        load: load.as_ref(),
+        run: run.as_ref(),
+        stats: Some(&stats),
+        act: act.as_ref(),
+        notes,
+    };
+    print_report(&out, &report);
+    close_result.map_err(|e| anyhow!(e)).context("closing the engine")?;
+    let failed = load_failed.is_some() || run.as_ref().is_some_and(|r| r.stopped_early.is_some());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_report(out: &Out, report: &Report<'_>) {
+    if out.json() {
+        println!("{}", report.json());
+    } else {
+        out.line(&report.text());
+    }
+}

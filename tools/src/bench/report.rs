@@ -1,0 +1,860 @@
+//! What the bench prints: interval lines and progress while it runs, then one report, as
+//! text or (with `--json`) as one JSON document on stdout. Latencies are recorded in
+//! nanoseconds and printed in microseconds (JSON) or a readable unit (text); rates use
+//! decimal megabytes (1 MB = 10^6 bytes), device sizes binary units.
+
+use super::options::{OpKind, Plan};
+use super::raw::RawResult;
+use super::workload::{PhaseResult, PhaseSpec, Work};
+use hdrhistogram::Histogram;
+use spike::Stats;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+
+/// Where human-readable output goes: stdout, or stderr when stdout carries the JSON.
+pub struct Out {
+    json: bool,
+    tty: bool,
+}
+
+impl Out {
+    pub fn new(json: bool) -> Self {
+        let tty = if json { std::io::stderr().is_terminal() } else { std::io::stdout().is_terminal() };
+        Out { json, tty }
+    }
+
+    fn write(&self, text: &str) {
+        // A closed pipe must not abort a run that is writing to a device: output is best effort.
+        if self.json {
+            let _ = std::io::stderr().write_all(text.as_bytes());
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        self.write(&format!("{text}\n"));
+    }
+
+    /// A line that replaces itself on a terminal; elsewhere an ordinary line.
+    pub fn progress(&self, text: &str) {
+        if self.tty {
+            self.write(&format!("\r{text}\x1b[K"));
+        } else {
+            self.line(text);
+        }
+    }
+
+    /// The last state of a progress line, kept.
+    pub fn progress_done(&self, text: &str) {
+        if self.tty {
+            self.write(&format!("\r{text}\x1b[K\n"));
+        } else {
+            self.line(text);
+        }
+    }
+
+    /// Ends a progress line so that the next output starts on its own line.
+    pub fn progress_end(&self) {
+        if self.tty {
+            self.write("\n");
+        }
+    }
+
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
+/// Percentiles and ACT's shares of one latency distribution, in microseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+    /// Fractions of operations slower than 1, 8 and 64 ms.
+    pub over_1ms: f64,
+    pub over_8ms: f64,
+    pub over_64ms: f64,
+}
+
+pub fn latency_summary(hist: &Histogram<u64>) -> LatencySummary {
+    let count = hist.len();
+    if count == 0 {
+        return LatencySummary::default();
+    }
+    let us = |ns: u64| ns as f64 / 1e3;
+    let over = |ms: u64| {
+        let within = hist.count_between(0, ms * 1_000_000);
+        count.saturating_sub(within) as f64 / count as f64
+    };
+    LatencySummary {
+        count,
+        mean_us: hist.mean() / 1e3,
+        p50_us: us(hist.value_at_quantile(0.50)),
+        p90_us: us(hist.value_at_quantile(0.90)),
+        p99_us: us(hist.value_at_quantile(0.99)),
+        p999_us: us(hist.value_at_quantile(0.999)),
+        max_us: us(hist.max()),
+        over_1ms: over(1),
+        over_8ms: over(8),
+        over_64ms: over(64),
+    }
+}
+
+/// "2.0 GiB", "512 MiB".
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value.fract() == 0.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// "45.2k", "1.20M", "812".
+pub fn count(x: f64) -> String {
+    match x {
+        x if x >= 10e6 => format!("{:.1}M", x / 1e6),
+        x if x >= 1e6 => format!("{:.2}M", x / 1e6),
+        x if x >= 10e3 => format!("{:.1}k", x / 1e3),
+        x if x >= 1e3 => format!("{:.2}k", x / 1e3),
+        x => format!("{x:.0}"),
+    }
+}
+
+/// A latency in a readable unit: "850 ns", "85 µs", "1.23 ms", "2.1 s".
+pub fn latency(us: f64) -> String {
+    match us {
+        us if us < 1.0 => format!("{:.0}ns", us * 1e3),
+        us if us < 100.0 => format!("{us:.1}µs"),
+        us if us < 1e3 => format!("{us:.0}µs"),
+        us if us < 100e3 => format!("{:.2}ms", us / 1e3),
+        us if us < 1e6 => format!("{:.0}ms", us / 1e3),
+        us => format!("{:.2}s", us / 1e6),
+    }
+}
+
+pub fn percent(fraction: f64) -> String {
+    match fraction * 100.0 {
+        0.0 => "0%".into(),
+        p if p < 0.01 => "<0.01%".into(),
+        p if p < 10.0 => format!("{p:.2}%"),
+        p => format!("{p:.1}%"),
+    }
+}
+
+pub fn load_progress_line(
+    loaded: u64,
+    total: u64,
+    at_s: f64,
+    ops_per_s: f64,
+    interval: &Histogram<u64>,
+    device_mb_s: f64,
+) -> String {
+    let done = loaded as f64 / total.max(1) as f64;
+    let eta = if ops_per_s > 0.0 { (total.saturating_sub(loaded)) as f64 / ops_per_s } else { f64::NAN };
+    let p99 = latency(interval.value_at_quantile(0.99) as f64 / 1e3);
+    format!(
+        "load {:>3.0}%  {}/{} records  {}/s  p99 {p99}  device {device_mb_s:.0} MB/s  {at_s:.0}s elapsed{}",
+        done * 100.0,
+        count(loaded as f64),
+        count(total as f64),
+        count(ops_per_s),
+        if eta.is_finite() && loaded < total { format!(", eta {eta:.0}s") } else { String::new() }
+    )
+}
+
+pub fn interval_line(
+    spec: &PhaseSpec,
+    at_s: f64,
+    seconds: f64,
+    interval: &[Histogram<u64>],
+    device_mb_s: f64,
+) -> String {
+    let mut line = match spec.duration {
+        Some(d) => format!("[{at_s:>4.0}/{:.0}s]", d.as_secs_f64()),
+        None => format!("[{at_s:>5.0}s]"),
+    };
+    for kind in OpKind::ALL {
+        let hist = &interval[kind.index()];
+        let listed = match &spec.work {
+            Work::Mix { mix, .. } => mix.weight(kind) > 0,
+            Work::Load { .. } => kind == OpKind::Insert,
+        };
+        if !listed {
+            continue;
+        }
+        let s = latency_summary(hist);
+        let _ = write!(
+            line,
+            "  {} {:>6}/s p50 {:>7} p99 {:>7} max {:>7} |",
+            kind.name(),
+            count(hist.len() as f64 / seconds),
+            latency(s.p50_us),
+            latency(s.p99_us),
+            latency(s.max_us)
+        );
+    }
+    let _ = write!(line, " device write {device_mb_s:.0} MB/s");
+    line
+}
+
+/// A JSON value, written by hand: the report is small and fixed in shape.
+pub enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Int(u64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+pub fn obj(fields: Vec<(&str, Json)>) -> Json {
+    Json::Obj(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+}
+
+/// A float rounded to `decimals` places (for readable JSON).
+pub fn num(x: f64, decimals: i32) -> Json {
+    let scale = 10f64.powi(decimals);
+    Json::Num((x * scale).round() / scale)
+}
+
+pub fn opt_num(x: Option<f64>, decimals: i32) -> Json {
+    x.map_or(Json::Null, |x| num(x, decimals))
+}
+
+impl Json {
+    fn write_to(&self, out: &mut String, indent: usize) {
+        let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
+        match self {
+            Json::Null => out.push_str("null"),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Json::Num(x) if x.is_finite() => {
+                let _ = write!(out, "{x}");
+            }
+            Json::Num(_) => out.push_str("null"),
+            Json::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Json::Str(s) => write_json_string(out, s),
+            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
+            Json::Arr(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    pad(out, indent + 2);
+                    item.write_to(out, indent + 2);
+                }
+                out.push('\n');
+                pad(out, indent);
+                out.push(']');
+            }
+            Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
+            Json::Obj(fields) => {
+                out.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    out.push_str(if i == 0 { "\n" } else { ",\n" });
+                    pad(out, indent + 2);
+                    write_json_string(out, key);
+                    out.push_str(": ");
+                    value.write_to(out, indent + 2);
+                }
+                out.push('\n');
+                pad(out, indent);
+                out.push('}');
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        self.write_to(&mut out, 0);
+        f.write_str(&out)
+    }
+}
+
+fn write_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+pub fn latency_json(s: &LatencySummary) -> Json {
+    obj(vec![
+        ("mean", num(s.mean_us, 1)),
+        ("p50", num(s.p50_us, 1)),
+        ("p90", num(s.p90_us, 1)),
+        ("p99", num(s.p99_us, 1)),
+        ("p999", num(s.p999_us, 1)),
+        ("max", num(s.max_us, 1)),
+    ])
+}
+
+pub fn over_ms_json(s: &LatencySummary) -> Json {
+    obj(vec![("1", num(s.over_1ms, 6)), ("8", num(s.over_8ms, 6)), ("64", num(s.over_64ms, 6))])
+}
+
+/// ACT's verdict for one run.
+pub struct ActOutcome {
+    pub multiplier: u32,
+    pub devices: usize,
+    pub target_reads_per_s: f64,
+    pub target_writes_per_s: f64,
+    pub reads_per_s: f64,
+    pub writes_per_s: f64,
+    pub reads: LatencySummary,
+    pub writes: LatencySummary,
+    pub fill_fraction: f64,
+    pub pass: bool,
+    /// Each failed condition, in words.
+    pub failures: Vec<String>,
+}
+
+/// ACT's pass rule on read latency: under 5% over 1 ms, 1% over 8 ms, 0.1% over 64 ms;
+/// and the load must actually have been carried (within 1% of the target rate).
+pub fn act_verdict(reads: &LatencySummary, carried_per_s: f64, target_per_s: f64) -> (bool, Vec<String>) {
+    let mut failures = Vec::new();
+    for (share, limit, ms) in
+        [(reads.over_1ms, 0.05, 1), (reads.over_8ms, 0.01, 8), (reads.over_64ms, 0.001, 64)]
+    {
+        if share >= limit {
+            failures.push(format!("{} of reads over {ms} ms (limit {})", percent(share), percent(limit)));
+        }
+    }
+    if carried_per_s < 0.99 * target_per_s {
+        failures.push(format!("carried {}/s of the {}/s target", count(carried_per_s), count(target_per_s)));
+    }
+    (failures.is_empty(), failures)
+}
+
+/// Everything the final report shows.
+pub struct Report<'a> {
+    pub plan: &'a Plan,
+    pub labels: &'a [String],
+    pub device_sizes: Vec<u64>,
+    pub backend: String,
+    pub namespace: String,
+    pub write_block_size: u32,
+    pub defrag_lwm_pct: u32,
+    pub records: u64,
+    pub raw: Option<&'a RawResult>,
+    pub load: Option<&'a PhaseResult>,
+    pub run: Option<&'a PhaseResult>,
+    pub stats: Option<&'a Stats>,
+    pub act: Option<&'a ActOutcome>,
+    pub notes: Vec<String>,
+}
+
+/// The engine's figures as shares of the raw device's.
+pub struct Ratios {
+    pub write: Option<f64>,
+    pub read: Option<f64>,
+    pub read_p99: Option<f64>,
+}
+
+impl Report<'_> {
+    pub fn ratios(&self) -> Ratios {
+        let raw = self.raw;
+        let write = match (raw.and_then(|r| r.seq_write.as_ref()), self.load) {
+            (Some(raw), Some(load)) if load.ops() > 0 => Some(load.client_mb_s() / raw.mb_s()),
+            _ => None,
+        };
+        let reads =
+            self.run.map(|run| (run.ops_per_s(OpKind::Read), latency_summary(&run.kind(OpKind::Read).hist)));
+        let (read, read_p99) = match (raw, reads) {
+            (Some(raw), Some((per_s, lat))) if lat.count > 0 && raw.rand_read.reads > 0 => {
+                (Some(per_s / raw.rand_read.iops()), Some(lat.p99_us / raw.rand_read.latency.p99_us))
+            }
+            _ => (None, None),
+        };
+        Ratios { write, read, read_p99 }
+    }
+
+    pub fn text(&self) -> String {
+        let mut t = String::new();
+        let plan = self.plan;
+        let _ = writeln!(t, "\n== spike-bench report ==");
+        for (label, size) in self.labels.iter().zip(&self.device_sizes) {
+            let _ = writeln!(t, "device      {label}  {}", bytes(*size));
+        }
+        let _ = writeln!(
+            t,
+            "engine      namespace {:?}, {} write blocks, {} backend, durability {}, {} threads, seed {}",
+            self.namespace,
+            bytes(self.write_block_size as u64),
+            self.backend,
+            durability_name(plan),
+            plan.threads,
+            plan.seed
+        );
+        if let Some(raw) = self.raw {
+            let _ = writeln!(t, "\nraw device (the engine's I/O layer, no engine; before formatting)");
+            match &raw.seq_write {
+                Some(w) => {
+                    let _ = writeln!(
+                        t,
+                        "  sequential write  {} blocks, 1 in flight per device, sync each: {:.0} MB/s  (block p99 {}, {} in {:.1} s)",
+                        bytes(raw.write_block_size as u64),
+                        w.mb_s(),
+                        latency(w.block_latency.p99_us),
+                        bytes(w.bytes),
+                        w.seconds
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "  sequential write  skipped: {}",
+                        raw.seq_write_skipped.unwrap_or("not measured")
+                    );
+                }
+            }
+            let r = &raw.rand_read;
+            let _ = writeln!(
+                t,
+                "  random read       4 KiB, {} threads: {} IOPS  p50 {}  p99 {}  p99.9 {}  max {}",
+                r.threads,
+                count(r.iops()),
+                latency(r.latency.p50_us),
+                latency(r.latency.p99_us),
+                latency(r.latency.p999_us),
+                latency(r.latency.max_us)
+            );
+        }
+        if let Some(load) = self.load {
+            let lat = latency_summary(&load.kind(OpKind::Insert).hist);
+            let _ = writeln!(
+                t,
+                "\nload        {} records of {} in {:.1} s: {}/s, {:.0} MB/s of records, p50 {} p99 {} max {}, write amplification {:.2}",
+                count(lat.count as f64),
+                plan.value_sizes,
+                load.seconds(),
+                count(lat.count as f64 / load.seconds()),
+                load.client_mb_s(),
+                latency(lat.p50_us),
+                latency(lat.p99_us),
+                latency(lat.max_us),
+                load.write_amplification().unwrap_or(0.0)
+            );
+        } else if self.run.is_some() {
+            let _ = writeln!(
+                t,
+                "\nload        skipped (--no-load): {} records on the device",
+                count(self.records as f64)
+            );
+        }
+        if let Some(run) = self.run {
+            let label = match plan.act {
+                Some(n) => format!("ACT {n}x"),
+                None => plan.workload.label.clone(),
+            };
+            let _ = writeln!(
+                t,
+                "\nrun         {label} ({}), {} keys over {} records, {:.1} s{}",
+                plan.workload.mix,
+                plan.keys,
+                count(self.records as f64),
+                run.seconds(),
+                plan.rate_ops_s.map_or(String::new(), |r| format!(", target {}/s", count(r)))
+            );
+            let _ = writeln!(
+                t,
+                "  {:<7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9}",
+                "op",
+                "ops/s",
+                "mean",
+                "p50",
+                "p90",
+                "p99",
+                "p99.9",
+                "max",
+                ">1ms",
+                ">8ms",
+                ">64ms",
+                "not found"
+            );
+            let row = |t: &mut String, name: &str, hist: &Histogram<u64>, not_found: u64| {
+                let s = latency_summary(hist);
+                let _ = writeln!(
+                    t,
+                    "  {:<7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7} {:>9}",
+                    name,
+                    count(s.count as f64 / run.seconds()),
+                    latency(s.mean_us),
+                    latency(s.p50_us),
+                    latency(s.p90_us),
+                    latency(s.p99_us),
+                    latency(s.p999_us),
+                    latency(s.max_us),
+                    percent(s.over_1ms),
+                    percent(s.over_8ms),
+                    percent(s.over_64ms),
+                    count(not_found as f64)
+                );
+            };
+            for kind in OpKind::ALL {
+                let k = run.kind(kind);
+                if !k.hist.is_empty() || k.errors > 0 {
+                    row(&mut t, kind.name(), &k.hist, k.not_found);
+                }
+            }
+            if let Ok(all) = run.all() {
+                let not_found = run.kinds.iter().map(|k| k.not_found).sum();
+                row(&mut t, "all", &all, not_found);
+            }
+            if run.errors() > 0 {
+                let _ = writeln!(
+                    t,
+                    "  errors: {} (first: {})",
+                    run.errors(),
+                    run.first_error.as_deref().unwrap_or("see stopped early")
+                );
+            }
+        }
+        if let Some(stats) = self.stats {
+            let reads = stats.reads_from_memory + stats.reads_from_device;
+            let _ = writeln!(
+                t,
+                "\nwrites      write amplification {:.2} (device {} for {} of records){}",
+                stats.write_amplification(),
+                bytes(stats.device_bytes_written),
+                bytes(stats.client_bytes_written),
+                self.run
+                    .and_then(|r| r.write_amplification())
+                    .map_or(String::new(), |wa| format!("; {wa:.2} in the run phase"))
+            );
+            let _ = writeln!(
+                t,
+                "defrag      lwm {}%: {} blocks defragmented ({} of records moved), {} blocks freed, {} queued now",
+                self.defrag_lwm_pct,
+                stats.blocks_defragged,
+                bytes(stats.defrag_bytes_written),
+                stats.blocks_freed,
+                stats.devices.iter().map(|d| d.wblocks_defrag_queued).sum::<u64>()
+            );
+            let free: u64 = stats.devices.iter().map(|d| d.wblocks_free).sum();
+            let wblocks: u64 = stats.devices.iter().map(|d| d.wblocks_total).sum();
+            let _ = writeln!(
+                t,
+                "space       {} live in {} of {} write blocks used; index {} entries, {}",
+                bytes(stats.devices.iter().map(|d| d.live_bytes).sum()),
+                wblocks - free,
+                wblocks,
+                count(stats.index_entries as f64),
+                bytes(stats.index_bytes)
+            );
+            if reads > 0 {
+                let _ = writeln!(
+                    t,
+                    "reads       {} from the device, {} from RAM (open block and post-write cache)",
+                    percent(stats.reads_from_device as f64 / reads as f64),
+                    percent(stats.reads_from_memory as f64 / reads as f64)
+                );
+            }
+        }
+        let ratios = self.ratios();
+        if ratios.write.is_some() || ratios.read.is_some() {
+            let _ = writeln!(t, "\nengine / raw device");
+            if let Some(w) = ratios.write {
+                let _ = writeln!(t, "  write    {w:.2}  (load MB/s of records ÷ raw sequential write MB/s)");
+            }
+            if let Some(r) = ratios.read {
+                let _ = writeln!(
+                    t,
+                    "  read     {r:.2}  (engine reads/s ÷ raw 4 KiB random read IOPS, same thread count)"
+                );
+            }
+            if let Some(p) = ratios.read_p99 {
+                let _ = writeln!(t, "  read p99 {p:.2}  (engine read p99 ÷ raw read p99)");
+            }
+        }
+        if let Some(act) = self.act {
+            let _ = writeln!(
+                t,
+                "\nACT {}x     {} device(s), device filled to {:.0}% first; target {}/s reads and {}/s writes of 1536 B",
+                act.multiplier,
+                act.devices,
+                act.fill_fraction * 100.0,
+                count(act.target_reads_per_s),
+                count(act.target_writes_per_s)
+            );
+            let _ = writeln!(
+                t,
+                "  reads  {}/s  >1ms {}  >8ms {}  >64ms {}   (limits 5%, 1%, 0.1%)",
+                count(act.reads_per_s),
+                percent(act.reads.over_1ms),
+                percent(act.reads.over_8ms),
+                percent(act.reads.over_64ms)
+            );
+            let _ = writeln!(
+                t,
+                "  writes {}/s  >1ms {}  >8ms {}  >64ms {}",
+                count(act.writes_per_s),
+                percent(act.writes.over_1ms),
+                percent(act.writes.over_8ms),
+                percent(act.writes.over_64ms)
+            );
+            if act.pass {
+                let _ = writeln!(t, "  PASS");
+            } else {
+                let _ = writeln!(t, "  FAIL: {}", act.failures.join("; "));
+            }
+        }
+        if let Some(reason) = self.run.and_then(|r| r.stopped_early.as_ref()) {
+            let _ = writeln!(t, "\nstopped early: {reason}");
+        }
+        for note in &self.notes {
+            let _ = writeln!(t, "note: {note}");
+        }
+        t
+    }
+
+    pub fn json(&self) -> Json {
+        let plan = self.plan;
+        let mut fields: Vec<(&str, Json)> = Vec::new();
+        let mode = match (self.run.is_some() || self.load.is_some(), plan.act.is_some()) {
+            (false, _) => "raw",
+            (true, true) => "act",
+            (true, false) => "run",
+        };
+        fields.push(("mode", Json::Str(mode.into())));
+        fields.push((
+            "config",
+            obj(vec![
+                ("devices", Json::Arr(self.labels.iter().map(|l| Json::Str(l.clone())).collect())),
+                ("device_size_bytes", Json::Arr(self.device_sizes.iter().map(|s| Json::Int(*s)).collect())),
+                ("namespace", Json::Str(self.namespace.clone())),
+                ("write_block_size", Json::Int(self.write_block_size as u64)),
+                ("io_backend", Json::Str(self.backend.clone())),
+                ("records", Json::Int(self.records)),
+                (
+                    "value_size",
+                    obj(vec![
+                        ("min", Json::Int(plan.value_sizes.min as u64)),
+                        ("max", Json::Int(plan.value_sizes.max as u64)),
+                    ]),
+                ),
+                ("workload", Json::Str(plan.workload.label.clone())),
+                ("mix", Json::Str(plan.workload.mix.to_string())),
+                ("keys", Json::Str(plan.keys.to_string())),
+                ("threads", Json::Int(plan.threads as u64)),
+                ("duration_s", opt_num(plan.duration.map(|d| d.as_secs_f64()), 3)),
+                ("ops", plan.ops.map_or(Json::Null, Json::Int)),
+                ("rate", opt_num(plan.rate_ops_s, 3)),
+                ("durability", Json::Str(durability_name(plan).into())),
+                ("seed", Json::Int(plan.seed)),
+            ]),
+        ));
+        if let Some(raw) = self.raw {
+            let r = &raw.rand_read;
+            fields.push((
+                "raw",
+                obj(vec![
+                    ("seq_write_mb_s", opt_num(raw.seq_write.as_ref().map(|w| w.mb_s()), 1)),
+                    (
+                        "seq_write_block_p99_us",
+                        opt_num(raw.seq_write.as_ref().map(|w| w.block_latency.p99_us), 1),
+                    ),
+                    ("write_block_size", Json::Int(raw.write_block_size as u64)),
+                    ("rand_read_iops", num(r.iops(), 1)),
+                    ("rand_read_threads", Json::Int(r.threads as u64)),
+                    ("rand_read_p50_us", num(r.latency.p50_us, 1)),
+                    ("rand_read_p99_us", num(r.latency.p99_us, 1)),
+                    ("rand_read_p999_us", num(r.latency.p999_us, 1)),
+                    ("rand_read_max_us", num(r.latency.max_us, 1)),
+                ]),
+            ));
+        }
+        if let Some(load) = self.load {
+            let lat = latency_summary(&load.kind(OpKind::Insert).hist);
+            fields.push((
+                "load",
+                obj(vec![
+                    ("records", Json::Int(lat.count)),
+                    ("seconds", num(load.seconds(), 3)),
+                    ("ops_per_sec", num(lat.count as f64 / load.seconds(), 1)),
+                    ("mb_s", num(load.client_mb_s(), 1)),
+                    ("device_mb_s", num(load.device_bytes_written() as f64 / 1e6 / load.seconds(), 1)),
+                    ("write_amplification", opt_num(load.write_amplification(), 3)),
+                    ("latency_us", latency_json(&lat)),
+                    ("errors", Json::Int(load.errors())),
+                ]),
+            ));
+        }
+        if let Some(run) = self.run {
+            let all = run.all().map(|h| latency_summary(&h)).unwrap_or_default();
+            fields.push(("duration_s", num(run.seconds(), 3)));
+            fields.push(("ops_per_sec", num(all.count as f64 / run.seconds(), 1)));
+            fields.push(("latency_us", latency_json(&all)));
+            fields.push(("over_ms", over_ms_json(&all)));
+            let mut per_kind = Vec::new();
+            for kind in OpKind::ALL {
+                let k = run.kind(kind);
+                if k.hist.is_empty() && k.errors == 0 {
+                    continue;
+                }
+                let s = latency_summary(&k.hist);
+                per_kind.push((
+                    kind.name(),
+                    obj(vec![
+                        ("count", Json::Int(s.count)),
+                        ("ops_per_sec", num(s.count as f64 / run.seconds(), 1)),
+                        ("not_found", Json::Int(k.not_found)),
+                        ("errors", Json::Int(k.errors)),
+                        ("latency_us", latency_json(&s)),
+                        ("over_ms", over_ms_json(&s)),
+                    ]),
+                ));
+            }
+            fields.push(("ops", obj(per_kind)));
+            fields.push(("errors", Json::Int(run.errors())));
+            fields.push(("first_error", run.first_error.clone().map_or(Json::Null, Json::Str)));
+            fields.push(("stopped_early", run.stopped_early.clone().map_or(Json::Null, Json::Str)));
+            fields.push(("run_write_amplification", opt_num(run.write_amplification(), 3)));
+            fields.push((
+                "intervals",
+                Json::Arr(
+                    run.intervals
+                        .iter()
+                        .map(|i| {
+                            obj(vec![
+                                ("at_s", num(i.at_s, 2)),
+                                ("ops_per_sec", num(i.ops_per_s, 1)),
+                                ("p99_us", num(i.p99_us, 1)),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ));
+        }
+        if let Some(stats) = self.stats {
+            fields.push(("write_amplification", num(stats.write_amplification(), 3)));
+            fields.push((
+                "engine",
+                obj(vec![
+                    ("client_bytes_written", Json::Int(stats.client_bytes_written)),
+                    ("device_bytes_written", Json::Int(stats.device_bytes_written)),
+                    ("reads_from_memory", Json::Int(stats.reads_from_memory)),
+                    ("reads_from_device", Json::Int(stats.reads_from_device)),
+                    ("index_entries", Json::Int(stats.index_entries)),
+                    ("index_bytes", Json::Int(stats.index_bytes)),
+                    ("wblocks_total", Json::Int(stats.devices.iter().map(|d| d.wblocks_total).sum())),
+                    ("wblocks_free", Json::Int(stats.devices.iter().map(|d| d.wblocks_free).sum())),
+                ]),
+            ));
+            fields.push((
+                "defrag",
+                obj(vec![
+                    ("lwm_pct", Json::Int(self.defrag_lwm_pct as u64)),
+                    ("blocks_defragged", Json::Int(stats.blocks_defragged)),
+                    ("blocks_read", Json::Int(stats.defrag_blocks_read)),
+                    ("bytes_written", Json::Int(stats.defrag_bytes_written)),
+                    ("blocks_freed", Json::Int(stats.blocks_freed)),
+                    ("blocks_queued", Json::Int(stats.devices.iter().map(|d| d.wblocks_defrag_queued).sum())),
+                ]),
+            ));
+        }
+        let ratios = self.ratios();
+        if self.raw.is_some() && self.stats.is_some() {
+            fields.push((
+                "ratio",
+                obj(vec![
+                    ("write", opt_num(ratios.write, 3)),
+                    ("read", opt_num(ratios.read, 3)),
+                    ("read_p99", opt_num(ratios.read_p99, 3)),
+                ]),
+            ));
+        }
+        if let Some(act) = self.act {
+            fields.push((
+                "act",
+                obj(vec![
+                    ("multiplier", Json::Int(act.multiplier as u64)),
+                    ("devices", Json::Int(act.devices as u64)),
+                    ("fill_fraction", num(act.fill_fraction, 3)),
+                    ("target_reads_per_sec", num(act.target_reads_per_s, 1)),
+                    ("target_writes_per_sec", num(act.target_writes_per_s, 1)),
+                    ("reads_per_sec", num(act.reads_per_s, 1)),
+                    ("writes_per_sec", num(act.writes_per_s, 1)),
+                    ("reads_over_ms", over_ms_json(&act.reads)),
+                    ("writes_over_ms", over_ms_json(&act.writes)),
+                    ("pass", Json::Bool(act.pass)),
+                    ("failures", Json::Arr(act.failures.iter().map(|f| Json::Str(f.clone())).collect())),
+                ]),
+            ));
+        }
+        fields.push(("notes", Json::Arr(self.notes.iter().map(|n| Json::Str(n.clone())).collect())));
+        obj(fields)
+    }
+}
+
+fn durability_name(plan: &Plan) -> &'static str {
+    match plan.durability {
+        spike::Durability::Buffered => "buffered",
+        spike::Durability::CommitToDevice => "commit",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped_and_non_finite_numbers_are_null() {
+        let doc = obj(vec![("s", Json::Str("a\"b\\c\n\u{1}".into())), ("x", Json::Num(f64::NAN))]);
+        assert_eq!(doc.to_string(), "{\n  \"s\": \"a\\\"b\\\\c\\n\\u0001\",\n  \"x\": null\n}");
+    }
+
+    #[test]
+    fn over_ms_shares_count_operations_above_each_threshold() {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).unwrap();
+        for _ in 0..90 {
+            hist.record(500_000).unwrap();
+        }
+        for _ in 0..9 {
+            hist.record(2_000_000).unwrap();
+        }
+        hist.record(100_000_000).unwrap();
+        let s = latency_summary(&hist);
+        assert!((s.over_1ms - 0.10).abs() < 1e-9);
+        assert!((s.over_8ms - 0.01).abs() < 1e-9);
+        assert!((s.over_64ms - 0.01).abs() < 1e-9);
+    }
+
+    #[test]
+    fn act_passes_only_under_every_limit_and_at_the_target_rate() {
+        let ok = LatencySummary { over_1ms: 0.04, over_8ms: 0.005, over_64ms: 0.0005, ..Default::default() };
+        assert!(act_verdict(&ok, 3000.0, 3000.0).0);
+        let slow = LatencySummary { over_8ms: 0.02, ..ok };
+        assert!(!act_verdict(&slow, 3000.0, 3000.0).0);
+        assert!(!act_verdict(&ok, 2500.0, 3000.0).0);
+    }
+}
