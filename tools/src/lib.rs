@@ -1,3 +1,4 @@
 //! Library side of the Spike tools: the parts that tests and fuzz targets call directly.
 
 pub mod backup;
+pub mod inspect;
