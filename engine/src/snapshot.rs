@@ -108,7 +108,12 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
         return Err(bad(device, snapshot.offset, "does not start at a write block"));
     };
     let wbs = geometry.wblock_size as usize;
-    let mut payload = Vec::with_capacity(snapshot.len_bytes.min(1 << 32) as usize);
+    // Never trust a length from the device for an allocation beyond what the blocks can hold.
+    let area_bytes = geometry.wblock_count as u64 * wbs as u64;
+    if snapshot.len_bytes > area_bytes {
+        return Err(bad(device, snapshot.offset, "longer than the device's write blocks"));
+    }
+    let mut payload = Vec::with_capacity(snapshot.len_bytes as usize);
     let mut buf = AlignedBuf::zeroed(wbs);
     for _ in 0..geometry.wblock_count {
         let offset = geometry.wblock_offset(block);
