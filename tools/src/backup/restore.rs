@@ -289,7 +289,7 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
     let all: Vec<u32> = (0..h.wblock_count as u32).collect();
     let mut progress = Progress::new("compare", h.wblock_count, h.wblock_count * h.write_block_size as u64);
     let mut throttle = Throttle::new(None);
-    read_blocks(dev.device.as_ref(), h, &all, &mut throttle, &mut |batch| {
+    read_blocks(dev.device.as_ref(), h, &all, &mut throttle, &mut |batch, recycle| {
         for (&block, buf) in batch.blocks.iter().zip(&batch.bufs) {
             let on_device = classify(buf, h, block);
             match map[block as usize] {
@@ -308,7 +308,8 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
             }
             report.device_blocks_compared += 1;
         }
-        progress.add(batch.blocks.len() as u64, (batch.blocks.len() * buf_len(batch)) as u64);
+        progress.add(batch.blocks.len() as u64, (batch.blocks.len() * buf_len(&batch)) as u64);
+        recycle.give(batch.bufs);
         Ok(())
     })?;
     progress.finish();

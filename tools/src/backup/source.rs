@@ -25,8 +25,9 @@ use std::sync::{mpsc, Arc};
 const HEADER_BATCH: usize = 256;
 /// Bytes of whole write blocks per `read_many`.
 pub const READ_BATCH_BYTES: usize = 16 << 20;
-/// Batches read ahead of the consumer (bounded channel).
-const BATCHES_AHEAD: usize = 2;
+/// Batches of buffers in circulation: one being read, one queued, one being checksummed,
+/// one being written.
+const BUFFER_SETS: usize = 4;
 
 /// Opens a device or file for direct I/O under the exclusive lock.
 pub fn open_device(path: &Path) -> Result<Arc<dyn Device>> {
@@ -120,23 +121,39 @@ pub struct Batch {
     pub bufs: Vec<AlignedBuf>,
 }
 
-/// Reads `blocks` (whole write blocks, in the given order) with a reader thread that keeps
-/// one batch in flight and `BATCHES_AHEAD` queued, and hands each batch to `visit` on the
-/// calling thread. `throttle` paces the reads. The first error (a read's or `visit`'s)
-/// stops everything and is returned.
+/// Hands a batch's buffers back to the reader once the consumer is done with them (from
+/// any thread). Buffers not given back are replaced by fresh ones, so forgetting costs
+/// allocations, not correctness.
+#[derive(Clone)]
+pub struct Recycle(mpsc::Sender<Vec<AlignedBuf>>);
+
+impl Recycle {
+    pub fn give(&self, bufs: Vec<AlignedBuf>) {
+        // The reader may be done already; then the buffers are simply dropped.
+        let _ = self.0.send(bufs);
+    }
+}
+
+/// Reads `blocks` (whole write blocks, in the given order) with a reader thread and hands
+/// each batch to `visit` on the calling thread, which passes it on (another thread may
+/// write it out) and gives the buffers back through [`Recycle`]. At most `BUFFER_SETS`
+/// batches exist at once: one being read, the others queued, being checksummed or being
+/// written. `throttle` paces the reads. The first error (a read's or `visit`'s) stops
+/// everything and is returned.
 pub fn read_blocks(
     device: &dyn Device,
     header: &DeviceHeader,
     blocks: &[u32],
     throttle: &mut Throttle,
-    visit: &mut dyn FnMut(&Batch) -> Result<()>,
+    visit: &mut dyn FnMut(Batch, &Recycle) -> Result<()>,
 ) -> Result<()> {
     let wbs = header.write_block_size as usize;
     let per_batch = (READ_BATCH_BYTES / wbs).max(1);
-    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Batch>>(BATCHES_AHEAD);
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Batch>>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<AlignedBuf>>();
-    for _ in 0..BATCHES_AHEAD + 1 {
-        let _ = empty_tx.send(Vec::new());
+    let recycle = Recycle(empty_tx);
+    for _ in 0..BUFFER_SETS {
+        recycle.give(Vec::new());
     }
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -165,18 +182,14 @@ pub fn read_blocks(
         });
         let mut outcome = Ok(());
         while let Ok(batch) = full_rx.recv() {
-            outcome = batch.and_then(|batch| {
-                visit(&batch)?;
-                let _ = empty_tx.send(batch.bufs);
-                Ok(())
-            });
+            outcome = batch.and_then(|batch| visit(batch, &recycle));
             if outcome.is_err() {
                 break;
             }
         }
-        // Dropping the receiver makes the reader's next send fail, so it stops.
+        // Dropping the receiver and the last sender stops the reader at its next step.
         drop(full_rx);
-        drop(empty_tx);
+        drop(recycle);
         outcome
     })
 }
