@@ -550,3 +550,27 @@ fn a_target_holding_other_data_needs_force_and_a_blank_one_does_not() {
     ok(backup(&["restore", "--device", s(&target), s(&f.full), s(&f.incr)]));
     assert_eq!(records(&target), records(&f.src));
 }
+
+#[test]
+fn blocks_the_bitmap_missed_are_still_taken_by_their_write_sequence_and_reported() {
+    let f = fixture();
+    let engine = open_engine(config(vec![f.src.clone()]));
+    fill(&engine, 300..500, 2);
+    engine.close().expect("close");
+    // Forget every change while keeping the generation: a bitmap that missed them all.
+    {
+        let dev = open_device(&f.src);
+        let mut header = match probe(dev.as_ref()).expect("probe") {
+            DeviceContent::Spike(h) => *h,
+            other => panic!("{other:?}"),
+        };
+        let (generation, image) = (header.bitmap_generation, header.bitmap_reset_image_uuid);
+        spike::change_bitmap::start_generation(dev.as_ref(), &mut header, generation, image).expect("reset");
+    }
+    let incr2 = f.dir.path().join("incr2.img");
+    let out = ok(backup(&["incr", "--device", s(&f.src), "--base", s(&f.incr), "--out", s(&incr2)]));
+    assert!(out.contains("WARNING") && out.contains("missed"), "{out}");
+    let target = device::create_file(&f.dir.path().join("target"), DEVICE_SIZE).expect("create");
+    ok(backup(&["restore", "--device", s(&target), s(&f.full), s(&f.incr), s(&incr2)]));
+    assert_eq!(records(&target), records(&f.src));
+}
