@@ -186,11 +186,20 @@ impl DeviceHeader {
         if version != FORMAT_VERSION {
             return Err(HeaderProblem::Version(version));
         }
+        let unused_zero = [H_CREATED + 8..H_SECRET, H_SECRET + DIGEST_SECRET_SIZE..H_CHECKSUM]
+            .into_iter()
+            .all(|range| b[range].iter().all(|&x| x == 0));
+        if le_u32(b, H_HEADER_SIZE) != DEVICE_HEADER_SIZE as u32 || !unused_zero {
+            return Err(HeaderProblem::Damaged("header size or reserved bytes not as written".into()));
+        }
         let name_bytes = &b[H_NAMESPACE_NAME..H_NAMESPACE_NAME + NAMESPACE_NAME_MAX + 1];
         let name_len = name_bytes
             .iter()
             .position(|&c| c == 0)
             .ok_or_else(|| HeaderProblem::Damaged("namespace name is not NUL-terminated".into()))?;
+        if name_bytes[name_len..].iter().any(|&c| c != 0) {
+            return Err(HeaderProblem::Damaged("bytes after the namespace name".into()));
+        }
         let namespace_name = std::str::from_utf8(&name_bytes[..name_len])
             .map_err(|_| HeaderProblem::Damaged("namespace name is not UTF-8".into()))?
             .to_string();
@@ -323,7 +332,7 @@ impl WblockHeader {
         if b.len() < WBLOCK_HEADER_SIZE || le_u32(b, 0) != WBLOCK_MAGIC || le_u16(b, 4) != 1 {
             return None;
         }
-        if le_u64(b, 56) != xxh3_64(&b[..56]) {
+        if le_u64(b, 56) != xxh3_64(&b[..56]) || b[36..56].iter().any(|&x| x != 0) {
             return None;
         }
         Some(WblockHeader {
@@ -431,6 +440,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
         .filter(|&n| n <= bytes.len() && key_len <= KEY_SIZE_MAX)
         .ok_or(RecordProblem::BadLength)?;
     if le_u64(bytes, 48) != record_checksum(&bytes[..48], &bytes[RECORD_HEADER_SIZE..body_end]) {
+        return Err(RecordProblem::BadChecksum);
+    }
+    // Only what the encoder writes is accepted: reserved bytes, unknown flags and the
+    // padding (outside the checksum) must be zero, so every accepted record re-encodes to
+    // the same bytes and a flipped padding bit is still noticed.
+    let padded_end = body_end.div_ceil(RECORD_ALIGN) * RECORD_ALIGN;
+    let padding = bytes.get(body_end..padded_end).ok_or(RecordProblem::BadLength)?;
+    if bytes[6..8] != [0, 0] || bytes[3] & !FLAG_TOMBSTONE != 0 || padding.iter().any(|&b| b != 0) {
         return Err(RecordProblem::BadChecksum);
     }
     Ok(RecordView {

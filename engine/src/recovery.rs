@@ -84,8 +84,8 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
 
 fn scan_disk(disk: &Disk, device_count: usize, index: &Index, now_s: u32, counts: &ScanCounts) -> Result<()> {
     let wbs = disk.geometry.wblock_size as usize;
-    let per_batch = (SCAN_BATCH_BYTES / wbs).max(1);
     let total = disk.geometry.wblock_count as usize;
+    let per_batch = (SCAN_BATCH_BYTES / wbs).clamp(1, total.max(1));
     let (full_tx, full_rx) = mpsc::sync_channel::<Result<(usize, Vec<AlignedBuf>)>>(1);
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<AlignedBuf>>();
     for _ in 0..2 {
