@@ -44,11 +44,13 @@ fn tiny_run_on_a_file_device_prints_the_json_report() {
     assert_eq!(report["load"]["records"], 2000);
     assert_eq!(report["config"]["write_block_size"], 131072);
 
-    // The device is now a Spike device holding the records: it can be reused as it is.
+    // The device is now a Spike device holding the records: it can be reused as it is, here
+    // at a fixed rate.
     let reuse = bench()
         .arg("--device")
         .arg(&device)
         .args(["--no-load", "--no-raw", "--workload", "c", "--ops", "500", "--threads", "2", "--json"])
+        .args(["--rate", "2000"])
         .output()
         .expect("run spike-bench");
     let stderr = String::from_utf8_lossy(&reuse.stderr);
@@ -56,6 +58,8 @@ fn tiny_run_on_a_file_device_prints_the_json_report() {
     let report: serde_json::Value = serde_json::from_slice(&reuse.stdout).expect("JSON report");
     assert_eq!(report["config"]["records"], 2000);
     assert_eq!(report["ops"]["read"]["count"], 500);
+    // Paced runs batch the reads that are due together (through get_many) by default.
+    assert_eq!(report["config"]["batch"], 16);
 }
 
 #[test]

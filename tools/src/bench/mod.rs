@@ -204,6 +204,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             rate_ops_s: None,
             duration: None,
             ops_max: None,
+            batch: 1,
             interval: plan.interval,
         };
         let load = run_phase(&ctx, &spec)?;
@@ -235,11 +236,12 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             None => (plan.workload.mix, plan.keys, plan.rate_ops_s, false),
         };
         out.line(&format!(
-            "run: {} ({mix}), {} keys over {} records, {} threads{}{}{}",
+            "run: {} ({mix}), {} keys over {} records, {} threads, batch {}{}{}{}",
             plan.act.map_or(plan.workload.label.clone(), |n| format!("ACT {n}x")),
             keys,
             report::count(records as f64),
             plan.threads,
+            plan.batch,
             plan.duration.map_or(String::new(), |d| format!(", {:.0} s", d.as_secs_f64())),
             plan.ops.map_or(String::new(), |n| format!(", {n} ops")),
             rate.map_or(", full speed".into(), |r| format!(", target {}/s", report::count(r)))
@@ -250,6 +252,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             rate_ops_s: rate,
             duration: plan.duration,
             ops_max: plan.ops,
+            batch: plan.batch,
             interval: plan.interval,
         };
         Some(run_phase(&ctx, &spec)?)

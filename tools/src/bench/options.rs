@@ -27,6 +27,10 @@ pub const DEFAULT_FILL_FRACTION: f64 = 0.4;
 pub const DEVICE_SIZE_MIN_BYTES: u64 = 16 << 20;
 /// Bound on threads: every thread is an OS thread doing blocking engine calls.
 pub const THREADS_MAX: usize = 1024;
+/// Bound on a batch: the engine keeps at most 128 reads of one batch in flight per ring.
+pub const BATCH_MAX: usize = 128;
+/// Batch of a paced run unless `--batch` says otherwise.
+pub const PACED_BATCH_DEFAULT: usize = 16;
 /// Bound on one phase's length, so a typo cannot start a run of years.
 pub const DURATION_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
 /// ACT's record size on the device, and its 1x rates per device.
@@ -99,6 +103,12 @@ pub struct Args {
     /// each operation's scheduled start. Without it: every thread at full speed.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
+    /// Most operations a thread issues together: its reads go through one `get_many`, their
+    /// device reads in flight at once. Default: 1 at full speed; with --rate or --act,
+    /// 16 (a thread behind its schedule issues every due operation at once, as a server
+    /// with asynchronous I/O would).
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     /// When a write is acknowledged: buffered (in RAM, on the device within 1 s) or
     /// commit (durable on the device, group commit).
     #[arg(long, value_name = "MODE", default_value = "buffered", value_parser = parse_durability)]
@@ -395,6 +405,7 @@ pub struct Plan {
     pub duration: Option<Duration>,
     pub ops: Option<u64>,
     pub rate_ops_s: Option<f64>,
+    pub batch: usize,
     pub durability: Durability,
     pub defrag_lwm: Option<u8>,
     pub json: bool,
@@ -455,6 +466,11 @@ impl Plan {
                 bail!("--rate must be a positive number of operations per second");
             }
         }
+        if args.batch.is_some_and(|b| b == 0 || b > BATCH_MAX) {
+            bail!("--batch must be 1 to {BATCH_MAX}");
+        }
+        let paced = args.rate.is_some() || args.act.is_some();
+        let batch = args.batch.unwrap_or(if paced { PACED_BATCH_DEFAULT } else { 1 });
         if let Some(lwm) = args.defrag_lwm {
             if lwm == 0 || lwm >= 100 {
                 bail!("--defrag-lwm is a percentage from 1 to 99, got {lwm}");
@@ -530,6 +546,7 @@ impl Plan {
             duration,
             ops: args.ops,
             rate_ops_s: args.rate,
+            batch,
             durability: args.durability,
             defrag_lwm: args.defrag_lwm,
             json: args.json,
@@ -618,6 +635,7 @@ mod tests {
         assert!(plan(&["--act", "0"]).is_err());
         assert!(plan(&["--device", "/x", "--size", "1G"]).is_err());
         assert!(plan(&["--rate=-5"]).is_err());
+        assert!(plan(&["--batch", "0"]).is_err());
     }
 
     #[test]

@@ -407,12 +407,13 @@ impl Report<'_> {
         }
         let _ = writeln!(
             t,
-            "engine      namespace {:?}, {} write blocks, {} backend, durability {}, {} threads, seed {}",
+            "engine      namespace {:?}, {} write blocks, {} backend, durability {}, {} threads, batch {}, seed {}",
             self.namespace,
             bytes(self.write_block_size as u64),
             self.backend,
             durability_name(plan),
             plan.threads,
+            plan.batch,
             plan.seed
         );
         if let Some(raw) = self.raw {
@@ -440,13 +441,15 @@ impl Report<'_> {
             let r = &raw.rand_read;
             let _ = writeln!(
                 t,
-                "  random read       4 KiB, {} threads: {} IOPS  p50 {}  p99 {}  p99.9 {}  max {}",
+                "  random read       4 KiB, {} threads: {} IOPS  p50 {}  p99 {}  p99.9 {}  max {}  >1ms {}  >8ms {}",
                 r.threads,
                 count(r.iops()),
                 latency(r.latency.p50_us),
                 latency(r.latency.p99_us),
                 latency(r.latency.p999_us),
-                latency(r.latency.max_us)
+                latency(r.latency.max_us),
+                percent(r.latency.over_1ms),
+                percent(r.latency.over_8ms)
             );
         }
         if let Some(load) = self.load {
@@ -669,6 +672,7 @@ impl Report<'_> {
                 ("duration_s", opt_num(plan.duration.map(|d| d.as_secs_f64()), 3)),
                 ("ops", plan.ops.map_or(Json::Null, Json::Int)),
                 ("rate", opt_num(plan.rate_ops_s, 3)),
+                ("batch", Json::Int(plan.batch as u64)),
                 ("durability", Json::Str(durability_name(plan).into())),
                 ("seed", Json::Int(plan.seed)),
             ]),
@@ -690,6 +694,7 @@ impl Report<'_> {
                     ("rand_read_p99_us", num(r.latency.p99_us, 1)),
                     ("rand_read_p999_us", num(r.latency.p999_us, 1)),
                     ("rand_read_max_us", num(r.latency.max_us, 1)),
+                    ("rand_read_over_ms", over_ms_json(&r.latency)),
                 ]),
             ));
         }

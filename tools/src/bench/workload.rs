@@ -12,7 +12,7 @@
 //! wrk2 measure. An operation issued on time starts its clock when the thread wakes, so
 //! the sleep's own overshoot is not charged to the engine.
 
-use super::keys::{key_of, KeyChooser, KeyDistribution, Rng, KEY_ID_MAX};
+use super::keys::{key_of, KeyChooser, KeyDistribution, Rng, KEY_ID_MAX, KEY_LEN};
 use super::options::{Mix, OpKind, ValueSizes, OP_KINDS};
 use super::report::{self, Out};
 use anyhow::{anyhow, bail, Result};
@@ -46,6 +46,8 @@ pub struct PhaseSpec {
     pub rate_ops_s: Option<f64>,
     pub duration: Option<Duration>,
     pub ops_max: Option<u64>,
+    /// Most operations a thread issues together (reads through one `get_many`).
+    pub batch: usize,
     pub interval: Duration,
 }
 
@@ -269,6 +271,8 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
             }
         }
         let coordinated = coordinate(ctx, spec, &state, start, &mut kinds, &mut intervals);
+        // Normally every thread is done already; after a coordinator error they must stop.
+        state.stop.store(true, Relaxed);
         // Joined here, so that a panicked thread (already reported by its guard) does
         // not make the scope panic too.
         for handle in handles {
@@ -281,6 +285,53 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
     let stopped_early = state.stop_reason.into_inner().unwrap_or_else(|e| e.into_inner());
     let first_error = state.first_error.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(PhaseResult { elapsed, kinds, first_error, stopped_early, stats_before, stats_after, intervals })
+}
+
+/// One operation of a batch: its kind, its key id and when its clock started.
+struct Pending {
+    kind: OpKind,
+    id: u64,
+    started: Instant,
+}
+
+/// Where a worker's operations come from.
+struct OpSource<'a> {
+    ctx: &'a Context<'a>,
+    spec: &'a PhaseSpec,
+    state: &'a PhaseState,
+    chooser: Option<&'a KeyChooser>,
+    load_ids: std::ops::Range<u64>,
+    drawn: u64,
+}
+
+impl OpSource<'_> {
+    /// The next operation, or `None` when the phase's work is done.
+    fn next(&mut self, rng: &mut Rng) -> Option<(OpKind, u64)> {
+        let (kind, id) = match &self.spec.work {
+            Work::Load { records } => {
+                if self.load_ids.is_empty() {
+                    let first = self.state.next_load_id.fetch_add(LOAD_CHUNK, Relaxed);
+                    self.load_ids = first.min(*records)..(first + LOAD_CHUNK).min(*records);
+                }
+                (OpKind::Insert, self.load_ids.next()?)
+            }
+            Work::Mix { mix, interleave, .. } => {
+                let draw = if *interleave { self.drawn % mix.total() } else { rng.below(mix.total()) };
+                let kind = mix.pick(draw);
+                let id = match kind {
+                    OpKind::Insert => self.ctx.key_count.fetch_add(1, Relaxed),
+                    _ => self.chooser.map_or(0, |c| c.choose(rng, self.ctx.key_count.load(Relaxed))),
+                };
+                (kind, id)
+            }
+        };
+        self.drawn += 1;
+        if id > KEY_ID_MAX {
+            self.state.stop_with(format!("key ids exhausted at {KEY_ID_MAX}"));
+            return None;
+        }
+        Some((kind, id))
+    }
 }
 
 fn worker(
@@ -297,74 +348,96 @@ fn worker(
     // Threads' schedules are staggered so that they do not all fire at once.
     let mut next_at =
         phase_start + pace.map_or(Duration::ZERO, |p| p.mul_f64(thread as f64 / spec.threads as f64));
-    let mut load_ids = 0..0;
+    let mut source = OpSource { ctx, spec, state, chooser, load_ids: 0..0, drawn: 0 };
+    let batch_max = spec.batch.max(1);
+    let mut batch: Vec<Pending> = Vec::with_capacity(batch_max);
     let mut done = 0u64;
-    let options = WriteOptions::default();
-    while !state.stop.load(Relaxed) && quota.is_none_or(|q| done < q) {
-        let (kind, id) = match &spec.work {
-            Work::Load { records } => {
-                if load_ids.is_empty() {
-                    let first = state.next_load_id.fetch_add(LOAD_CHUNK, Relaxed);
-                    load_ids = first.min(*records)..(first + LOAD_CHUNK).min(*records);
-                }
-                match load_ids.next() {
-                    Some(id) => (OpKind::Insert, id),
-                    None => break,
-                }
-            }
-            Work::Mix { mix, interleave, .. } => {
-                let draw = if *interleave { done % mix.total() } else { rng.below(mix.total()) };
-                let kind = mix.pick(draw);
-                let id = match kind {
-                    OpKind::Insert => ctx.key_count.fetch_add(1, Relaxed),
-                    _ => chooser.map_or(0, |c| c.choose(&mut rng, ctx.key_count.load(Relaxed))),
-                };
-                (kind, id)
-            }
-        };
-        if id > KEY_ID_MAX {
-            state.stop_with(format!("key ids exhausted at {KEY_ID_MAX}"));
-            break;
-        }
-        let started = match pace {
-            Some(pace) => {
-                let scheduled = next_at;
-                next_at += pace;
-                if scheduled > Instant::now() {
-                    while let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-                        if state.stop.load(Relaxed) {
-                            return;
+    let mut exhausted = false;
+    while !exhausted && !state.stop.load(Relaxed) && quota.is_none_or(|q| done < q) {
+        batch.clear();
+        while batch.len() < batch_max && quota.is_none_or(|q| done + (batch.len() as u64) < q) {
+            let started = match pace {
+                Some(pace) if batch.is_empty() => {
+                    let scheduled = next_at;
+                    next_at += pace;
+                    if scheduled > Instant::now() {
+                        while let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                            if state.stop.load(Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(wait.min(SLEEP_SLICE));
                         }
-                        std::thread::sleep(wait.min(SLEEP_SLICE));
+                        // On time: the sleep's overshoot (timer slack, ~50 µs) is the bench's,
+                        // not the engine's, so the clock starts now.
+                        Instant::now()
+                    } else {
+                        // Late because earlier operations ran long: that wait is the engine's.
+                        scheduled
                     }
-                    // On time: the sleep's overshoot (timer slack, ~50 µs) is the bench's,
-                    // not the engine's, so the clock starts now.
-                    Instant::now()
-                } else {
-                    // Late because earlier operations ran long: that wait is the engine's.
+                }
+                // Later operations join the batch only if they are already due.
+                Some(_) if next_at > Instant::now() => break,
+                Some(pace) => {
+                    let scheduled = next_at;
+                    next_at += pace;
                     scheduled
                 }
-            }
-            None => Instant::now(),
-        };
-        let key = key_of(id);
-        let engine = ctx.engine;
-        let result = match kind {
-            OpKind::Read => engine.get(&key).map(|_| ()),
-            OpKind::Update | OpKind::Insert => engine.put(&key, ctx.value(&mut rng), &options).map(|_| ()),
+                None => Instant::now(),
+            };
+            let Some((kind, id)) = source.next(&mut rng) else {
+                exhausted = true;
+                break;
+            };
+            batch.push(Pending { kind, id, started });
+        }
+        execute_batch(ctx, state, thread, &batch, &mut rng);
+        done += batch.len() as u64;
+    }
+}
+
+/// Runs a batch: writes one by one, then every read together (one `get_many`, its device
+/// reads in flight at once), and records each operation's latency from its own start.
+fn execute_batch(ctx: &Context<'_>, state: &PhaseState, thread: usize, batch: &[Pending], rng: &mut Rng) {
+    let engine = ctx.engine;
+    let options = WriteOptions::default();
+    let mut results: Vec<(OpKind, Instant, Instant, spike::Result<()>)> = Vec::with_capacity(batch.len());
+    for op in batch.iter().filter(|op| op.kind != OpKind::Read) {
+        let key = key_of(op.id);
+        let result = match op.kind {
+            OpKind::Update | OpKind::Insert => engine.put(&key, ctx.value(rng), &options).map(|_| ()),
             OpKind::Delete => engine.delete(&key),
             OpKind::ReadModifyWrite => match engine.get(&key) {
-                Ok(_) | Err(Error::NotFound) => engine.put(&key, ctx.value(&mut rng), &options).map(|_| ()),
+                Ok(_) | Err(Error::NotFound) => engine.put(&key, ctx.value(rng), &options).map(|_| ()),
                 Err(err) => Err(err),
             },
+            OpKind::Read => continue,
         };
-        let latency_ns = started.elapsed().as_nanos().min(LATENCY_NS_MAX as u128) as u64;
-        done += 1;
-        let outcome = classify(result);
-        let mut slot = state.slots[thread].lock().unwrap_or_else(|e| e.into_inner());
+        results.push((op.kind, op.started, Instant::now(), result));
+    }
+    let reads: Vec<&Pending> = batch.iter().filter(|op| op.kind == OpKind::Read).collect();
+    match reads.as_slice() {
+        [] => {}
+        [op] => {
+            let result = engine.get(&key_of(op.id)).map(|_| ());
+            results.push((OpKind::Read, op.started, Instant::now(), result));
+        }
+        many => {
+            let keys: Vec<[u8; KEY_LEN]> = many.iter().map(|op| key_of(op.id)).collect();
+            let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let got = engine.get_many(&key_refs);
+            let finished = Instant::now();
+            for (op, result) in many.iter().zip(got) {
+                results.push((OpKind::Read, op.started, finished, result.map(|_| ())));
+            }
+        }
+    }
+    let mut slot = state.slots[thread].lock().unwrap_or_else(|e| e.into_inner());
+    for (kind, started, finished, result) in results {
+        let latency_ns =
+            finished.saturating_duration_since(started).as_nanos().min(LATENCY_NS_MAX as u128) as u64;
         let i = kind.index();
-        match outcome {
-            Outcome::Ok | Outcome::NotFound => {
+        match classify(result) {
+            outcome @ (Outcome::Ok | Outcome::NotFound) => {
                 if matches!(outcome, Outcome::NotFound) {
                     slot.not_found[i] += 1;
                 }
@@ -381,13 +454,11 @@ fn worker(
             }
             Outcome::Error(err) => {
                 slot.errors[i] += 1;
-                drop(slot);
                 let mut first = state.first_error.lock().unwrap_or_else(|e| e.into_inner());
                 first.get_or_insert_with(|| format!("{}: {err}", kind.name()));
             }
             Outcome::Fatal(reason) => {
                 slot.errors[i] += 1;
-                drop(slot);
                 state.stop_with(reason);
             }
         }
