@@ -58,6 +58,9 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     let mut stats = RecoveryStats { kind: "cold", ..Default::default() };
     for partition in 0..PARTITION_COUNT {
         for entry in index.partition(partition).entries() {
+            if entry.tombstone && entry.void_time != 0 && entry.void_time <= now_s {
+                stats.expired_dropped += 1;
+            }
             if entry.tombstone {
                 stats.tombstones_kept += 1;
             } else {
@@ -77,7 +80,6 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     stats.corrupt_records = counts.corrupt_records.load(Relaxed);
     stats.stale_records = counts.stale_records.load(Relaxed);
     stats.bytes_scanned = counts.bytes_scanned.load(Relaxed);
-    stats.expired_dropped = 0;
     stats.duration_ms = start.elapsed().as_millis() as u64;
     Ok(stats)
 }

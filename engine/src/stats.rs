@@ -63,6 +63,7 @@ pub struct RecoveryStats {
     pub records_found: u64,
     pub records_kept: u64,
     pub tombstones_kept: u64,
+    /// Newest copies found expired: kept only as tombstones, never returned.
     pub expired_dropped: u64,
     pub corrupt_records: u64,
     pub stale_records: u64,

@@ -89,7 +89,8 @@ fn expired_records_are_never_returned_and_stay_gone_after_restart() {
     assert!(!engine.exists(b"old").unwrap());
     engine.close().unwrap();
     for _ in 0..2 {
-        let engine = open(&config, &sims);
+        let engine = open(&spike::Config { fast_restart: false, ..config.clone() }, &sims);
+        assert_eq!(engine.stats().recovery.expired_dropped, 1);
         assert!(matches!(engine.get(b"old"), Err(Error::NotFound)), "the older copy without TTL came back");
         assert_eq!(engine.get(b"keep").unwrap().value, b"v");
         engine.close().unwrap();
