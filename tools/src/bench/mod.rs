@@ -23,10 +23,14 @@ use report::{act_verdict, latency_summary, ActOutcome, Out, Report};
 use spike::format::{WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT};
 use spike::{Config, Engine};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 use workload::{run_phase, Context, PhaseSpec, Work};
 
 /// The most of a device's capacity a load may fill: beyond it the mixed phase has no room.
 const LOAD_FILL_MAX: f64 = 0.95;
+/// Longest wait after the load for the engine to drain its write queue and defrag backlog.
+const SETTLE_MAX: Duration = Duration::from_secs(60);
+const SETTLE_POLL: Duration = Duration::from_millis(100);
 /// ACT fills the device to this share first; its defrag (lwm 50) then keeps it there.
 const ACT_FILL_FRACTION: f64 = 0.5;
 /// ACT's defrag low-water mark.
@@ -122,6 +126,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             namespace,
             write_block_size,
             defrag_lwm_pct,
+            settle_seconds: 0.0,
             records: 0,
             raw: raw.as_ref(),
             load: None,
@@ -188,6 +193,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
         bail!("--records {records} is above the bench's key space ({})", keys::KEY_ID_MAX);
     }
 
+    let mut settle_seconds = 0.0;
     let ctx = Context::new(&engine, plan.value_sizes, plan.seed, if plan.load { 0 } else { records }, &out);
     let load = if plan.load {
         out.line(&format!(
@@ -217,6 +223,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             load.client_mb_s(),
             report::latency(lat.p99_us)
         ));
+        settle_seconds = settle(&engine, &out);
         Some(load)
     } else {
         None
@@ -305,6 +312,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
         namespace,
         write_block_size,
         defrag_lwm_pct,
+        settle_seconds,
         records,
         raw: raw.as_ref(),
         load: load.as_ref(),
@@ -317,6 +325,41 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
     close_result.map_err(|e| anyhow!(e)).context("closing the engine")?;
     let failed = load_failed.is_some() || run.as_ref().is_some_and(|r| r.stopped_early.is_some());
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Waits (at most `SETTLE_MAX`) until the load's writes are on the device and defrag has
+/// nothing queued, so that the measured phase starts from a steady engine rather than
+/// inheriting the load's backlog (YCSB's load and run are separate processes for the same
+/// reason). Returns the seconds waited.
+fn settle(engine: &Engine, out: &Out) -> f64 {
+    let start = Instant::now();
+    let mut last_progress = start;
+    loop {
+        let stats = engine.stats();
+        let queued: u64 = stats.devices.iter().map(|d| d.write_queue_blocks + d.wblocks_defrag_queued).sum();
+        if queued == 0 || start.elapsed() >= SETTLE_MAX {
+            let seconds = start.elapsed().as_secs_f64();
+            if seconds >= 0.1 {
+                out.progress_done(&format!(
+                    "settle: {seconds:.1} s for the write queue and defrag to drain{}",
+                    if queued > 0 {
+                        format!(" (gave up, {queued} blocks still queued)")
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+            return seconds;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            out.progress(&format!(
+                "settle: waiting for the write queue and defrag to drain ({queued} blocks queued, {:.0} s)",
+                start.elapsed().as_secs_f64()
+            ));
+        }
+        std::thread::sleep(SETTLE_POLL);
+    }
 }
 
 fn print_report(out: &Out, report: &Report<'_>) {

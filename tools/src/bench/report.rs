@@ -364,6 +364,8 @@ pub struct Report<'a> {
     pub namespace: String,
     pub write_block_size: u32,
     pub defrag_lwm_pct: u32,
+    /// Seconds waited after the load for the write queue and defrag to drain.
+    pub settle_seconds: f64,
     pub records: u64,
     pub raw: Option<&'a RawResult>,
     pub load: Option<&'a PhaseResult>,
@@ -467,6 +469,13 @@ impl Report<'_> {
                 latency(lat.max_us),
                 load.write_amplification().unwrap_or(0.0)
             );
+            if self.settle_seconds >= 0.1 {
+                let _ = writeln!(
+                    t,
+                    "            then {:.1} s for the write queue and defrag to drain before the run",
+                    self.settle_seconds
+                );
+            }
         } else if self.run.is_some() {
             let _ = writeln!(
                 t,
@@ -711,6 +720,7 @@ impl Report<'_> {
                     ("write_amplification", opt_num(load.write_amplification(), 3)),
                     ("latency_us", latency_json(&lat)),
                     ("errors", Json::Int(load.errors())),
+                    ("settle_s", num(self.settle_seconds, 3)),
                 ]),
             ));
         }
