@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::device::sim::SimDevice;
 use crate::device::Device;
 use crate::disk::Disk;
-use crate::format::{decode_record, DeviceHeader, RecordMeta, SnapshotRef, FORMAT_VERSION};
+use crate::format::{decode_record, DeviceHeader, RecordMeta};
 use crate::index::{DigestTag, EntryInfo, Partition};
 use crate::sync::Mutex;
 use loom::sync::Arc;
@@ -20,24 +20,10 @@ const WBS: u32 = 128 * 1024;
 
 fn test_disk() -> Disk {
     let header = DeviceHeader {
-        format_version: FORMAT_VERSION,
-        sequence: 1,
-        device_uuid: [1; 16],
-        namespace_uuid: [2; 16],
         namespace_name: "loom".into(),
-        device_index: 0,
-        device_count: 1,
         write_block_size: WBS,
-        flags: 0,
         first_wblock_offset: WBS as u64,
-        wblock_count: 4,
-        open_count: 1,
-        snapshot: SnapshotRef::default(),
-        bitmap_len_bytes: 4096,
-        bitmap_generation: 0,
-        bitmap_reset_image_uuid: [0; 16],
-        created_unix_s: 0,
-        digest_secret: [3; 192],
+        ..crate::format::test_header()
     };
     let device: std::sync::Arc<dyn Device> = std::sync::Arc::new(SimDevice::new("loom", WBS as u64 * 5, 1));
     let disk = Disk::new(0, device, header, &Config::default());

@@ -2,12 +2,7 @@ use super::*;
 
 fn sample_header() -> DeviceHeader {
     DeviceHeader {
-        format_version: FORMAT_VERSION,
         sequence: 3,
-        device_uuid: [1; 16],
-        namespace_uuid: [2; 16],
-        namespace_name: "test".into(),
-        device_index: 0,
         device_count: 2,
         write_block_size: WBLOCK_SIZE_DEFAULT,
         flags: HEADER_FLAG_CLEAN,
@@ -15,11 +10,11 @@ fn sample_header() -> DeviceHeader {
         wblock_count: 100,
         open_count: 7,
         snapshot: SnapshotRef { offset: 1, len_bytes: 2, checksum: 3, open_count: 7 },
-        bitmap_len_bytes: 4096,
         bitmap_generation: 9,
         bitmap_reset_image_uuid: [5; 16],
         created_unix_s: 1_700_000_000,
         digest_secret: [6; DIGEST_SECRET_SIZE],
+        ..test_header()
     }
 }
 
