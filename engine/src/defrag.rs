@@ -34,9 +34,9 @@ const VICTIMS_PER_PICK: usize = 16;
 /// fill to nearly its capacity, at a higher write amplification only when it is nearly full.
 const URGENT_LWM_PCT: u32 = 95;
 
-/// Up to `VICTIMS_PER_PICK` in-use, written, non-empty blocks under the low-water mark
-/// (raised to `URGENT_LWM_PCT` when free space is low), emptiest first.
-pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
+/// In-use, written, non-empty blocks under the low-water mark (raised to
+/// `URGENT_LWM_PCT` when free space is low), emptiest first, as (live bytes, block).
+pub fn candidates(disk: &Disk, lwm_pct: u32) -> Vec<(u32, u32)> {
     let lwm_pct = if is_urgent(disk) { lwm_pct.max(URGENT_LWM_PCT) } else { lwm_pct };
     let lwm_bytes =
         ((disk.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32;
@@ -49,8 +49,12 @@ pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
         .collect();
     drop(state);
     candidates.sort_unstable();
-    candidates.truncate(VICTIMS_PER_PICK);
-    candidates.into_iter().map(|(_, b)| b).collect()
+    candidates
+}
+
+/// The next victims: up to `VICTIMS_PER_PICK` of the candidates, emptiest first.
+pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
+    candidates(disk, lwm_pct).into_iter().take(VICTIMS_PER_PICK).map(|(_, b)| b).collect()
 }
 
 /// Whether free space is low enough that defrag should not pause.

@@ -73,9 +73,17 @@ impl Disk {
         }
         if !fits {
             state = self.wait_for_queue_room(state)?;
-            self.seal_open_block(&mut state);
-            self.space_allows(&state, kind, false)?;
-            self.open_new_block(&mut state)?;
+            // The wait let go of the lock: another writer may have opened a fresh block
+            // meanwhile, which must not be sealed nearly empty.
+            let fits_now = state
+                .open
+                .as_ref()
+                .is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
+            if !fits_now {
+                self.seal_open_block(&mut state);
+                self.space_allows(&state, kind, false)?;
+                self.open_new_block(&mut state)?;
+            }
         }
         let open = state.open.as_mut().ok_or(Error::ShutDown)?;
         let start = open.fill as usize;

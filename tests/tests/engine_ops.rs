@@ -145,3 +145,32 @@ fn batch_get_and_scans_return_exactly_the_live_records() {
     let counted: usize = (0..4096).map(|p| engine.partition_record_count(p)).sum();
     assert_eq!(counted, expected.len());
 }
+
+#[test]
+fn concurrent_writers_fill_blocks_before_sealing_them() {
+    let (config, sims) = sim_namespace(1, 32 << 20, Durability::Buffered, 8);
+    // A one-block write queue makes writers wait for room often, which is when a writer
+    // could seal a block another writer has just opened.
+    let config = spike::Config { write_queue_blocks_max: 1, defrag_lwm_pct: 1, ..config };
+    let engine = open(&config, &sims);
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            let engine = &engine;
+            scope.spawn(move || {
+                for i in 0..2000 {
+                    let k = t * 100_000 + i;
+                    engine.put(&key(k), &value(k, 0, 1000), &WriteOptions::default()).unwrap();
+                }
+            });
+        }
+    });
+    let stats = engine.stats();
+    let device = &stats.devices[0];
+    let in_use = device.wblocks_total - device.wblocks_free - device.wblocks_pending_free;
+    let needed = device.live_bytes.div_ceil(128 * 1024 - 64);
+    assert!(
+        in_use <= needed + 2,
+        "{in_use} blocks hold {} live bytes that fit in {needed}",
+        device.live_bytes
+    );
+}
