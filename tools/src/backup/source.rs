@@ -8,26 +8,33 @@
 //! `read_many`, 4096-aligned, into aligned buffers.
 //!
 //! Cost: the header scan reads 4 KiB per write block (`HEADER_BATCH` of them per
-//! `read_many`), 1/256 of a device of 1 MiB blocks. The block reader keeps
-//! `READ_BATCH_BYTES` of reads in one `read_many` and one more batch queued while the
-//! caller works on the previous one, so the device never waits for checksumming,
-//! compression or writing.
+//! `read_many`), 1/256 of a device of 1 MiB blocks. The block reader keeps `READERS`
+//! batches of `READ_BATCH_BYTES` in flight, issued in block order from as many threads (a
+//! `read_many` returns only when its whole batch is done, so one thread alone lets the
+//! queue drain at each batch end), and hands them on in order while the caller works on
+//! earlier ones, so the device never waits for checksumming, compression or writing.
 
 use super::progress::Throttle;
 use anyhow::{anyhow, bail, Context, Result};
 use spike::device::{self, AlignedBuf, Device, IoBackend, ReadRequest, IO_ALIGN};
 use spike::format::{DeviceHeader, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT};
 use spike::namespace::{probe, DeviceContent};
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 /// Block headers read per `read_many` of the header scan.
 const HEADER_BATCH: usize = 256;
-/// Bytes of whole write blocks per `read_many`.
-pub const READ_BATCH_BYTES: usize = 16 << 20;
-/// Batches of buffers in circulation: one being read, one queued, one being checksummed,
-/// one being written.
-const BUFFER_SETS: usize = 4;
+/// Bytes of whole write blocks per `read_many`. Small, so that `READERS` of them keep
+/// about as much in flight as a streaming reader (8 MiB), with no drain at a batch end:
+/// one `read_many` of 16 reads, waited for whole, read this file at half fio's speed.
+pub const READ_BATCH_BYTES: usize = 2 << 20;
+/// Reader threads, each with its own ring (the engine keeps one per thread), each with one
+/// batch in flight.
+const READERS: usize = 4;
+/// Batches of buffers in circulation: per reader one being read and one waiting its turn,
+/// one being checksummed, one being written.
+const BUFFER_SETS: usize = 2 * READERS + 2;
 
 /// Opens a device or file for direct I/O under the exclusive lock.
 pub fn open_device(path: &Path) -> Result<Arc<dyn Device>> {
@@ -134,12 +141,15 @@ impl Recycle {
     }
 }
 
-/// Reads `blocks` (whole write blocks, in the given order) with a reader thread and hands
-/// each batch to `visit` on the calling thread, which passes it on (another thread may
-/// write it out) and gives the buffers back through [`Recycle`]. At most `BUFFER_SETS`
-/// batches exist at once: one being read, the others queued, being checksummed or being
-/// written. `throttle` paces the reads. The first error (a read's or `visit`'s) stops
-/// everything and is returned.
+/// Reads `blocks` (whole write blocks, in the given order) with `READERS` reader threads
+/// and hands each batch, in order, to `visit` on the calling thread, which passes it on
+/// (another thread may write it out) and gives the buffers back through [`Recycle`]. A
+/// reader takes the next batch and a free buffer set together, so batches are issued in
+/// order and up to `READERS` of them are in flight (each thread has its own ring); one
+/// finishing early waits here until those before it are visited. At most `BUFFER_SETS`
+/// batches exist at once: being read, waiting, being checksummed or being written.
+/// `throttle` paces the reads. The first error (a read's or `visit`'s) stops everything and
+/// is returned.
 pub fn read_blocks(
     device: &dyn Device,
     header: &DeviceHeader,
@@ -149,16 +159,32 @@ pub fn read_blocks(
 ) -> Result<()> {
     let wbs = header.write_block_size as usize;
     let per_batch = (READ_BATCH_BYTES / wbs).max(1);
-    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Batch>>(1);
+    let chunks: Vec<&[u32]> = blocks.chunks(per_batch).collect();
     let (empty_tx, empty_rx) = mpsc::channel::<Vec<AlignedBuf>>();
     let recycle = Recycle(empty_tx);
     for _ in 0..BUFFER_SETS {
         recycle.give(Vec::new());
     }
+    // The next batch to issue and the free buffer sets, taken together.
+    let next = Mutex::new((0usize, empty_rx));
+    let throttle = Mutex::new(throttle);
+    let (full_tx, full_rx) = mpsc::channel::<(usize, Result<Batch>)>();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            for chunk in blocks.chunks(per_batch) {
-                let Ok(mut bufs) = empty_rx.recv() else { return };
+        for _ in 0..READERS {
+            let full_tx = full_tx.clone();
+            let (chunks, next, throttle) = (&chunks, &next, &throttle);
+            scope.spawn(move || loop {
+                let (index, mut bufs) = {
+                    let mut next = next.lock().unwrap_or_else(|e| e.into_inner());
+                    let index = next.0;
+                    if index >= chunks.len() {
+                        return;
+                    }
+                    let Ok(bufs) = next.1.recv() else { return };
+                    next.0 += 1;
+                    (index, bufs)
+                };
+                let chunk = chunks[index];
                 while bufs.len() < chunk.len() {
                     bufs.push(AlignedBuf::zeroed(wbs));
                 }
@@ -170,25 +196,44 @@ pub fn read_blocks(
                     .collect();
                 let result = device.read_many(&mut requests);
                 drop(requests);
-                throttle.pass((chunk.len() * wbs) as u64);
+                throttle.lock().unwrap_or_else(|e| e.into_inner()).pass((chunk.len() * wbs) as u64);
                 let batch = result
                     .map(|()| Batch { blocks: chunk.to_vec(), bufs })
                     .with_context(|| format!("reading write blocks of {}", device.name()));
                 let failed = batch.is_err();
-                if full_tx.send(batch).is_err() || failed {
+                if full_tx.send((index, batch)).is_err() || failed {
                     return;
                 }
-            }
-        });
+            });
+        }
+        drop(full_tx);
+        // Batches that came in ahead of their turn; at most BUFFER_SETS.
+        let mut early = BTreeMap::new();
         let mut outcome = Ok(());
-        while let Ok(batch) = full_rx.recv() {
+        for index in 0..chunks.len() {
+            let batch = loop {
+                if let Some(batch) = early.remove(&index) {
+                    break Some(batch);
+                }
+                match full_rx.recv() {
+                    Ok((i, batch)) if i == index => break Some(batch),
+                    Ok((i, batch)) => {
+                        early.insert(i, batch);
+                    }
+                    // Every reader stopped: one failed on a batch before this one (its
+                    // error was visited already), or this thread's side is gone.
+                    Err(_) => break None,
+                }
+            };
+            let Some(batch) = batch else { break };
             outcome = batch.and_then(|batch| visit(batch, &recycle));
             if outcome.is_err() {
                 break;
             }
         }
-        // Dropping the receiver and the last sender stops the reader at its next step.
+        // Dropping the receivers and the last sender stops the readers at their next step.
         drop(full_rx);
+        drop(early);
         drop(recycle);
         outcome
     })
