@@ -2,3 +2,4 @@
 
 pub mod backup;
 pub mod inspect;
+pub mod text;

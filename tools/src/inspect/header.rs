@@ -1,8 +1,8 @@
 //! `spike-inspect header`: the device header in force, every field, and the state of both
 //! header slots. Reads the two header slots and nothing else (no scan).
 
-use super::text::{hex, human_bytes, utc_time};
 use super::Opened;
+use crate::text::{hex, human_bytes, utc_time};
 use anyhow::{Context, Result};
 use spike::device::AlignedBuf;
 use spike::format::{DeviceHeader, HeaderProblem, DEVICE_HEADER_SIZE};

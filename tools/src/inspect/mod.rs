@@ -27,7 +27,6 @@ pub mod header;
 pub mod records;
 mod scan;
 pub mod stats;
-mod text;
 mod walk;
 
 use anyhow::{anyhow, bail, Context, Result};

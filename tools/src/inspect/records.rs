@@ -3,8 +3,8 @@
 //! listings of two devices or of a device and a restored backup can be diffed.
 
 use super::scan::{is_expired, RecordCopy, Scan};
-use super::text::hex;
 use super::Opened;
+use crate::text::hex;
 use anyhow::Result;
 use std::io::Write;
 use std::path::Path;

@@ -15,9 +15,9 @@
 //! batches in memory (one being read by a reader thread, one being parsed); per record
 //! one hash-map probe and one xxh3 over its value.
 
-use super::text::hex;
 use super::walk::{walk_block, DamageSpan};
 use super::Opened;
+use crate::text::hex;
 use anyhow::{bail, Result};
 use spike::device::{AlignedBuf, Device, ReadRequest};
 use spike::format::{

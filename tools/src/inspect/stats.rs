@@ -2,8 +2,8 @@
 //! live bytes, a histogram of how full the blocks in use are, and record counts.
 
 use super::scan::Scan;
-use super::text::{human_bytes, percent};
 use super::Opened;
+use crate::text::{human_bytes, percent};
 use anyhow::Result;
 use std::io::Write;
 use std::path::Path;

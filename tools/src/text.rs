@@ -1,6 +1,6 @@
 //! Text helpers shared by the reports: hex digests, byte sizes, percentages, UTC times.
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
@@ -10,7 +10,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub(super) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -27,7 +27,7 @@ pub(super) fn human_bytes(bytes: u64) -> String {
     }
 }
 
-pub(super) fn percent(part: u64, whole: u64) -> f64 {
+pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {
@@ -36,7 +36,7 @@ pub(super) fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// `YYYY-MM-DD hh:mm:ss UTC` for Unix seconds (days to civil date: Howard Hinnant's algorithm).
-pub(super) fn utc_time(unix_s: u64) -> String {
+pub fn utc_time(unix_s: u64) -> String {
     let days = (unix_s / 86_400) as i64;
     let secs = unix_s % 86_400;
     let z = days + 719_468;
