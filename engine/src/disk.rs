@@ -113,6 +113,10 @@ pub struct Disk {
     /// Blocks written since the last backup (see `change_bitmap`).
     pub change: Mutex<ChangeBitmap>,
     pub live_bytes: Box<[AtomicU32]>,
+    /// Whether a block's bytes are in RAM (open, queued or in the post-write cache): lets
+    /// the read path skip the disk lock for the blocks that are not, nearly every read.
+    /// Set when the block is opened (under the lock), cleared when it leaves the cache.
+    pub in_memory: Box<[AtomicBool]>,
     pub state: Mutex<DiskState>,
     /// Wakes the flusher: work queued, a commit waiting, a block emptied, shutdown.
     pub wake_flusher: Condvar,
@@ -138,6 +142,7 @@ impl Disk {
             change: Mutex::new(ChangeBitmap::new(header.bitmap_generation, header.wblock_count)),
             header: Mutex::new(header),
             live_bytes: (0..count).map(|_| AtomicU32::new(0)).collect(),
+            in_memory: (0..count).map(|_| AtomicBool::new(false)).collect(),
             state: Mutex::new(DiskState {
                 open: None,
                 to_write: VecDeque::new(),

@@ -61,6 +61,9 @@ pub fn read_span(location: Location) -> (u64, usize) {
 impl Disk {
     fn find_in_memory(&self, location: Location) -> Option<InMemory> {
         let (block, in_block) = self.geometry.locate(location.offset_bytes)?;
+        if !self.in_memory[block as usize].load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
         let (in_block, size) = (in_block as usize, location.size_bytes as usize);
         let state = self.lock();
         if let Some(open) = state.open.as_ref().filter(|o| o.wblock == block) {

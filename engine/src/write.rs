@@ -187,6 +187,7 @@ impl Disk {
         let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
         header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
         state.block_state[wblock as usize] = BlockState::Open;
+        self.in_memory[wblock as usize].store(true, Ordering::Release);
         state.block_seq[wblock as usize] = seq;
         debug_assert_eq!(self.live_bytes[wblock as usize].load(Ordering::Relaxed), 0);
         state.open = Some(OpenBlock {
@@ -365,6 +366,7 @@ fn write_blocks(
 fn trim_cache(disk: &Disk, state: &mut DiskState) {
     while state.cache.len() > disk.cache_blocks_max {
         let Some(oldest) = state.cache.pop_front() else { break };
+        disk.in_memory[oldest.wblock as usize].store(false, Ordering::Release);
         if let Ok(block) = Arc::try_unwrap(oldest) {
             if state.buffer_pool.len() < disk.write_queue_blocks_max {
                 state.buffer_pool.push(block.buf);
@@ -384,6 +386,9 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
     }
     state.pending_free.retain(|&(_, at)| at > durable);
     state.cache.retain(|block| !ready.contains(&block.wblock));
+    for &block in &ready {
+        disk.in_memory[block as usize].store(false, Ordering::Release);
+    }
     drop(state);
     disk.mark_changed(&ready)?;
     let mut page = AlignedBuf::zeroed(IO_ALIGN);
