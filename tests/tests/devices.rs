@@ -53,6 +53,122 @@ fn file_devices_work_with_both_io_backends() {
     }
 }
 
+/// A file whose every 4 KiB unit starts with its own index, opened with `backend`.
+fn patterned_device(dir: &Path, units: u64, backend: IoBackend) -> std::sync::Arc<dyn device::Device> {
+    let path = dir.join("stream");
+    let mut bytes = vec![0u8; (units * 4096) as usize];
+    for (i, unit) in bytes.chunks_mut(4096).enumerate() {
+        unit[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        unit[8] = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    device::open(&path, backend).unwrap()
+}
+
+#[test]
+fn read_streams_deliver_every_read_in_order_on_both_backends() {
+    use device::{AlignedBuf, StreamRead};
+    let dir = tempfile::tempdir().unwrap();
+    // (first unit, units): out of order, overlapping, empty and large reads.
+    let reads: Vec<(u64, usize)> =
+        (0..200u64).map(|i| ((i * 37) % 480, [1, 2, 0, 8, 32][i as usize % 5])).collect();
+    for backend in [IoBackend::Blocking, IoBackend::Uring] {
+        let device = patterned_device(dir.path(), 512, backend);
+        for depth in [1, 3, 16, 1000] {
+            let mut issued = reads.iter();
+            let mut delivered = 0usize;
+            device
+                .read_stream(
+                    depth,
+                    &mut || {
+                        Ok(issued.next().map(|&(unit, units)| StreamRead {
+                            offset: unit * 4096,
+                            buf: AlignedBuf::zeroed(32 * 4096),
+                            len: units * 4096,
+                        }))
+                    },
+                    &mut |read| {
+                        let (unit, units) = reads[delivered];
+                        assert_eq!((read.offset, read.len), (unit * 4096, units * 4096), "in order");
+                        for (k, got) in read.buf[..read.len].chunks(4096).enumerate() {
+                            assert_eq!(got[..8], (unit + k as u64).to_le_bytes());
+                            assert_eq!(got[8], 0xA5);
+                        }
+                        delivered += 1;
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(delivered, reads.len(), "{backend:?} depth {depth}");
+        }
+    }
+}
+
+#[test]
+fn a_read_stream_stops_at_the_first_error_and_returns_it() {
+    use device::{AlignedBuf, StreamRead};
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [IoBackend::Blocking, IoBackend::Uring] {
+        let device = patterned_device(dir.path(), 64, backend);
+        let read = |unit: u64| StreamRead { offset: unit * 4096, buf: AlignedBuf::zeroed(4096), len: 4096 };
+        // A read past the end: its error, naming the offset; nothing after it is asked for.
+        let (mut asked, mut delivered) = (0u64, 0u64);
+        let err = device
+            .read_stream(
+                4,
+                &mut || {
+                    asked += 1;
+                    Ok(Some(read(if asked == 10 { 64 } else { asked })))
+                },
+                &mut |_| {
+                    delivered += 1;
+                    Ok(())
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("offset 262144"), "{backend:?}: {err}");
+        assert_eq!(asked, 10, "{backend:?}");
+        assert!(delivered <= 9, "{backend:?}");
+        // `done` failing: that error comes back and `next` is asked at most `depth` more.
+        let (mut asked, mut delivered) = (0u64, 0u64);
+        let err = device
+            .read_stream(
+                4,
+                &mut || {
+                    asked += 1;
+                    Ok((asked < 60).then(|| read(asked)))
+                },
+                &mut |_| {
+                    delivered += 1;
+                    if delivered == 5 {
+                        return Err(Error::Config("consumer gave up".into()));
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("consumer gave up"), "{backend:?}: {err}");
+        assert_eq!(delivered, 5, "{backend:?}");
+        assert!(asked <= 5 + 4, "{backend:?}: asked {asked}");
+        // `next` failing ends the stream with its error.
+        let mut asked = 0u64;
+        let err = device
+            .read_stream(
+                4,
+                &mut || {
+                    asked += 1;
+                    if asked == 7 {
+                        return Err(Error::Config("producer failed".into()));
+                    }
+                    Ok(Some(read(asked)))
+                },
+                &mut |_| Ok(()),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("producer failed"), "{backend:?}: {err}");
+    }
+}
+
 #[test]
 fn a_device_in_use_is_refused_to_a_second_engine() {
     let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,15 @@ pub struct ReadRequest<'a> {
     pub buf: &'a mut [u8],
 }
 
+/// One read of a stream ([`Device::read_stream`]): fill the first `len` bytes of `buf` from
+/// `offset`. The stream owns the buffer while the read is in flight and hands it back
+/// filled.
+pub struct StreamRead {
+    pub offset: u64,
+    pub buf: AlignedBuf,
+    pub len: usize,
+}
+
 /// A block device, a file, or a simulation of one.
 pub trait Device: Send + Sync {
     /// Path or label, for error messages.
@@ -54,6 +63,23 @@ pub trait Device: Send + Sync {
             self.read_at(request.buf, request.offset)?;
         }
         Ok(())
+    }
+    /// Reads what `next` asks for until it returns `None`, keeping up to `depth` reads in
+    /// flight, and hands each back filled to `done`, in the order `next` produced them.
+    /// `next` is called only when a slot is free, so it may block (waiting for a buffer to
+    /// come back) as long as some buffer it handed to `done` earlier will come back without
+    /// this thread's help. The first error (of `next`, a read or `done`) ends the stream and
+    /// is returned once no read is in flight. Unlike [`Device::read_many`], the device never
+    /// waits for a batch's slowest read: a finished read's slot is reused at once, which is
+    /// what a whole-device scan needs to run at the device's sequential speed.
+    fn read_stream(
+        &self,
+        depth: usize,
+        next: &mut dyn FnMut() -> Result<Option<StreamRead>>,
+        done: &mut dyn FnMut(StreamRead) -> Result<()>,
+    ) -> Result<()> {
+        let _ = depth;
+        read_stream_one_by_one(self, next, done)
     }
     /// Which backend serves this device ("io_uring", "pread/pwrite", "simulated").
     fn backend(&self) -> &'static str;
@@ -88,6 +114,20 @@ pub fn open(path: &Path, backend: IoBackend) -> Result<Arc<dyn Device>> {
 fn log_uring_fallback_once(err: &crate::Error) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| log::warn!("io_uring unavailable ({err}); using pread/pwrite"));
+}
+
+/// [`Device::read_stream`] for backends without asynchronous reads: one read at a time.
+pub(crate) fn read_stream_one_by_one<D: Device + ?Sized>(
+    device: &D,
+    next: &mut dyn FnMut() -> Result<Option<StreamRead>>,
+    done: &mut dyn FnMut(StreamRead) -> Result<()>,
+) -> Result<()> {
+    while let Some(mut read) = next()? {
+        let len = read.len;
+        device.read_at(&mut read.buf[..len], read.offset)?;
+        done(read)?;
+    }
+    Ok(())
 }
 
 #[track_caller]

@@ -15,10 +15,11 @@
 //! for that call.
 
 use super::file::{advance_aligned, FileDevice};
-use super::{assert_aligned, Device, ReadRequest};
+use super::{assert_aligned, read_stream_one_by_one, Device, ReadRequest, StreamRead};
 use crate::error::{Error, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 
 /// SQ entries per ring, and the bound on I/Os in flight per call.
@@ -246,7 +247,161 @@ impl Device for UringDevice {
         self.file.sync()
     }
 
+    fn read_stream(
+        &self,
+        depth: usize,
+        next: &mut dyn FnMut() -> Result<Option<StreamRead>>,
+        done: &mut dyn FnMut(StreamRead) -> Result<()>,
+    ) -> Result<()> {
+        let depth = depth.clamp(1, QUEUE_DEPTH as usize);
+        // A ring of its own: the stream calls back into the caller, which may do I/O on
+        // this thread's ring meanwhile.
+        match IoUring::new(depth as u32) {
+            Ok(mut ring) => self.stream(&mut ring, depth, next, done),
+            Err(_) => read_stream_one_by_one(self, next, done),
+        }
+    }
+
     fn backend(&self) -> &'static str {
         "io_uring"
+    }
+}
+
+/// A read of a stream between `next` and `done`.
+struct StreamSlot {
+    read: StreamRead,
+    done_bytes: usize,
+    /// The kernel is done with the buffer (read complete, or abandoned after an error).
+    finished: bool,
+}
+
+impl UringDevice {
+    /// [`Device::read_stream`] on `ring`. The window holds the reads in the order `next`
+    /// gave them; a CQE's user data is its read's sequence number, `first_seq` that of the
+    /// window's head. Reads finish in any order; `done` gets them from the head only.
+    fn stream(
+        &self,
+        ring: &mut IoUring,
+        depth: usize,
+        next: &mut dyn FnMut() -> Result<Option<StreamRead>>,
+        done: &mut dyn FnMut(StreamRead) -> Result<()>,
+    ) -> Result<()> {
+        let mut window: VecDeque<StreamSlot> = VecDeque::with_capacity(depth);
+        let mut first_seq = 0u64;
+        let mut in_flight = 0usize;
+        let mut failure: Option<Error> = None;
+        let mut exhausted = false;
+        let mut reaped: Vec<(u64, i32)> = Vec::with_capacity(depth);
+        loop {
+            while window.front().is_some_and(|slot| slot.finished) {
+                let Some(slot) = window.pop_front() else { break };
+                first_seq += 1;
+                if failure.is_none() {
+                    failure = done(slot.read).err();
+                }
+            }
+            while failure.is_none() && !exhausted && window.len() < depth {
+                match next() {
+                    Ok(Some(read)) => {
+                        if let Err(err) = self.check_stream_read(&read) {
+                            failure = Some(err);
+                            break;
+                        }
+                        let seq = first_seq + window.len() as u64;
+                        let empty = read.len == 0;
+                        window.push_back(StreamSlot { read, done_bytes: 0, finished: empty });
+                        if let Some(slot) = window.back_mut().filter(|_| !empty) {
+                            match self.push_stream_read(ring, slot, seq) {
+                                Ok(()) => in_flight += 1,
+                                Err(err) => {
+                                    slot.finished = true;
+                                    failure = Some(err);
+                                }
+                            }
+                        }
+                    }
+                    Ok(None) => exhausted = true,
+                    Err(err) => failure = Some(err),
+                }
+            }
+            if in_flight == 0 {
+                if failure.is_some() || window.is_empty() {
+                    break;
+                }
+                continue; // finished reads wait at the head: deliver them
+            }
+            match ring.submit_and_wait(1) {
+                Ok(_) => {}
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+                Err(err) => {
+                    // Reads may be in flight: keep waiting for them before the buffers go.
+                    let offset = window.front().map_or(0, |slot| slot.read.offset);
+                    failure.get_or_insert(self.file.io_error(offset, err));
+                    std::thread::yield_now();
+                }
+            }
+            reaped.clear();
+            reaped.extend(ring.completion().map(|cqe| (cqe.user_data(), cqe.result())));
+            for &(seq, result) in &reaped {
+                let Some(slot) = seq.checked_sub(first_seq).and_then(|i| window.get_mut(i as usize)) else {
+                    continue;
+                };
+                let at = slot.read.offset + slot.done_bytes as u64;
+                let retry = match result {
+                    n if n > 0 => {
+                        slot.done_bytes = advance_aligned(slot.done_bytes, n as usize);
+                        slot.done_bytes < slot.read.len
+                    }
+                    e if -e == libc::EAGAIN || -e == libc::EINTR => true,
+                    0 => {
+                        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "zero-length transfer");
+                        failure.get_or_insert(self.file.io_error(at, eof));
+                        false
+                    }
+                    e => {
+                        failure.get_or_insert(self.file.io_error(at, io::Error::from_raw_os_error(-e)));
+                        false
+                    }
+                };
+                if retry && failure.is_none() {
+                    match self.push_stream_read(ring, slot, seq) {
+                        Ok(()) => continue,
+                        Err(err) => failure = Some(err),
+                    }
+                }
+                slot.finished = true;
+                in_flight -= 1;
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn check_stream_read(&self, read: &StreamRead) -> Result<()> {
+        assert!(
+            read.len <= read.buf.len(),
+            "stream read of {} bytes into a buffer of {}",
+            read.len,
+            read.buf.len()
+        );
+        assert_aligned(read.buf.as_ptr() as usize, read.len, read.offset);
+        self.file.check_range(read.len, read.offset)
+    }
+
+    /// Queues the rest of `slot`'s read. There is room: the ring has `depth` entries and
+    /// at most `depth` reads are in flight, each with at most one SQE queued.
+    fn push_stream_read(&self, ring: &mut IoUring, slot: &mut StreamSlot, seq: u64) -> Result<()> {
+        let rest = (slot.read.len - slot.done_bytes) as u32;
+        // SAFETY (pointer arithmetic): done_bytes < len <= buffer length.
+        let ptr = unsafe { slot.read.buf.as_mut_ptr().add(slot.done_bytes) };
+        let entry = opcode::Read::new(types::Fd(self.file.fd()), ptr, rest)
+            .offset(slot.read.offset + slot.done_bytes as u64)
+            .build()
+            .user_data(seq);
+        // SAFETY: the buffer stays in the window, unmoved (AlignedBuf is a heap allocation
+        // owned by the slot; moving the slot does not move the bytes), until its CQE is
+        // reaped: `stream` returns only when no read is in flight.
+        unsafe { ring.submission().push(&entry) }.map_err(|_| {
+            self.file.io_error(slot.read.offset, io::Error::other("io_uring submission queue full"))
+        })
     }
 }

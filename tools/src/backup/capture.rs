@@ -18,17 +18,14 @@
 //! - Every block read whole is classified again from its bytes; a block whose header
 //!   differs from the header scan means something wrote to the device: the backup fails.
 //!
-//! Cost: the header scan (4 KiB per block), then one read of each block stored, in
-//! `READ_BATCH_BYTES` batches kept in flight by reader threads while this thread
-//! checksums (xxh3, ~4 GB/s on one core here: the SSE2 build) and compresses (zstd, on
-//! every core when `--compress`) and a writer thread appends to the image file (a copy
-//! into the page cache, ~2.5 GB/s to tmpfs): three stages, so the slowest (normally the
-//! device) sets the pace. Measured on a 2-core VM (a shared host: fio's 1 MiB queue-depth-8
-//! sequential read of the same file varied from 1.7 to 3.2 GB/s), 1.5 GiB in use of a 2 GiB
-//! file, image on tmpfs, no compression: 2.1 GB/s read (median, fio 2.0 GB/s) in a quiet
-//! spell, 1.1 GB/s (fio 2.1 GB/s) in a loaded one, with the CPUs ~40% idle: the device is
-//! the limit. Skipping free blocks costs on such a device: fio reading 3 MiB of every 4
-//! gets ~75% of its sequential rate. An incremental reads only the changed blocks.
+//! Cost: the header scan (4 KiB per block), then one read of each block stored, streamed
+//! by a reader thread (8 MiB in flight, see `source`) while this thread checks, checksums
+//! (xxh3, ~4 GB/s on one core here: the SSE2 build) or compresses (zstd, on every core
+//! when `--compress`) and places blocks in the image, and `IMAGE_WRITERS` threads copy them
+//! into the file: three stages, so the slowest sets the pace. On a 2-core VM with the image
+//! on tmpfs that is the copy into the page cache (one file's writes serialise on its inode
+//! lock; README.md has the figures); with a disk destination it is the
+//! device. An incremental reads only the changed blocks.
 
 use super::chain::{uuid_string, OpenImage};
 use super::image::{
@@ -44,7 +41,8 @@ use spike::device::{AlignedBuf, Device};
 use spike::format::{DeviceHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT};
 use spike::namespace::random_bytes;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -147,8 +145,8 @@ fn incremental_bitmap(
 }
 
 /// Checksums and (optionally) compresses the blocks of a batch, on every core.
-fn pack_batch(bufs: &[AlignedBuf], level: Option<i32>) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
-    let pack = |buf: &AlignedBuf| -> Result<(u64, Option<Vec<u8>>)> {
+fn pack_batch(bufs: &[&[u8]], level: Option<i32>) -> Result<Vec<(u64, Option<Vec<u8>>)>> {
+    let pack = |buf: &&[u8]| -> Result<(u64, Option<Vec<u8>>)> {
         let checksum = xxh3_64(buf);
         let Some(level) = level else { return Ok((checksum, None)) };
         let packed = zstd::bulk::compress(buf, level).context("zstd compression")?;
@@ -175,18 +173,52 @@ fn pack_batch(bufs: &[AlignedBuf], level: Option<i32>) -> Result<Vec<(u64, Optio
     })
 }
 
-/// Stored blocks on their way to the image writer thread: the batch, and per block its
-/// entry and its compressed bytes when compression paid.
-struct Packed {
+/// Threads copying stored blocks into the image file. Two: on tmpfs one thread's copy
+/// (~2 GB/s here, noisy) is slower than the device; a disk destination gains nothing more.
+const IMAGE_WRITERS: usize = 2;
+
+/// A unit's stored blocks on their way to an image writer thread: the unit, and per block
+/// its place in the image and its compressed bytes when compression paid.
+struct Placed {
     batch: Batch,
-    blocks: Vec<(BlockEntry, Option<Vec<u8>>)>,
+    blocks: Vec<(u64, Option<Vec<u8>>)>,
     recycle: Recycle,
 }
 
-/// Reads the `stored` blocks (a reader thread), checks and packs them (this thread) and
-/// appends them with the free entries of `listed` to the image (a writer thread), so
-/// reading, checksumming/compressing and writing overlap. Returns the writer and the bytes
-/// stored.
+/// Checks the blocks of one unit (each must still be what the header scan saw) and makes
+/// their image entries, from the checksums and compressed bytes `pack_batch` made.
+fn entries_of(
+    batch: &Batch,
+    h: &DeviceHeader,
+    uses: &[BlockUse],
+    packed: &mut impl Iterator<Item = (u64, Option<Vec<u8>>)>,
+) -> Result<Vec<(BlockEntry, Option<Vec<u8>>)>> {
+    let mut entries = Vec::with_capacity(batch.blocks.len());
+    for ((block, buf), (checksum, compressed)) in batch.iter().zip(packed) {
+        let found = classify(buf, h, block);
+        let BlockUse::InUse { kind, write_seq } = found else {
+            bail!("block {block} changed while being backed up: is something writing to the device?");
+        };
+        if uses[block as usize] != found {
+            bail!("block {block} changed while being backed up: is something writing to the device?");
+        }
+        let entry = BlockEntry {
+            state: STATE_DATA,
+            compression: if compressed.is_some() { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
+            kind,
+            write_seq,
+            checksum,
+            ..BlockEntry::free(block)
+        };
+        entries.push((entry, compressed));
+    }
+    Ok(entries)
+}
+
+/// Reads the `stored` blocks (a reader thread), checks, packs and places them in the image
+/// with the free entries of `listed` (this thread), and copies them into the image file
+/// (`IMAGE_WRITERS` threads), so reading, checksumming/compressing and writing overlap.
+/// Returns the bytes stored.
 #[allow(clippy::too_many_arguments)]
 fn stream_blocks(
     device: &Arc<dyn Device>,
@@ -194,66 +226,94 @@ fn stream_blocks(
     uses: &[BlockUse],
     listed: &[u32],
     stored: &[u32],
-    mut writer: ImageWriter,
+    writer: &mut ImageWriter,
     opts: &CaptureOptions,
     progress: &mut Progress,
     throttle: &mut Throttle,
-) -> Result<(ImageWriter, u64)> {
-    let wbs = h.write_block_size as usize;
-    let (tx, rx) = mpsc::sync_channel::<Packed>(1);
+) -> Result<u64> {
+    let (tx, rx) = mpsc::sync_channel::<Placed>(IMAGE_WRITERS);
+    let rx = Mutex::new(rx);
+    // Set by a writer that failed; its error is the one to report.
+    let failed = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        let write = scope.spawn(move || -> Result<(ImageWriter, u64)> {
-            let mut next_listed = 0usize;
-            let mut bytes_stored = 0u64;
-            for packed in rx {
-                for (buf, (entry, compressed)) in packed.batch.bufs.iter().zip(&packed.blocks) {
+        let writers: Vec<_> = (0..IMAGE_WRITERS)
+            .map(|_| {
+                let sink = writer.sink()?;
+                let (rx, failed) = (&rx, &failed);
+                Ok(scope.spawn(move || -> Result<()> {
+                    loop {
+                        let Ok(placed) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else {
+                            return Ok(());
+                        };
+                        for ((_, buf), (at, compressed)) in placed.batch.iter().zip(&placed.blocks) {
+                            if let Err(err) = sink.write_at(compressed.as_deref().unwrap_or(buf), *at) {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(err.into());
+                            }
+                        }
+                        placed.recycle.give(placed.batch.buf);
+                    }
+                }))
+            })
+            .collect::<Result<_>>()?;
+        // Compression runs on every core over a group of units (one per core); checksums
+        // alone keep up with the device on this thread, one unit at a time.
+        let group_units = match opts.compress_level {
+            Some(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            None => 1,
+        };
+        let mut group: Vec<Batch> = Vec::with_capacity(group_units);
+        let mut recycle_kept: Option<Recycle> = None;
+        let (mut next_listed, mut bytes_stored) = (0usize, 0u64);
+        let mut send_group = |group: &mut Vec<Batch>, recycle: &Recycle| -> Result<()> {
+            let bufs: Vec<&[u8]> = group.iter().flat_map(|batch| batch.iter().map(|(_, buf)| buf)).collect();
+            let mut packed = pack_batch(&bufs, opts.compress_level)?.into_iter();
+            for batch in group.drain(..) {
+                let mut blocks = Vec::with_capacity(batch.blocks.len());
+                for (entry, compressed) in entries_of(&batch, h, uses, &mut packed)? {
                     while listed[next_listed] < entry.wblock {
                         writer.write_free(listed[next_listed]);
                         next_listed += 1;
                     }
                     next_listed += 1;
-                    let bytes: &[u8] = compressed.as_deref().unwrap_or(buf);
-                    bytes_stored += bytes.len() as u64;
-                    writer.write_block(*entry, bytes)?;
+                    let len = compressed.as_ref().map_or(h.write_block_size as usize, Vec::len);
+                    bytes_stored += len as u64;
+                    blocks.push((writer.place(entry, len), compressed));
                 }
-                packed.recycle.give(packed.batch.bufs);
-            }
-            for &block in &listed[next_listed..] {
-                writer.write_free(block);
-            }
-            Ok((writer, bytes_stored))
-        });
-        let read = read_blocks(device.as_ref(), h, stored, throttle, &mut |batch, recycle| {
-            let packed = pack_batch(&batch.bufs, opts.compress_level)?;
-            let mut blocks = Vec::with_capacity(packed.len());
-            for ((&block, buf), (checksum, compressed)) in batch.blocks.iter().zip(&batch.bufs).zip(packed) {
-                let found = classify(buf, h, block);
-                let BlockUse::InUse { kind, write_seq } = found else {
-                    bail!("block {block} changed while being backed up: is something writing to the device?");
-                };
-                if uses[block as usize] != found {
-                    bail!("block {block} changed while being backed up: is something writing to the device?");
+                progress.add(batch.blocks.len() as u64, batch.bytes());
+                if failed.load(Ordering::Relaxed) {
+                    bail!("an image writer failed");
                 }
-                let entry = BlockEntry {
-                    state: STATE_DATA,
-                    compression: if compressed.is_some() { COMPRESSION_ZSTD } else { COMPRESSION_NONE },
-                    kind,
-                    write_seq,
-                    checksum,
-                    ..BlockEntry::free(block)
-                };
-                blocks.push((entry, compressed));
+                tx.send(Placed { batch, blocks, recycle: recycle.clone() })
+                    .map_err(|_| anyhow::anyhow!("the image writers stopped"))?;
             }
-            progress.add(batch.blocks.len() as u64, (batch.blocks.len() * wbs) as u64);
-            tx.send(Packed { batch, blocks, recycle: recycle.clone() })
-                .map_err(|_| anyhow::anyhow!("the image writer stopped"))
-        });
+            Ok(())
+        };
+        let mut read =
+            read_blocks(device.as_ref(), h, stored, group_units, throttle, &mut |batch, recycle| {
+                group.push(batch);
+                recycle_kept.get_or_insert_with(|| recycle.clone());
+                if group.len() < group_units {
+                    return Ok(());
+                }
+                send_group(&mut group, recycle)
+            });
+        if let (Ok(()), Some(recycle)) = (&read, &recycle_kept) {
+            if !group.is_empty() {
+                read = send_group(&mut group, recycle);
+            }
+        }
         drop(tx);
-        // The writer's own error explains a "writer stopped" read error: it comes first.
-        let written = write.join().map_err(|_| anyhow::anyhow!("the image writer thread panicked"))?;
-        let written = written.with_context(|| format!("writing the image {}", opts.out.display()))?;
+        // A writer's own error explains a "writer failed" read error: it comes first.
+        for handle in writers {
+            let written = handle.join().map_err(|_| anyhow::anyhow!("an image writer thread panicked"))?;
+            written.with_context(|| format!("writing the image {}", opts.out.display()))?;
+        }
         read?;
-        Ok(written)
+        for &block in &listed[next_listed..] {
+            writer.write_free(block);
+        }
+        Ok(bytes_stored)
     })
 }
 
@@ -353,8 +413,8 @@ pub fn capture(opts: &CaptureOptions) -> Result<CaptureReport> {
 
     let mut progress = Progress::new("backup", stored.len() as u64, (stored.len() * wbs) as u64);
     let mut throttle = Throttle::new(opts.max_rate_mb_s);
-    let (writer, bytes_stored) =
-        stream_blocks(&device, &h, &uses, &listed, &stored, writer, opts, &mut progress, &mut throttle)?;
+    let bytes_stored =
+        stream_blocks(&device, &h, &uses, &listed, &stored, &mut writer, opts, &mut progress, &mut throttle)?;
     progress.finish();
 
     let mut summary = base_meta.map_or_else(|| vec![0u64; h.wblock_count as usize], |b| b.summary.clone());

@@ -289,8 +289,8 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
     let all: Vec<u32> = (0..h.wblock_count as u32).collect();
     let mut progress = Progress::new("compare", h.wblock_count, h.wblock_count * h.write_block_size as u64);
     let mut throttle = Throttle::new(None);
-    read_blocks(dev.device.as_ref(), h, &all, &mut throttle, &mut |batch, recycle| {
-        for (&block, buf) in batch.blocks.iter().zip(&batch.bufs) {
+    read_blocks(dev.device.as_ref(), h, &all, 1, &mut throttle, &mut |batch, recycle| {
+        for (block, buf) in batch.iter() {
             let on_device = classify(buf, h, block);
             match map[block as usize] {
                 Final::Free if on_device != BlockUse::Free => {
@@ -308,14 +308,10 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
             }
             report.device_blocks_compared += 1;
         }
-        progress.add(batch.blocks.len() as u64, (batch.blocks.len() * buf_len(&batch)) as u64);
-        recycle.give(batch.bufs);
+        progress.add(batch.blocks.len() as u64, batch.bytes());
+        recycle.give(batch.buf);
         Ok(())
     })?;
     progress.finish();
     Ok(())
-}
-
-fn buf_len(batch: &super::source::Batch) -> usize {
-    batch.bufs.first().map_or(0, |b| b.len())
 }

@@ -6,6 +6,11 @@
 //! (a rename within one file system is atomic), removed if the writer is dropped unfinished.
 //! An existing file is never replaced. Blocks are appended in increasing block order.
 //!
+//! A stored block is first placed (its offset assigned, in block order, by the one owner
+//! of the writer) and then written through an [`ImageSink`], from any thread and in any
+//! order, so that several threads can copy blocks into the file at once: on tmpfs the copy
+//! is the cost of a backup, about 2 GB/s per core here.
+//!
 //! Cost: one `pwrite` per stored block straight from the caller's buffer. Where the file
 //! system supports it, a write that is 4096-aligned in offset, length and address (the
 //! reserved region and every raw block of an uncompressed image) goes through a second,
@@ -87,16 +92,19 @@ impl ImageWriter {
         &self.entries
     }
 
+    /// A handle that writes placed blocks from another thread.
+    pub fn sink(&self) -> ImageResult<ImageSink> {
+        let clone = |f: &File| f.try_clone().map_err(|e| io_err(&self.tmp_path, 0, e));
+        Ok(ImageSink {
+            file: clone(&self.file)?,
+            direct: self.direct.as_ref().map(clone).transpose()?,
+            tmp_path: self.tmp_path.clone(),
+        })
+    }
+
     fn write(&mut self, bytes: &[u8]) -> ImageResult<u64> {
         let at = self.pos;
-        let aligned = |n: u64| n % DIRECT_ALIGN == 0;
-        let file = match &self.direct {
-            Some(direct) if aligned(at) && aligned(bytes.len() as u64) && aligned(bytes.as_ptr() as u64) => {
-                direct
-            }
-            _ => &self.file,
-        };
-        file.write_all_at(bytes, at).map_err(|e| io_err(&self.tmp_path, at, e))?;
+        write_at(&self.file, self.direct.as_ref(), &self.tmp_path, bytes, at)?;
         self.pos += bytes.len() as u64;
         Ok(at)
     }
@@ -109,12 +117,21 @@ impl ImageWriter {
     }
 
     /// Appends a stored block; blocks come in increasing block order.
-    pub fn write_block(&mut self, mut entry: BlockEntry, stored: &[u8]) -> ImageResult<()> {
+    pub fn write_block(&mut self, entry: BlockEntry, stored: &[u8]) -> ImageResult<()> {
+        let at = self.place(entry, stored.len());
+        write_at(&self.file, self.direct.as_ref(), &self.tmp_path, stored, at)
+    }
+
+    /// Lists a stored block of `stored_len` bytes (blocks come in increasing block order)
+    /// and returns the offset at which its bytes must be written, through an
+    /// [`ImageSink`], before [`ImageWriter::finish`].
+    pub fn place(&mut self, mut entry: BlockEntry, stored_len: usize) -> u64 {
         debug_assert!(self.entries.last().is_none_or(|last| last.wblock < entry.wblock));
-        entry.offset = self.write(stored)?;
-        entry.stored_len = stored.len() as u32;
+        entry.offset = self.pos;
+        entry.stored_len = stored_len as u32;
         self.entries.push(entry);
-        Ok(())
+        self.pos += stored_len as u64;
+        entry.offset
     }
 
     /// Records a block as free (nothing stored).
@@ -143,6 +160,31 @@ impl ImageWriter {
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, 0, e))?;
         Ok(digest)
     }
+}
+
+/// Writes the bytes of placed blocks; one per writing thread.
+pub struct ImageSink {
+    file: File,
+    direct: Option<File>,
+    tmp_path: PathBuf,
+}
+
+impl ImageSink {
+    pub fn write_at(&self, bytes: &[u8], at: u64) -> ImageResult<()> {
+        write_at(&self.file, self.direct.as_ref(), &self.tmp_path, bytes, at)
+    }
+}
+
+/// Writes through `direct` when offset, length and address allow `O_DIRECT`.
+fn write_at(file: &File, direct: Option<&File>, path: &Path, bytes: &[u8], at: u64) -> ImageResult<()> {
+    let aligned = |n: u64| n % DIRECT_ALIGN == 0;
+    let file = match direct {
+        Some(direct) if aligned(at) && aligned(bytes.len() as u64) && aligned(bytes.as_ptr() as u64) => {
+            direct
+        }
+        _ => file,
+    };
+    file.write_all_at(bytes, at).map_err(|e| io_err(path, at, e))
 }
 
 impl Drop for ImageWriter {
