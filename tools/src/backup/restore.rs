@@ -231,6 +231,10 @@ pub struct VerifyReport {
     pub bytes_checked: u64,
     /// With `--device`: blocks compared, and those that differ (block, what).
     pub device_blocks_compared: u64,
+    pub device_bytes_compared: u64,
+    /// Time spent checking the images, and reading and comparing the device.
+    pub images_elapsed: std::time::Duration,
+    pub device_elapsed: std::time::Duration,
     pub mismatches: Vec<(u32, String)>,
     pub mismatch_count: u64,
 }
@@ -239,6 +243,7 @@ pub struct VerifyReport {
 /// stored block, superseded ones included) and, with `device`, the chain's final state
 /// against the device block by block.
 pub fn verify(paths: &[PathBuf], device: Option<&Path>) -> Result<VerifyReport> {
+    let start = std::time::Instant::now();
     let chain = Chain::open(paths)?;
     let mut report = VerifyReport { images: chain.images.len(), ..Default::default() };
     let wbs = chain.header().write_block_size as usize;
@@ -256,8 +261,11 @@ pub fn verify(paths: &[PathBuf], device: Option<&Path>) -> Result<VerifyReport> 
         }
     }
     progress.finish();
+    report.images_elapsed = start.elapsed();
     if let Some(path) = device {
+        let start = std::time::Instant::now();
         compare_device(&chain, path, &mut report)?;
+        report.device_elapsed = start.elapsed();
     }
     Ok(report)
 }
@@ -307,6 +315,7 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
                 Final::Free => {}
             }
             report.device_blocks_compared += 1;
+            report.device_bytes_compared += buf.len() as u64;
         }
         progress.add(batch.blocks.len() as u64, batch.bytes());
         recycle.give(batch.buf);

@@ -244,10 +244,12 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Verify { device, images } => {
             let r = verify(&images, device.as_deref())?;
             println!(
-                "verified {} image(s): {} stored blocks ({}) match their checksums",
+                "verified {} image(s): {} stored blocks ({}) match their checksums ({:.2} s, {:.1} MB/s)",
                 r.images,
                 r.blocks_checked,
-                human_bytes(r.bytes_checked)
+                human_bytes(r.bytes_checked),
+                r.images_elapsed.as_secs_f64(),
+                mb_s(r.bytes_checked, r.images_elapsed.as_secs_f64())
             );
             if let Some(device) = device {
                 for (block, what) in &r.mismatches {
@@ -262,7 +264,14 @@ fn run(command: Command) -> Result<ExitCode> {
                     );
                     return Ok(ExitCode::FAILURE);
                 }
-                println!("{}: all {} blocks match the images", device.display(), r.device_blocks_compared);
+                println!(
+                    "{}: all {} blocks match the images ({} read in {:.2} s, {:.1} MB/s)",
+                    device.display(),
+                    r.device_blocks_compared,
+                    human_bytes(r.device_bytes_compared),
+                    r.device_elapsed.as_secs_f64(),
+                    mb_s(r.device_bytes_compared, r.device_elapsed.as_secs_f64())
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
