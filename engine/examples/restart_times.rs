@@ -2,7 +2,9 @@
 //! restart (snapshot) of it, and prints the scan rate.
 //!
 //! `cargo run --release -p spike --example restart_times -- /path/on/ext4/dev.img 4 10000000 200`
-//! (device GiB, records, value bytes). Compare the scan rate with `fio --rw=read --bs=8M
+//! (device GiB, records, value bytes); `restart_times PATH open` times both on a Spike
+//! device that exists already (its namespace must be "spike" or, with a second
+//! word, that name: `restart_times PATH open fill`). Compare the scan rate with `fio --rw=read --bs=8M
 //! --direct=1 --ioengine=io_uring --iodepth=4` on the same file.
 
 use spike::{Config, Engine, WriteOptions};
@@ -14,6 +16,10 @@ fn main() -> Result<(), spike::Error> {
     let gib: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let records: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let value_len: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    if args.get(2).map(String::as_str) == Some("open") {
+        let namespace = args.get(3).cloned().unwrap_or_else(|| Config::default().namespace);
+        return time_restarts(&Config { namespace, devices: vec![path], ..Config::default() });
+    }
     let _ = std::fs::remove_file(&path);
     spike::device::create_file(&path, gib << 30)?;
     let config = Config { devices: vec![path.clone()], ..Config::default() };
@@ -32,7 +38,14 @@ fn main() -> Result<(), spike::Error> {
         stats.devices[0].backend
     );
     engine.close()?;
+    time_restarts(&config)?;
+    if std::env::var_os("KEEP").is_none() {
+        std::fs::remove_file(&path).ok();
+    }
+    Ok(())
+}
 
+fn time_restarts(config: &Config) -> Result<(), spike::Error> {
     let start = Instant::now();
     let engine = Engine::open(config.clone())?;
     let r = engine.stats().recovery;
@@ -56,8 +69,5 @@ fn main() -> Result<(), spike::Error> {
         r.bytes_scanned as f64 / 1e3 / r.duration_ms.max(1) as f64
     );
     engine.close()?;
-    if std::env::var_os("KEEP").is_none() {
-        std::fs::remove_file(&path).ok();
-    }
     Ok(())
 }
