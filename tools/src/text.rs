@@ -1,4 +1,21 @@
-//! Text helpers shared by the reports: hex digests, byte sizes, percentages, UTC times.
+//! Text helpers shared by the reports: hex digests, byte sizes, percentages, UTC times,
+//! error chains.
+
+/// An error and its causes on one line, "outer: inner: ...", leaving out a cause whose text
+/// the line already holds (typed errors print their source in their own message too).
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
 
 pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -54,6 +71,17 @@ pub fn utc_time(unix_s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chains_name_each_cause_once() {
+        let io = std::io::Error::other("File too large");
+        let err = anyhow::Error::new(io)
+            .context("dev: I/O error at offset 4096: File too large")
+            .context("writing x");
+        assert_eq!(error_chain(&err), "writing x: dev: I/O error at offset 4096: File too large");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&err), "outer: inner");
+    }
 
     #[test]
     fn formatting_helpers() {

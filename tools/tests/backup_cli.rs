@@ -527,6 +527,31 @@ fn a_device_in_use_is_refused_and_a_failed_backup_leaves_the_bitmap_generation_u
             fails(&["info", s(&path)], "truncated");
         }
     }
+    // A write error half-way (file size limit with SIGXFSZ ignored: EFBIG) is reported as
+    // such, promptly (`timeout`: a stalled pipeline would hang here), and leaves nothing.
+    let out = f.dir.path().join("efbig.img");
+    let run = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "trap '' XFSZ; ulimit -f 512; exec timeout 60 {} full --device {} --out {}",
+                env!("CARGO_BIN_EXE_spike-backup"),
+                s(&f.src),
+                s(&out)
+            ),
+        ])
+        .output()
+        .expect("run bash");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    assert!(!out.exists());
+    let partials = std::fs::read_dir(f.dir.path())
+        .expect("read dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().contains("efbig")))
+        .count();
+    assert_eq!(partials, 0, "a failed backup left its partial file");
+    assert_eq!(header_of(&f.src).bitmap_generation, generation, "a failed backup changed the generation");
     // The incremental still works after all those failures.
     ok(backup(&[
         "incr",

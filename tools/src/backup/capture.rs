@@ -240,15 +240,22 @@ fn stream_blocks(
             .map(|_| {
                 let sink = writer.sink()?;
                 let (rx, failed) = (&rx, &failed);
+                // After a failure a writer keeps taking units and giving their buffers
+                // back unwritten: the reader may be waiting for one, and learns of the
+                // failure only from `failed` when it next hands a unit on.
                 Ok(scope.spawn(move || -> Result<()> {
+                    let mut outcome = Ok(());
                     loop {
                         let Ok(placed) = rx.lock().unwrap_or_else(|e| e.into_inner()).recv() else {
-                            return Ok(());
+                            return outcome;
                         };
                         for ((_, buf), (at, compressed)) in placed.batch.iter().zip(&placed.blocks) {
-                            if let Err(err) = sink.write_at(compressed.as_deref().unwrap_or(buf), *at) {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(err.into());
+                            if outcome.is_ok() && !failed.load(Ordering::Relaxed) {
+                                outcome =
+                                    sink.write_at(compressed.as_deref().unwrap_or(buf), *at).map_err(|err| {
+                                        failed.store(true, Ordering::Relaxed);
+                                        anyhow::Error::from(err)
+                                    });
                             }
                         }
                         placed.recycle.give(placed.batch.buf);

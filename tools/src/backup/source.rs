@@ -9,11 +9,11 @@
 //! 4096-aligned, into aligned buffers.
 //!
 //! Cost: the header scan reads 4 KiB per write block (`HEADER_BATCH` of them per
-//! `read_many`), 1/256 of a device of 1 MiB blocks. The block reader is one thread keeping
+//! `read_many`), 1/256 of a device of 1 MiB blocks. The block reader keeps
 //! `IN_FLIGHT_BYTES` of 1 MiB reads in flight as a stream (a finished read's slot is
 //! refilled at once, as fio does; batches of reads waited for whole, even from four threads,
-//! got 75% of fio's rate here) and hands units on in order while the caller works on
-//! earlier ones, so the device never waits for checksumming, compression or writing.
+//! got 75% of fio's rate here) and hands units, in order, to the caller's work between
+//! reads, so the device keeps reading while the caller checksums.
 
 use super::progress::Throttle;
 use anyhow::{anyhow, bail, Context, Result};
@@ -167,12 +167,13 @@ fn units(blocks: &[u32], per_unit: usize) -> Vec<std::ops::Range<usize>> {
     units
 }
 
-/// Reads `blocks` (whole write blocks, in the given order) on a reader thread that keeps
-/// `IN_FLIGHT_BYTES` of reads in flight ([`Device::read_stream`]: a finished read's slot
-/// is reused at once) and hands each unit, in order, to `visit` on the calling thread,
-/// which passes it on (another thread may write it out) and gives the buffer back through
-/// [`Recycle`]. `visit` may keep up to `consumer_holds` units before giving any back; at
-/// most `depth + consumer_holds + UNITS_DOWNSTREAM` buffers exist, and the reader waits for
+/// Reads `blocks` (whole write blocks, in the given order) keeping `IN_FLIGHT_BYTES` of
+/// reads in flight ([`Device::read_stream`]: a finished read's slot is reused at once) and
+/// hands each unit, in order, to `visit`, on this same thread between reads: no hand-off to
+/// another thread, which on a small VM costs a wake-up of tens of microseconds per unit.
+/// `visit` passes the unit on (another thread may write it out) and gives the buffer back
+/// through [`Recycle`]. It may keep up to `consumer_holds` units before giving any back; at
+/// most `depth + consumer_holds + UNITS_DOWNSTREAM` buffers exist, and reading waits for
 /// one to come back when all are out, which bounds memory and lets a slow consumer set the
 /// pace. `throttle` paces the reads. The first error (a read's or `visit`'s) stops
 /// everything and is returned.
@@ -192,48 +193,39 @@ pub fn read_blocks(
     let units = units(blocks, per_unit);
     let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
     let recycle = Recycle(free_tx);
-    let (full_tx, full_rx) = mpsc::channel::<AlignedBuf>();
-    std::thread::scope(|scope| {
-        let units = &units;
-        let reader = scope.spawn(move || -> Result<()> {
-            let (mut issued, mut allocated) = (0usize, 0usize);
-            let mut next = || -> spike::Result<Option<StreamRead>> {
-                let Some(unit) = units.get(issued) else { return Ok(None) };
-                let buf = match free_rx.try_recv() {
-                    Ok(buf) => buf,
-                    Err(_) if allocated < pool => {
-                        allocated += 1;
-                        AlignedBuf::zeroed(unit_bytes)
-                    }
-                    Err(_) => free_rx.recv().map_err(|_| spike::Error::ShutDown)?,
-                };
-                issued += 1;
-                let len = unit.len() * wbs;
-                throttle.pass(len as u64);
-                Ok(Some(StreamRead { offset: header.wblock_offset(blocks[unit.start]), buf, len }))
-            };
-            // `ShutDown` when the consumer stopped: its own error is the one reported.
-            let mut done = |read: StreamRead| full_tx.send(read.buf).map_err(|_| spike::Error::ShutDown);
-            device
-                .read_stream(depth, &mut next, &mut done)
-                .with_context(|| format!("reading write blocks of {}", device.name()))
-        });
-        let mut outcome = Ok(());
-        for unit in units {
-            let Ok(buf) = full_rx.recv() else { break }; // the reader failed: its error follows
-            let batch = Batch { blocks: blocks[unit.clone()].to_vec(), buf, block_bytes: wbs };
-            outcome = visit(batch, &recycle);
-            if outcome.is_err() {
-                break;
+    let (mut issued, mut allocated, mut delivered) = (0usize, 0usize, 0usize);
+    // `visit`'s error, kept whole (the stream's error type is the engine's).
+    let mut visit_error = None;
+    let mut next = || -> spike::Result<Option<StreamRead>> {
+        let Some(unit) = units.get(issued) else { return Ok(None) };
+        let buf = match free_rx.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if allocated < pool => {
+                allocated += 1;
+                AlignedBuf::zeroed(unit_bytes)
             }
-        }
-        // Dropping these stops a reader waiting to hand on a unit or for a free buffer.
-        drop(full_rx);
-        drop(recycle);
-        let read = reader.join().map_err(|_| anyhow!("the reader thread panicked"))?;
-        outcome?;
-        read
-    })
+            // Cannot fail: `recycle` (a sender) lives as long as this function.
+            Err(_) => free_rx.recv().map_err(|_| spike::Error::ShutDown)?,
+        };
+        issued += 1;
+        let len = unit.len() * wbs;
+        throttle.pass(len as u64);
+        Ok(Some(StreamRead { offset: header.wblock_offset(blocks[unit.start]), buf, len }))
+    };
+    let mut done = |read: StreamRead| -> spike::Result<()> {
+        let unit = units[delivered].clone();
+        delivered += 1;
+        let batch = Batch { blocks: blocks[unit].to_vec(), buf: read.buf, block_bytes: wbs };
+        visit(batch, &recycle).map_err(|err| {
+            visit_error = Some(err);
+            spike::Error::ShutDown
+        })
+    };
+    let read = device.read_stream(depth, &mut next, &mut done);
+    if let Some(err) = visit_error {
+        return Err(err);
+    }
+    read.with_context(|| format!("reading write blocks of {}", device.name()))
 }
 
 #[cfg(test)]

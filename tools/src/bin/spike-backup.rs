@@ -103,7 +103,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("spike-backup: error: {err:#}");
+            eprintln!("spike-backup: error: {}", spike_tools::text::error_chain(&err));
             ExitCode::FAILURE
         }
     }

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("spike-bench: error: {err:#}");
+            eprintln!("spike-bench: error: {}", spike_tools::text::error_chain(&err));
             ExitCode::FAILURE
         }
     }

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         // `spike-inspect records | head` closes the pipe early: not an error worth a message.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("spike-inspect: error: {err:#}");
+            eprintln!("spike-inspect: error: {}", spike_tools::text::error_chain(&err));
             ExitCode::from(EXIT_CANNOT_INSPECT)
         }
     }
