@@ -2,7 +2,8 @@
 //! full blocks queued to the device, and the flusher thread that writes them.
 //!
 //! Cost per put: one encode and copy into the buffer under the disk lock (about the
-//! record's size in bytes moved), no allocation, no I/O on the caller's thread. Each
+//! record's size in bytes moved), no allocation, no I/O on the caller's thread. Buffers are
+//! recycled unzeroed; only the unused tail is zeroed, when a block is sealed. Each
 //! block reaches the device in one direct write of the whole block; a buffered write
 //! waits at most `flush_max_ms` before a partial flush writes the dirty 4 KiB span.
 //!
@@ -177,13 +178,12 @@ impl Disk {
         };
         let seq = state.next_seq;
         state.next_seq += 1;
-        let mut buf = match state.buffer_pool.pop() {
-            Some(mut buf) => {
-                buf.fill(0);
-                buf
-            }
-            None => AlignedBuf::zeroed(self.geometry.wblock_size as usize),
-        };
+        // A recycled buffer keeps its old bytes: records overwrite every byte they cover,
+        // and what lies past `fill` is zeroed when it leaves for the device (seal, partial
+        // flush). Zeroing the whole block here would hold every writer up for a 1 MiB
+        // memset per block.
+        let mut buf =
+            state.buffer_pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(self.geometry.wblock_size as usize));
         let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
         header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
         state.block_state[wblock as usize] = BlockState::Open;
@@ -208,7 +208,10 @@ impl Disk {
 
     /// Moves the open block (if any) to the write queue.
     pub fn seal_open_block(&self, state: &mut DiskState) {
-        let Some(open) = state.open.take() else { return };
+        let Some(mut open) = state.open.take() else { return };
+        // The block is written whole: no bytes of the buffer's earlier use may follow the
+        // records (recovery would count them as stale or corrupt).
+        open.buf[open.fill as usize..].fill(0);
         state.block_state[open.wblock as usize] = BlockState::InUse;
         state.to_write.push_back(Arc::new(SealedBlock {
             wblock: open.wblock,
@@ -331,8 +334,10 @@ fn take_partial_flush(disk: &Disk, state: &mut DiskState) -> Option<PartialFlush
     if start >= end {
         return None;
     }
+    // Past `fill` the buffer may hold bytes of its earlier use: the copy has zeros there.
+    let fill = open.fill as usize;
     let mut bytes = AlignedBuf::zeroed(end - start);
-    bytes.copy_from_slice(&open.buf[start..end]);
+    bytes[..fill - start].copy_from_slice(&open.buf[start..fill]);
     Some(PartialFlush {
         seq: open.seq,
         offset_bytes: disk.geometry.wblock_offset(open.wblock) + start as u64,
