@@ -364,7 +364,7 @@ fn settle(engine: &Engine, out: &Out) -> f64 {
 
 fn print_report(out: &Out, report: &Report<'_>) {
     if out.json() {
-        println!("{}", report.json());
+        println!("{:#}", report.json());
     } else {
         out.line(&report.text());
     }

@@ -212,99 +212,21 @@ pub fn interval_line(
     line
 }
 
-/// A JSON value, written by hand: the report is small and fixed in shape.
-pub enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Int(u64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
+/// A JSON value of the report (fields keep the order they are written in).
+pub use serde_json::Value as Json;
 
 pub fn obj(fields: Vec<(&str, Json)>) -> Json {
-    Json::Obj(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Json::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
 }
 
-/// A float rounded to `decimals` places (for readable JSON).
+/// A float rounded to `decimals` places (for readable JSON); not finite: null.
 pub fn num(x: f64, decimals: i32) -> Json {
     let scale = 10f64.powi(decimals);
-    Json::Num((x * scale).round() / scale)
+    Json::from((x * scale).round() / scale)
 }
 
 pub fn opt_num(x: Option<f64>, decimals: i32) -> Json {
     x.map_or(Json::Null, |x| num(x, decimals))
-}
-
-impl Json {
-    fn write_to(&self, out: &mut String, indent: usize) {
-        let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Num(x) if x.is_finite() => {
-                let _ = write!(out, "{x}");
-            }
-            Json::Num(_) => out.push_str("null"),
-            Json::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Json::Str(s) => write_json_string(out, s),
-            Json::Arr(items) if items.is_empty() => out.push_str("[]"),
-            Json::Arr(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    out.push_str(if i == 0 { "\n" } else { ",\n" });
-                    pad(out, indent + 2);
-                    item.write_to(out, indent + 2);
-                }
-                out.push('\n');
-                pad(out, indent);
-                out.push(']');
-            }
-            Json::Obj(fields) if fields.is_empty() => out.push_str("{}"),
-            Json::Obj(fields) => {
-                out.push('{');
-                for (i, (key, value)) in fields.iter().enumerate() {
-                    out.push_str(if i == 0 { "\n" } else { ",\n" });
-                    pad(out, indent + 2);
-                    write_json_string(out, key);
-                    out.push_str(": ");
-                    value.write_to(out, indent + 2);
-                }
-                out.push('\n');
-                pad(out, indent);
-                out.push('}');
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for Json {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut out = String::new();
-        self.write_to(&mut out, 0);
-        f.write_str(&out)
-    }
-}
-
-fn write_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 pub fn latency_json(s: &LatencySummary) -> Json {
@@ -657,33 +579,36 @@ impl Report<'_> {
             (true, true) => "act",
             (true, false) => "run",
         };
-        fields.push(("mode", Json::Str(mode.into())));
+        fields.push(("mode", Json::String(mode.into())));
         fields.push((
             "config",
             obj(vec![
-                ("devices", Json::Arr(self.labels.iter().map(|l| Json::Str(l.clone())).collect())),
-                ("device_size_bytes", Json::Arr(self.device_sizes.iter().map(|s| Json::Int(*s)).collect())),
-                ("namespace", Json::Str(self.namespace.clone())),
-                ("write_block_size", Json::Int(self.write_block_size as u64)),
-                ("io_backend", Json::Str(self.backend.clone())),
-                ("records", Json::Int(self.records)),
+                ("devices", Json::Array(self.labels.iter().map(|l| Json::String(l.clone())).collect())),
+                (
+                    "device_size_bytes",
+                    Json::Array(self.device_sizes.iter().map(|s| Json::from(*s)).collect()),
+                ),
+                ("namespace", Json::String(self.namespace.clone())),
+                ("write_block_size", Json::from(self.write_block_size as u64)),
+                ("io_backend", Json::String(self.backend.clone())),
+                ("records", Json::from(self.records)),
                 (
                     "value_size",
                     obj(vec![
-                        ("min", Json::Int(plan.value_sizes.min as u64)),
-                        ("max", Json::Int(plan.value_sizes.max as u64)),
+                        ("min", Json::from(plan.value_sizes.min as u64)),
+                        ("max", Json::from(plan.value_sizes.max as u64)),
                     ]),
                 ),
-                ("workload", Json::Str(plan.workload.label.clone())),
-                ("mix", Json::Str(plan.workload.mix.to_string())),
-                ("keys", Json::Str(plan.keys.to_string())),
-                ("threads", Json::Int(plan.threads as u64)),
+                ("workload", Json::String(plan.workload.label.clone())),
+                ("mix", Json::String(plan.workload.mix.to_string())),
+                ("keys", Json::String(plan.keys.to_string())),
+                ("threads", Json::from(plan.threads as u64)),
                 ("duration_s", opt_num(plan.duration.map(|d| d.as_secs_f64()), 3)),
-                ("ops", plan.ops.map_or(Json::Null, Json::Int)),
+                ("ops", plan.ops.map_or(Json::Null, Json::from)),
                 ("rate", opt_num(plan.rate_ops_s, 3)),
-                ("batch", Json::Int(plan.batch as u64)),
-                ("durability", Json::Str(durability_name(plan).into())),
-                ("seed", Json::Int(plan.seed)),
+                ("batch", Json::from(plan.batch as u64)),
+                ("durability", Json::String(durability_name(plan).into())),
+                ("seed", Json::from(plan.seed)),
             ]),
         ));
         if let Some(raw) = self.raw {
@@ -696,9 +621,9 @@ impl Report<'_> {
                         "seq_write_block_p99_us",
                         opt_num(raw.seq_write.as_ref().map(|w| w.block_latency.p99_us), 1),
                     ),
-                    ("write_block_size", Json::Int(raw.write_block_size as u64)),
+                    ("write_block_size", Json::from(raw.write_block_size as u64)),
                     ("rand_read_iops", num(r.iops(), 1)),
-                    ("rand_read_threads", Json::Int(r.threads as u64)),
+                    ("rand_read_threads", Json::from(r.threads as u64)),
                     ("rand_read_p50_us", num(r.latency.p50_us, 1)),
                     ("rand_read_p99_us", num(r.latency.p99_us, 1)),
                     ("rand_read_p999_us", num(r.latency.p999_us, 1)),
@@ -712,14 +637,14 @@ impl Report<'_> {
             fields.push((
                 "load",
                 obj(vec![
-                    ("records", Json::Int(lat.count)),
+                    ("records", Json::from(lat.count)),
                     ("seconds", num(load.seconds(), 3)),
                     ("ops_per_sec", num(lat.count as f64 / load.seconds(), 1)),
                     ("mb_s", num(load.client_mb_s(), 1)),
                     ("device_mb_s", num(load.device_bytes_written() as f64 / 1e6 / load.seconds(), 1)),
                     ("write_amplification", opt_num(load.write_amplification(), 3)),
                     ("latency_us", latency_json(&lat)),
-                    ("errors", Json::Int(load.errors())),
+                    ("errors", Json::from(load.errors())),
                     ("settle_s", num(self.settle_seconds, 3)),
                 ]),
             ));
@@ -740,23 +665,23 @@ impl Report<'_> {
                 per_kind.push((
                     kind.name(),
                     obj(vec![
-                        ("count", Json::Int(s.count)),
+                        ("count", Json::from(s.count)),
                         ("ops_per_sec", num(s.count as f64 / run.seconds(), 1)),
-                        ("not_found", Json::Int(k.not_found)),
-                        ("errors", Json::Int(k.errors)),
+                        ("not_found", Json::from(k.not_found)),
+                        ("errors", Json::from(k.errors)),
                         ("latency_us", latency_json(&s)),
                         ("over_ms", over_ms_json(&s)),
                     ]),
                 ));
             }
             fields.push(("ops", obj(per_kind)));
-            fields.push(("errors", Json::Int(run.errors())));
-            fields.push(("first_error", run.first_error.clone().map_or(Json::Null, Json::Str)));
-            fields.push(("stopped_early", run.stopped_early.clone().map_or(Json::Null, Json::Str)));
+            fields.push(("errors", Json::from(run.errors())));
+            fields.push(("first_error", run.first_error.clone().map_or(Json::Null, Json::String)));
+            fields.push(("stopped_early", run.stopped_early.clone().map_or(Json::Null, Json::String)));
             fields.push(("run_write_amplification", opt_num(run.write_amplification(), 3)));
             fields.push((
                 "intervals",
-                Json::Arr(
+                Json::Array(
                     run.intervals
                         .iter()
                         .map(|i| {
@@ -775,25 +700,28 @@ impl Report<'_> {
             fields.push((
                 "engine",
                 obj(vec![
-                    ("client_bytes_written", Json::Int(stats.client_bytes_written)),
-                    ("device_bytes_written", Json::Int(stats.device_bytes_written)),
-                    ("reads_from_memory", Json::Int(stats.reads_from_memory)),
-                    ("reads_from_device", Json::Int(stats.reads_from_device)),
-                    ("index_entries", Json::Int(stats.index_entries)),
-                    ("index_bytes", Json::Int(stats.index_bytes)),
-                    ("wblocks_total", Json::Int(stats.devices.iter().map(|d| d.wblocks_total).sum())),
-                    ("wblocks_free", Json::Int(stats.devices.iter().map(|d| d.wblocks_free).sum())),
+                    ("client_bytes_written", Json::from(stats.client_bytes_written)),
+                    ("device_bytes_written", Json::from(stats.device_bytes_written)),
+                    ("reads_from_memory", Json::from(stats.reads_from_memory)),
+                    ("reads_from_device", Json::from(stats.reads_from_device)),
+                    ("index_entries", Json::from(stats.index_entries)),
+                    ("index_bytes", Json::from(stats.index_bytes)),
+                    ("wblocks_total", Json::from(stats.devices.iter().map(|d| d.wblocks_total).sum::<u64>())),
+                    ("wblocks_free", Json::from(stats.devices.iter().map(|d| d.wblocks_free).sum::<u64>())),
                 ]),
             ));
             fields.push((
                 "defrag",
                 obj(vec![
-                    ("lwm_pct", Json::Int(self.defrag_lwm_pct as u64)),
-                    ("blocks_defragged", Json::Int(stats.blocks_defragged)),
-                    ("blocks_read", Json::Int(stats.defrag_blocks_read)),
-                    ("bytes_written", Json::Int(stats.defrag_bytes_written)),
-                    ("blocks_freed", Json::Int(stats.blocks_freed)),
-                    ("blocks_queued", Json::Int(stats.devices.iter().map(|d| d.wblocks_defrag_queued).sum())),
+                    ("lwm_pct", Json::from(self.defrag_lwm_pct as u64)),
+                    ("blocks_defragged", Json::from(stats.blocks_defragged)),
+                    ("blocks_read", Json::from(stats.defrag_blocks_read)),
+                    ("bytes_written", Json::from(stats.defrag_bytes_written)),
+                    ("blocks_freed", Json::from(stats.blocks_freed)),
+                    (
+                        "blocks_queued",
+                        Json::from(stats.devices.iter().map(|d| d.wblocks_defrag_queued).sum::<u64>()),
+                    ),
                 ]),
             ));
         }
@@ -812,8 +740,8 @@ impl Report<'_> {
             fields.push((
                 "act",
                 obj(vec![
-                    ("multiplier", Json::Int(act.multiplier as u64)),
-                    ("devices", Json::Int(act.devices as u64)),
+                    ("multiplier", Json::from(act.multiplier as u64)),
+                    ("devices", Json::from(act.devices as u64)),
                     ("fill_fraction", num(act.fill_fraction, 3)),
                     ("target_reads_per_sec", num(act.target_reads_per_s, 1)),
                     ("target_writes_per_sec", num(act.target_writes_per_s, 1)),
@@ -822,11 +750,11 @@ impl Report<'_> {
                     ("reads_over_ms", over_ms_json(&act.reads)),
                     ("writes_over_ms", over_ms_json(&act.writes)),
                     ("pass", Json::Bool(act.pass)),
-                    ("failures", Json::Arr(act.failures.iter().map(|f| Json::Str(f.clone())).collect())),
+                    ("failures", Json::Array(act.failures.iter().map(|f| Json::String(f.clone())).collect())),
                 ]),
             ));
         }
-        fields.push(("notes", Json::Arr(self.notes.iter().map(|n| Json::Str(n.clone())).collect())));
+        fields.push(("notes", Json::Array(self.notes.iter().map(|n| Json::String(n.clone())).collect())));
         obj(fields)
     }
 }
@@ -843,9 +771,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_strings_are_escaped_and_non_finite_numbers_are_null() {
-        let doc = obj(vec![("s", Json::Str("a\"b\\c\n\u{1}".into())), ("x", Json::Num(f64::NAN))]);
-        assert_eq!(doc.to_string(), "{\n  \"s\": \"a\\\"b\\\\c\\n\\u0001\",\n  \"x\": null\n}");
+    fn json_numbers_are_rounded_non_finite_ones_null_and_fields_keep_their_order() {
+        assert_eq!(num(1.26, 1), Json::from(1.3));
+        assert_eq!(num(f64::NAN, 1), Json::Null);
+        assert_eq!(opt_num(None, 1), Json::Null);
+        let doc = obj(vec![("zeta", Json::from(1u64)), ("alpha", num(f64::INFINITY, 0))]);
+        assert_eq!(format!("{doc:#}"), "{\n  \"zeta\": 1,\n  \"alpha\": null\n}");
     }
 
     #[test]
