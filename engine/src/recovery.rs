@@ -3,7 +3,9 @@
 //!
 //! Per device, a reader thread streams whole blocks in order with `SCAN_IN_FLIGHT_BYTES`
 //! of reads in flight (`Device::read_stream`: a finished read's slot is refilled at once)
-//! while the device's parser thread verifies records and merges them into the index. Of several copies of one record the newest wins: higher
+//! while the device's parser threads (the cores shared among devices) verify records and
+//! merge them into the index. The merge does not depend on the order blocks are parsed
+//! in: of two copies the newer wins by a total order, decided under the partition lock. Of several copies of one record the newest wins: higher
 //! generation, then later last-update time, then higher block write sequence. Tombstones
 //! win like any copy; a newest copy that has expired is kept as a tombstone, so that an
 //! older copy on the device cannot come back at the next restart.
@@ -25,15 +27,17 @@ use crate::format::{
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
 use crate::read::read_span;
 use crate::stats::RecoveryStats;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 /// Bytes of whole-block reads kept in flight per device during a scan (fio reaches this
 /// kind of device's sequential rate at 1 MiB × 8).
 const SCAN_IN_FLIGHT_BYTES: usize = 8 << 20;
-/// Blocks past the reader: queued for the parser or being parsed.
+/// Blocks past the reader: queued for a parser or being parsed (per parser).
 const SCAN_BLOCKS_DOWNSTREAM: usize = 4;
+/// Parser threads of one device's scan, at most.
+const PARSERS_PER_DEVICE_MAX: usize = 8;
 
 #[derive(Default)]
 struct ScanCounts {
@@ -48,10 +52,13 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     let start = Instant::now();
     let counts = ScanCounts::default();
     let device_count = disks.len();
+    // Parsing is what limits a scan of small records: the cores are shared among devices.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parsers = (cores / device_count.max(1)).clamp(1, PARSERS_PER_DEVICE_MAX);
     std::thread::scope(|scope| {
         let handles: Vec<_> = disks
             .iter()
-            .map(|disk| scope.spawn(|| scan_disk(disk, device_count, index, now_s, &counts)))
+            .map(|disk| scope.spawn(|| scan_disk(disk, device_count, parsers, index, now_s, &counts)))
             .collect();
         handles
             .into_iter()
@@ -87,14 +94,24 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     Ok(stats)
 }
 
-fn scan_disk(disk: &Disk, device_count: usize, index: &Index, now_s: u32, counts: &ScanCounts) -> Result<()> {
+fn scan_disk(
+    disk: &Disk,
+    device_count: usize,
+    parsers: usize,
+    index: &Index,
+    now_s: u32,
+    counts: &ScanCounts,
+) -> Result<()> {
     let wbs = disk.geometry.wblock_size as usize;
     let total = disk.geometry.wblock_count as usize;
     let depth = (SCAN_IN_FLIGHT_BYTES / wbs).clamp(2, 128);
-    let pool = depth + SCAN_BLOCKS_DOWNSTREAM;
+    let pool = depth + SCAN_BLOCKS_DOWNSTREAM * parsers.max(1);
     let (full_tx, full_rx) = mpsc::channel::<(usize, AlignedBuf)>();
     let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
-    std::thread::scope(|scope| {
+    let block_seq: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
+    let block_valid: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || {
             let (mut next_block, mut allocated) = (0usize, 0usize);
             let mut next = || -> Result<Option<StreamRead>> {
@@ -121,45 +138,64 @@ fn scan_disk(disk: &Disk, device_count: usize, index: &Index, now_s: u32, counts
             };
             disk.device.read_stream(depth, &mut next, &mut done)
         });
-        // Owns the channel ends, so that when it stops (done or failed) the reader stops too.
-        let parse = move || -> Result<(Vec<u64>, Vec<bool>)> {
-            let mut block_seq = vec![0u64; total];
-            let mut block_valid = vec![false; total];
-            for (block, buf) in full_rx {
-                counts.bytes_scanned.fetch_add(buf.len() as u64, Relaxed);
-                if let Some(header) = WblockHeader::decode(&buf).filter(|h| {
-                    h.kind == WBLOCK_KIND_DATA && h.wblock_index as usize == block && disk.is_own(h)
-                }) {
-                    block_seq[block] = header.write_seq;
-                    block_valid[block] = true;
-                    scan_block(
-                        disk,
-                        device_count,
-                        index,
-                        now_s,
-                        counts,
-                        block as u32,
-                        header.write_seq,
-                        &buf,
-                        &block_seq,
-                    )?;
-                }
-                let _ = empty_tx.send(buf);
-            }
-            Ok((block_seq, block_valid))
-        };
-        let parsed = parse();
+        // Parsers share the stream of blocks; each owns clones of the channel ends, so that
+        // once every parser has stopped (done or failed) the reader stops too.
+        let full_rx = Arc::new(std::sync::Mutex::new(full_rx));
+        let parsers: Vec<_> = (0..parsers.max(1))
+            .map(|_| {
+                let (full_rx, empty_tx) = (full_rx.clone(), empty_tx.clone());
+                let (block_seq, block_valid, failed) = (&block_seq, &block_valid, &failed);
+                scope.spawn(move || -> Result<()> {
+                    while !failed.load(Relaxed) {
+                        let next = full_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((block, buf)) = next else { return Ok(()) };
+                        counts.bytes_scanned.fetch_add(buf.len() as u64, Relaxed);
+                        if let Some(header) = WblockHeader::decode(&buf).filter(|h| {
+                            h.kind == WBLOCK_KIND_DATA && h.wblock_index as usize == block && disk.is_own(h)
+                        }) {
+                            // Stored before any of the block's records enters the index: a
+                            // parser that finds one of them there (under its partition's
+                            // lock, which orders the two) reads the block's sequence after.
+                            block_seq[block].store(header.write_seq, Relaxed);
+                            block_valid[block].store(true, Relaxed);
+                            let scanned = scan_block(
+                                disk,
+                                device_count,
+                                index,
+                                now_s,
+                                counts,
+                                block as u32,
+                                header.write_seq,
+                                &buf,
+                                block_seq,
+                            );
+                            if let Err(err) = scanned {
+                                failed.store(true, Relaxed);
+                                return Err(err);
+                            }
+                        }
+                        let _ = empty_tx.send(buf);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        drop((full_rx, empty_tx));
+        let parsed: Vec<Result<()>> = parsers
+            .into_iter()
+            .map(|p| p.join().unwrap_or_else(|_| Err(Error::Config("scan parser thread panicked".into()))))
+            .collect();
         let read = reader.join().unwrap_or_else(|_| Err(Error::Config("scan reader thread panicked".into())));
-        let (block_seq, block_valid) = parsed?;
-        read?;
-        let mut state = disk.lock();
-        state.block_seq = block_seq;
-        state.next_seq = state.block_seq.iter().max().copied().unwrap_or(0) + 1;
-        for (block, valid) in block_valid.iter().enumerate() {
-            state.block_state[block] = if *valid { BlockState::InUse } else { BlockState::Free };
-        }
-        Ok(())
-    })
+        parsed.into_iter().collect::<Result<()>>()?;
+        read
+    })?;
+    let mut state = disk.lock();
+    state.block_seq = block_seq.into_iter().map(AtomicU64::into_inner).collect();
+    state.next_seq = state.block_seq.iter().max().copied().unwrap_or(0) + 1;
+    for (block, valid) in block_valid.into_iter().enumerate() {
+        state.block_state[block] = if valid.into_inner() { BlockState::InUse } else { BlockState::Free };
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -172,7 +208,7 @@ fn scan_block(
     block: u32,
     seq: u64,
     buf: &[u8],
-    block_seq: &[u64],
+    block_seq: &[AtomicU64],
 ) -> Result<()> {
     let base = disk.geometry.wblock_offset(block);
     for item in block_records(buf, seq) {
@@ -212,7 +248,8 @@ fn scan_block(
             }
             Some(current) => {
                 let current_lut = disk.last_update_ms_at(current.location)?;
-                let current_seq = disk.block_of(current.location).map_or(0, |b| block_seq[b as usize]);
+                let current_seq =
+                    disk.block_of(current.location).map_or(0, |b| block_seq[b as usize].load(Relaxed));
                 (meta.last_update_ms, seq) > (current_lut, current_seq)
             }
         };
