@@ -44,6 +44,9 @@ fn main() {
     println!("records:                 {entries}");
     println!("index allocated bytes:   {allocated} ({:.2} bytes/record)", allocated as f64 / entries as f64);
     println!("process RSS growth:      {rss} ({:.2} bytes/record)", rss as f64 / entries as f64);
+    spike::index::trim_heap();
+    let rss = rss_bytes() - rss_before;
+    println!("  after trim_heap:       {rss} ({:.2} bytes/record)", rss as f64 / entries as f64);
     println!("inserts:                 {:.0}/s on one core", records as f64 / insert_s);
 
     let lookups = records.min(10_000_000);

@@ -269,6 +269,9 @@ impl Engine {
             Ok(disks)
         };
         let (disks, index, recovery) = restore(&config, build_disks)?;
+        // A cold start grew every partition insert by insert, and either way the buffers
+        // of the scan or the snapshot are gone: give their pages back.
+        crate::index::trim_heap();
         log::info!(
             "namespace {:?}: {} start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",
             config.namespace,

@@ -24,6 +24,22 @@ pub const PARTITION_COUNT: usize = 4096;
 /// Unsorted inserts a partition buffers before merging them into its sorted run.
 pub const RECENT_MAX: usize = 32;
 
+/// Hands the pages of freed heap memory back to the kernel. A growing partition is
+/// reallocated and glibc keeps the old allocation's pages mapped, so an index grown insert
+/// by insert holds about 38 bytes of RSS per 29 allocated per entry (10 M entries) until
+/// this runs, 30 after. About 10 ms over a 300 MB heap the first time, 1 ms after; run after
+/// recovery and every `HEAP_TRIM_INTERVAL` by the janitor. A no-op off glibc.
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// How often the janitor hands freed heap pages back ([`trim_heap`]).
+pub const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Partition of a digest: its first 12 bits.
 pub fn partition_of(digest: &Digest) -> usize {
     (u16::from_le_bytes([digest[0], digest[1]]) as usize) & (PARTITION_COUNT - 1)

@@ -1,10 +1,10 @@
-//! The namespace's background thread: defrag rounds, the expiry and eviction passes, and
-//! tombstone-reclaim scans, each on its own schedule. It sleeps on a condition variable
+//! The namespace's background thread: defrag rounds, the expiry and eviction passes,
+//! tombstone-reclaim scans and giving freed heap pages back, each on its own schedule. It sleeps on a condition variable
 //! when there is nothing to do, so an idle engine uses no CPU.
 
 use crate::engine::{now_s, Shared};
 use crate::sync::{Condvar, Mutex};
-use crate::{defrag, expiry, tombstone};
+use crate::{defrag, expiry, index, tombstone};
 use std::time::{Duration, Instant};
 
 /// How long the janitor sleeps when a round found nothing to do.
@@ -39,7 +39,12 @@ pub fn run(shared: &Shared, control: &JanitorControl) {
     let tombstone_every = Duration::from_millis(shared.config.tombstone_scan_interval_ms.max(1));
     let mut last_expiry = Instant::now();
     let mut last_tombstone_scan = Instant::now();
+    let mut last_heap_trim = Instant::now();
     while !control.stopped() {
+        if last_heap_trim.elapsed() >= index::HEAP_TRIM_INTERVAL {
+            index::trim_heap();
+            last_heap_trim = Instant::now();
+        }
         if last_expiry.elapsed() >= expiry_every {
             let now = now_s();
             expiry::expire_pass(shared, now);
