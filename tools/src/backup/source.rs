@@ -27,12 +27,12 @@ use std::sync::{mpsc, Arc};
 const HEADER_BATCH: usize = 256;
 /// Bytes per read: consecutive write blocks are read together up to this; a larger block is
 /// read alone. 1 MiB is where this kind of device reaches its sequential rate.
-pub const READ_UNIT_BYTES: usize = 1 << 20;
+const READ_UNIT_BYTES: usize = 1 << 20;
 /// Bytes of reads kept in flight (fio's 1 MiB at queue depth 8).
 const IN_FLIGHT_BYTES: usize = 8 << 20;
-/// Units past the reader besides those the consumer holds: on their way to it, queued for
-/// the writer, being written.
-const UNITS_DOWNSTREAM: usize = 3;
+/// Units past the reader besides those the consumer holds: queued for the image writers and
+/// being written by them (two of each in `capture`).
+const UNITS_DOWNSTREAM: usize = 4;
 
 /// Opens a device or file for direct I/O under the exclusive lock.
 pub fn open_device(path: &Path) -> Result<Arc<dyn Device>> {
