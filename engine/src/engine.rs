@@ -75,9 +75,7 @@ impl Shared {
 
     /// Tombstone entries in the index (tombstones and expired records).
     pub fn tombstone_count(&self) -> u64 {
-        (0..PARTITION_COUNT)
-            .map(|p| self.index.partition(p).entries().filter(|e| e.tombstone).count() as u64)
-            .sum()
+        self.index.tombstone_count()
     }
 
     pub fn disk_of(&self, digest: &Digest) -> &Disk {

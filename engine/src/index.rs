@@ -190,6 +190,10 @@ pub struct Partition {
     /// after its tombstone is gone starts above it, so that it beats the tombstone's copy
     /// should that copy still be on a device at the next cold start.
     generation_floor: u32,
+    /// Live entries that are tombstones (or expired records kept as such), kept current by
+    /// `upsert` and `remove` so that deciding whether a reclaim scan is worth it does not
+    /// walk the index.
+    tombstones: u32,
 }
 
 impl Partition {
@@ -207,6 +211,10 @@ impl Partition {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    pub fn tombstones(&self) -> u32 {
+        self.tombstones
     }
 
     /// Bytes allocated for entries (capacity, not length).
@@ -261,7 +269,14 @@ impl Partition {
     /// Inserts or replaces the entry for `info.tag`; returns the entry it replaced.
     pub fn upsert(&mut self, info: EntryInfo) -> Option<EntryInfo> {
         let entry = IndexEntry::new(info);
-        if let Some(at) = self.find(info.tag) {
+        let old = self.upsert_entry(info.tag, entry);
+        self.tombstones += info.tombstone as u32;
+        self.tombstones -= old.is_some_and(|old| old.tombstone) as u32;
+        old
+    }
+
+    fn upsert_entry(&mut self, tag: DigestTag, entry: IndexEntry) -> Option<EntryInfo> {
+        if let Some(at) = self.find(tag) {
             let slot = self.slot(at);
             let old = (!slot.is_removed()).then(|| slot.info());
             if old.is_none() {
@@ -282,6 +297,12 @@ impl Partition {
 
     /// Removes the entry for `tag`; returns it.
     pub fn remove(&mut self, tag: DigestTag) -> Option<EntryInfo> {
+        let old = self.remove_entry(tag);
+        self.tombstones -= old.is_some_and(|old| old.tombstone) as u32;
+        old
+    }
+
+    fn remove_entry(&mut self, tag: DigestTag) -> Option<EntryInfo> {
         let (in_recent, i) = self.find(tag)?;
         if in_recent {
             return Some(self.recent.swap_remove(i).info());
@@ -368,6 +389,11 @@ impl Index {
         }
     }
 
+    /// Tombstone entries (tombstones and expired records kept as such) over all partitions.
+    pub fn tombstone_count(&self) -> u64 {
+        self.partitions.iter().map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).tombstones as u64).sum()
+    }
+
     /// (entries, allocated bytes) over all partitions.
     pub fn usage(&self) -> (u64, u64) {
         let mut entries = 0u64;
@@ -425,6 +451,7 @@ mod tests {
                     _ => prop_assert_eq!(partition.remove(e.tag), model.remove(&e.tag)),
                 }
                 prop_assert_eq!(partition.len(), model.len());
+                prop_assert_eq!(partition.tombstones() as usize, model.values().filter(|e| e.tombstone).count());
             }
             for (tag, e) in &model {
                 prop_assert_eq!(partition.get(*tag), Some(*e));

@@ -51,9 +51,12 @@ pub fn run(shared: &Shared, control: &JanitorControl) {
             expiry::evict_pass(shared, now);
             last_expiry = Instant::now();
         }
-        if last_tombstone_scan.elapsed() >= tombstone_every && tombstones_worth_reclaiming(shared) {
-            if let Err(err) = tombstone::reclaim_tombstones(shared) {
-                log::warn!("tombstone reclaim scan failed: {err}");
+        // Decided once per interval, scan or not.
+        if last_tombstone_scan.elapsed() >= tombstone_every {
+            if tombstones_worth_reclaiming(shared) {
+                if let Err(err) = tombstone::reclaim_tombstones(shared) {
+                    log::warn!("tombstone reclaim scan failed: {err}");
+                }
             }
             last_tombstone_scan = Instant::now();
         }
