@@ -71,6 +71,30 @@ fn record_round_trips_with_padding_to_16_bytes() {
 }
 
 #[test]
+fn the_one_run_checksum_of_encode_equals_the_streaming_one_of_decode() {
+    let meta = RecordMeta {
+        digest: [3; 16],
+        generation: 7,
+        void_time: 9,
+        last_update_ms: u64::MAX - 1,
+        tombstone: true,
+        wblock_seq_lo: 0xdead_beef,
+    };
+    for value_len in (0..300).chain([1000, 1023, 4096, 70_000]) {
+        let key: Vec<u8> = (0..value_len % 40).map(|i| i as u8).collect();
+        let value: Vec<u8> = (0..value_len).map(|i| (i * 31 % 251) as u8).collect();
+        let size = record_size(key.len(), value.len());
+        let mut buf = vec![0x55; size];
+        encode_record(&meta, &key, &value, &mut buf);
+        let view = decode_record(&buf).unwrap();
+        assert_eq!((view.meta, view.key, view.value), (meta, &key[..], &value[..]), "value {value_len}");
+        let mut header = buf[..48].to_vec();
+        header.extend_from_slice(&buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key.len() + value.len()]);
+        assert_eq!(le_u64(&buf, 48), xxhash_rust::xxh3::xxh3_64(&header));
+    }
+}
+
+#[test]
 fn record_decoder_rejects_flipped_bits_and_truncation() {
     let meta = RecordMeta {
         digest: [1; 16],
