@@ -35,6 +35,9 @@ pub struct Config {
     /// Store each record's key on the device (scans then return keys).
     pub store_keys: bool,
     pub io_backend: IoBackend,
+    /// Run the defragmenter. Off only to hold every record where it is (comparing two opens
+    /// of one device, a forensic open): no space is reclaimed meanwhile.
+    pub defrag_enabled: bool,
     /// A block whose live bytes fall under this percentage of its capacity is defragmented.
     pub defrag_lwm_pct: u32,
     /// Free blocks per device that only the defragmenter may take, so it can always progress.
@@ -70,6 +73,7 @@ impl Default for Config {
             overload_wait_ms: 2000,
             store_keys: false,
             io_backend: IoBackend::Auto,
+            defrag_enabled: true,
             defrag_lwm_pct: 50,
             defrag_reserve_blocks: 4,
             defrag_sleep_us: 1000,

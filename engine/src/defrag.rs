@@ -113,6 +113,9 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
 /// One round of defrag over every disk; returns whether any block was processed.
 pub fn defrag_round(shared: &Shared, stop: &dyn Fn() -> bool) -> bool {
     let mut worked = false;
+    if !shared.config.defrag_enabled {
+        return worked;
+    }
     for disk in &shared.disks {
         if disk.failed.load(Ordering::Relaxed) {
             continue;
