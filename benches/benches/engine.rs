@@ -5,13 +5,14 @@
 //! - `get_device`: a get that does one aligned `O_DIRECT` read of a real file under /tmp
 //!   (io_uring where the kernel allows it), with the post-write cache off.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spike::device::sim::SimDevice;
 use spike::device::{create_file, Device, IoBackend};
 use spike::{Config, Durability, Engine, WriteOptions};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 const VALUE_LEN: usize = 1024;
 const WBLOCK: u32 = 1024 * 1024;
@@ -111,12 +112,5 @@ fn engine(c: &mut Criterion) {
     group.finish();
 }
 
-fn criterion_config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
-criterion_group! { name = benches; config = criterion_config(); targets = engine }
+criterion_group! { name = benches; config = common::criterion_config(); targets = engine }
 criterion_main!(benches);

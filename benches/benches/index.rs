@@ -4,11 +4,12 @@
 //! The headline figure is `index/lookup_1m`: lookups per second on one core, partition lock
 //! included, which bounds the read path's CPU budget (DESIGN.md: about 15 us per read).
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use spike::format::Digest;
 use spike::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition};
 use std::hint::black_box;
-use std::time::Duration;
 
 /// Entries in one partition at 10 M records over 4096 partitions.
 const PARTITION_ENTRIES: u64 = 2500;
@@ -139,12 +140,5 @@ fn index(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
-criterion_group! { name = benches; config = config(); targets = partition, index }
+criterion_group! { name = benches; config = common::criterion_config(); targets = partition, index }
 criterion_main!(benches);

@@ -2,10 +2,11 @@
 //! typical and large values: both are one pass over the bytes plus one xxh3, so they
 //! should run near memory bandwidth for large values.
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use spike::format::{decode_record, encode_record, record_size, RecordMeta};
 use std::hint::black_box;
-use std::time::Duration;
 
 const VALUE_SIZES: [(&str, usize); 3] = [("100B", 100), ("1KiB", 1024), ("16KiB", 16 * 1024)];
 const KEY: &[u8] = b"user:0000000042";
@@ -41,12 +42,5 @@ fn record(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(20)
-}
-
-criterion_group! { name = benches; config = config(); targets = record }
+criterion_group! { name = benches; config = common::criterion_config(); targets = record }
 criterion_main!(benches);

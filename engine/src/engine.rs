@@ -73,11 +73,6 @@ impl Shared {
         Err(last_problem.unwrap_or(Error::NotFound))
     }
 
-    /// Tombstone entries in the index (tombstones and expired records).
-    pub fn tombstone_count(&self) -> u64 {
-        self.index.tombstone_count()
-    }
-
     pub fn disk_of(&self, digest: &Digest) -> &Disk {
         &self.disks[device_of(digest, self.disks.len())]
     }
@@ -539,7 +534,7 @@ impl Engine {
             defrag_blocks_read: c.defrag_blocks_read.load(Relaxed),
             defrag_bytes_written: c.defrag_bytes_written.load(Relaxed),
             blocks_defragged: c.blocks_defragged.load(Relaxed),
-            tombstones: self.shared.tombstone_count(),
+            tombstones: self.shared.index.tombstone_count(),
             tombstones_reclaimed: c.tombstones_reclaimed.load(Relaxed),
             expired: c.expired.load(Relaxed),
             evicted: c.evicted.load(Relaxed),

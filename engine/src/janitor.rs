@@ -70,7 +70,7 @@ pub fn run(shared: &Shared, control: &JanitorControl) {
 /// when a device is short of free blocks.
 fn tombstones_worth_reclaiming(shared: &Shared) -> bool {
     let (entries, _) = shared.index.usage();
-    let tombstones = shared.tombstone_count();
+    let tombstones = shared.index.tombstone_count();
     (tombstones >= 64 && tombstones * 100 >= entries)
         || (tombstones > 0 && shared.disks.iter().any(defrag::is_urgent))
 }

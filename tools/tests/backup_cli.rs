@@ -599,3 +599,23 @@ fn blocks_the_bitmap_missed_are_still_taken_by_their_write_sequence_and_reported
     ok(backup(&["restore", "--device", s(&target), s(&f.full), s(&f.incr), s(&incr2)]));
     assert_eq!(records(&target), records(&f.src));
 }
+
+#[test]
+fn a_compressed_image_keeps_the_last_unit_of_an_uneven_group() {
+    // `--compress` packs read units in groups of one per core; a device with a single block
+    // in use is one unit, which only the end of the stream can send on.
+    let dir = tempdir();
+    let src = device::create_file(&dir.path().join("src"), DEVICE_SIZE).expect("create");
+    let cfg = config(vec![src.clone()]);
+    Engine::format(&cfg, false).expect("format");
+    let engine = open_engine(cfg);
+    fill(&engine, 0..20, 0);
+    engine.close().expect("close");
+    let image = dir.path().join("c.img");
+    let out = ok(backup(&["full", "--compress", "--device", s(&src), "--out", s(&image)]));
+    assert!(!out.contains(" 0 stored"), "{out}");
+    ok(backup(&["verify", s(&image), "--device", s(&src)]));
+    let dst = device::create_file(&dir.path().join("dst"), DEVICE_SIZE).expect("create");
+    ok(backup(&["restore", "--device", s(&dst), s(&image)]));
+    assert_eq!(records(&src), records(&dst));
+}

@@ -270,7 +270,6 @@ fn stream_blocks(
             None => 1,
         };
         let mut group: Vec<Batch> = Vec::with_capacity(group_units);
-        let mut recycle_kept: Option<Recycle> = None;
         let (mut next_listed, mut bytes_stored) = (0usize, 0u64);
         let mut send_group = |group: &mut Vec<Batch>, recycle: &Recycle| -> Result<()> {
             let bufs: Vec<&[u8]> = group.iter().flat_map(|batch| batch.iter().map(|(_, buf)| buf)).collect();
@@ -296,20 +295,14 @@ fn stream_blocks(
             }
             Ok(())
         };
-        let mut read =
-            read_blocks(device.as_ref(), h, stored, group_units, throttle, &mut |batch, recycle| {
-                group.push(batch);
-                recycle_kept.get_or_insert_with(|| recycle.clone());
-                if group.len() < group_units {
-                    return Ok(());
-                }
-                send_group(&mut group, recycle)
-            });
-        if let (Ok(()), Some(recycle)) = (&read, &recycle_kept) {
-            if !group.is_empty() {
-                read = send_group(&mut group, recycle);
+        let read = read_blocks(device.as_ref(), h, stored, group_units, throttle, &mut |batch, recycle| {
+            let last = batch.last;
+            group.push(batch);
+            if group.len() < group_units && !last {
+                return Ok(());
             }
-        }
+            send_group(&mut group, recycle)
+        });
         drop(tx);
         // A writer's own error explains a "writer failed" read error: it comes first.
         for handle in writers {

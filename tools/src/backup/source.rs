@@ -126,6 +126,8 @@ pub struct Batch {
     pub blocks: Vec<u32>,
     pub buf: AlignedBuf,
     block_bytes: usize,
+    /// No unit follows this one.
+    pub last: bool,
 }
 
 impl Batch {
@@ -215,7 +217,8 @@ pub fn read_blocks(
     let mut done = |read: StreamRead| -> spike::Result<()> {
         let unit = units[delivered].clone();
         delivered += 1;
-        let batch = Batch { blocks: blocks[unit].to_vec(), buf: read.buf, block_bytes: wbs };
+        let last = delivered == units.len();
+        let batch = Batch { blocks: blocks[unit].to_vec(), buf: read.buf, block_bytes: wbs, last };
         visit(batch, &recycle).map_err(|err| {
             visit_error = Some(err);
             spike::Error::ShutDown
