@@ -20,12 +20,15 @@
 
 use crate::disk::{BlockState, Disk};
 use crate::engine::Shared;
-use crate::error::Result;
-use crate::format::{block_records, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA};
+use crate::error::{Error, Result};
+use crate::format::{
+    block_records, BlockItem, RecordView, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
+};
 use crate::index::{partition_of, DigestTag, EntryInfo, Location};
 use crate::stats::Counters;
 use crate::write::WriteKind;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Victims chosen per scan of the live-byte table.
 const VICTIMS_PER_PICK: usize = 16;
@@ -97,17 +100,37 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
             offset_bytes: base + offset as u64,
             size_bytes: view.size_bytes as u32,
         };
-        let tag = DigestTag::of(&view.meta.digest);
-        let mut partition = shared.index.partition(partition_of(&view.meta.digest));
-        let Some(entry) = partition.get(tag).filter(|e| e.location == old) else { continue };
-        let (new, _) = disk.append(&view.meta, view.key, view.value, WriteKind::Defrag)?;
-        partition.upsert(EntryInfo { location: new, ..entry });
-        disk.remove_live(old);
-        moved += old.size_bytes as u64;
+        if move_record(shared, disk, &view, old)? {
+            moved += old.size_bytes as u64;
+        }
     }
     Counters::add(&shared.counters.defrag_bytes_written, moved);
     Counters::add(&shared.counters.blocks_defragged, 1);
     Ok(moved)
+}
+
+/// Moves one record if the index still names its copy at `old`; returns whether it did.
+/// A full write queue is waited out with no partition lock held (readers of the
+/// partition must not wait on the device), up to `overload_wait_ms`.
+fn move_record(shared: &Shared, disk: &Disk, view: &RecordView<'_>, old: Location) -> Result<bool> {
+    let tag = DigestTag::of(&view.meta.digest);
+    let deadline = disk.overload_deadline();
+    loop {
+        let mut partition = shared.index.partition(partition_of(&view.meta.digest));
+        let Some(entry) = partition.get(tag).filter(|e| e.location == old) else { return Ok(false) };
+        match disk.append(&view.meta, view.key, view.value, WriteKind::Defrag) {
+            Ok((new, _)) => {
+                partition.upsert(EntryInfo { location: new, ..entry });
+                disk.remove_live(old);
+                return Ok(true);
+            }
+            Err(Error::DeviceOverloaded { .. }) if Instant::now() < deadline => {
+                drop(partition);
+                disk.wait_for_queue_room(deadline);
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// One round of defrag over every disk; returns whether any block was processed.

@@ -90,11 +90,23 @@ impl Shared {
     ) -> Result<u32> {
         let disk = self.disk_of(digest);
         let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let start = Instant::now();
         let mut deadline = None;
         loop {
-            match self.try_write(digest, stored_key, value, options, tombstone) {
-                Err(Error::OutOfSpace { .. }) if deadline.is_none_or(|d| Instant::now() < d) => {
-                    disk.wait_for_space(kind, *deadline.get_or_insert_with(|| disk.overload_deadline()));
+            // Both waits happen here, with no partition lock held, and the attempt is
+            // retried from the policy checks: the record may have changed meanwhile.
+            let result = self.try_write(digest, stored_key, value, options, tombstone);
+            let deadline = *deadline.get_or_insert_with(|| disk.overload_deadline());
+            match result {
+                Err(Error::OutOfSpace { .. }) if Instant::now() < deadline => {
+                    disk.wait_for_space(kind, deadline)
+                }
+                Err(Error::DeviceOverloaded { .. }) if Instant::now() < deadline => {
+                    disk.wait_for_queue_room(deadline)
+                }
+                Err(Error::DeviceOverloaded { device, queued, .. }) => {
+                    let waited_ms = start.elapsed().as_millis() as u64;
+                    return Err(Error::DeviceOverloaded { device, queued, waited_ms });
                 }
                 result => return result,
             }

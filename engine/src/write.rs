@@ -73,18 +73,15 @@ impl Disk {
             return Err(err);
         }
         if !fits {
-            state = self.wait_for_queue_room(state)?;
-            // The wait let go of the lock: another writer may have opened a fresh block
-            // meanwhile, which must not be sealed nearly empty.
-            let fits_now = state
-                .open
-                .as_ref()
-                .is_some_and(|o| o.fill as usize + size <= self.geometry.wblock_size as usize);
-            if !fits_now {
-                self.seal_open_block(&mut state);
-                self.space_allows(&state, kind, false)?;
-                self.open_new_block(&mut state)?;
+            // Never wait here: the caller holds a partition lock, and every reader of that
+            // partition would wait with it. It waits for room with no lock and retries.
+            if state.to_write.len() >= self.write_queue_blocks_max {
+                self.wake_flusher.notify_one();
+                return Err(self.overloaded(&state, 0));
             }
+            self.seal_open_block(&mut state);
+            self.space_allows(&state, kind, false)?;
+            self.open_new_block(&mut state)?;
         }
         let open = state.open.as_mut().ok_or(Error::ShutDown)?;
         let start = open.fill as usize;
@@ -145,26 +142,22 @@ impl Disk {
         Instant::now() + Duration::from_millis(self.overload_wait_ms)
     }
 
-    fn wait_for_queue_room<'a>(
-        &'a self,
-        mut state: MutexGuard<'a, DiskState>,
-    ) -> Result<MutexGuard<'a, DiskState>> {
-        let start = Instant::now();
-        let limit = Duration::from_millis(self.overload_wait_ms);
-        while state.to_write.len() >= self.write_queue_blocks_max {
-            self.check_writable(&state)?;
-            let waited = start.elapsed();
-            if waited >= limit {
-                return Err(Error::DeviceOverloaded {
-                    device: self.name().to_string(),
-                    queued: state.to_write.len(),
-                    waited_ms: waited.as_millis() as u64,
-                });
+    fn overloaded(&self, state: &DiskState, waited_ms: u64) -> Error {
+        Error::DeviceOverloaded { device: self.name().to_string(), queued: state.to_write.len(), waited_ms }
+    }
+
+    /// Waits until the write queue has room, the disk fails, or `deadline` passes. Called
+    /// with no partition lock held (see `append`).
+    pub fn wait_for_queue_room(&self, deadline: Instant) {
+        let mut state = self.lock();
+        while state.to_write.len() >= self.write_queue_blocks_max && self.check_writable(&state).is_ok() {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
             }
             self.wake_flusher.notify_one();
-            state = self.progress.wait_timeout(state, limit - waited).unwrap_or_else(|e| e.into_inner()).0;
+            state = self.progress.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
         }
-        Ok(state)
     }
 
     /// Opens a free block (the previous one is already sealed).

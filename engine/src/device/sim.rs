@@ -14,7 +14,7 @@
 use super::{assert_aligned, Device, SECTOR_SIZE};
 use crate::error::{Error, Result};
 use std::io;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 /// Small, fast, seedable generator (SplitMix64): enough for fault choices.
 #[derive(Clone, Debug)]
@@ -69,6 +69,10 @@ pub struct SimDevice {
     name: String,
     size_bytes: u64,
     state: Mutex<SimState>,
+    /// While true, writes wait (outside the state lock): a stalled device, for tests of
+    /// what the engine does while its write queue is full.
+    writes_held: Mutex<bool>,
+    writes_released: Condvar,
 }
 
 /// Counters of what the device saw, for tests that count I/O.
@@ -100,6 +104,21 @@ impl SimDevice {
                 syncs: 0,
                 crashed: false,
             }),
+            writes_held: Mutex::new(false),
+            writes_released: Condvar::new(),
+        }
+    }
+
+    /// Makes every write wait until `hold_writes(false)`: a device that stopped completing.
+    pub fn hold_writes(&self, hold: bool) {
+        *self.writes_held.lock().unwrap_or_else(|e| e.into_inner()) = hold;
+        self.writes_released.notify_all();
+    }
+
+    fn wait_while_writes_held(&self) {
+        let mut held = self.writes_held.lock().unwrap_or_else(|e| e.into_inner());
+        while *held {
+            held = self.writes_released.wait(held).unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -205,6 +224,7 @@ impl Device for SimDevice {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         assert_aligned(buf.as_ptr() as usize, buf.len(), offset);
         self.check_range(buf.len(), offset)?;
+        self.wait_while_writes_held();
         let mut state = self.state();
         if state.crashed {
             return Err(self.io_error(offset, "simulated power loss"));
