@@ -162,7 +162,7 @@ impl Disk {
     /// trusted: the generation drops to 0 (the next backup must be full) and a fresh
     /// bitmap is written before any block write.
     pub fn load_change_bitmap(&self) -> Result<()> {
-        let mut header = self.header.lock().unwrap_or_else(|e| e.into_inner());
+        let mut header = self.header();
         let bitmap = match ChangeBitmap::read(self.device.as_ref(), &header)? {
             Ok(bitmap) => bitmap,
             Err(problem) => {
@@ -179,14 +179,14 @@ impl Disk {
                 fresh
             }
         };
-        *self.change.lock().unwrap_or_else(|e| e.into_inner()) = bitmap;
+        *self.change_bitmap() = bitmap;
         Ok(())
     }
 
     /// Makes the bits of `blocks` durable before they are written; marks the next free
     /// blocks along with them.
     pub fn mark_changed(&self, blocks: &[u32]) -> Result<()> {
-        let mut change = self.change.lock().unwrap_or_else(|e| e.into_inner());
+        let mut change = self.change_bitmap();
         if blocks.iter().all(|&b| change.is_set(b)) {
             return Ok(());
         }

@@ -22,7 +22,7 @@ use crate::sync::{AtomicBool, AtomicU32, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -174,8 +174,58 @@ impl Disk {
         self.device.name()
     }
 
+    /// The disk state. A poisoned lock (a thread panicked half-way through an update)
+    /// latches the disk failed: the state may be inconsistent, so no more writes.
     pub fn lock(&self) -> MutexGuard<'_, DiskState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => {
+                let mut state = poisoned.into_inner();
+                self.latch_poisoned(&mut state, "disk state");
+                state
+            }
+        }
+    }
+
+    /// Waits on `condvar` (`progress` or `wake_flusher`) for at most `timeout`, latching
+    /// the disk failed if the lock comes back poisoned.
+    pub fn wait_on<'a>(
+        &'a self,
+        condvar: &Condvar,
+        state: MutexGuard<'a, DiskState>,
+        timeout: Duration,
+    ) -> MutexGuard<'a, DiskState> {
+        match condvar.wait_timeout(state, timeout) {
+            Ok((state, _)) => state,
+            Err(poisoned) => {
+                let mut state = poisoned.into_inner().0;
+                self.latch_poisoned(&mut state, "disk state");
+                state
+            }
+        }
+    }
+
+    /// The device header. Poisoning latches the disk failed, as for the disk state.
+    pub fn header(&self) -> MutexGuard<'_, DeviceHeader> {
+        self.header.lock().unwrap_or_else(|poisoned| {
+            self.latch_poisoned(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), "device header");
+            poisoned.into_inner()
+        })
+    }
+
+    /// The change bitmap. Poisoning latches the disk failed, as for the disk state.
+    pub fn change_bitmap(&self) -> MutexGuard<'_, ChangeBitmap> {
+        self.change.lock().unwrap_or_else(|poisoned| {
+            self.latch_poisoned(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), "change bitmap");
+            poisoned.into_inner()
+        })
+    }
+
+    fn latch_poisoned(&self, state: &mut DiskState, what: &str) {
+        if !self.failed.load(Ordering::Acquire) {
+            let reason = format!("a thread panicked while updating the {what}");
+            self.latch_failure(state, &Error::EngineFailed { reason });
+        }
     }
 
     pub fn check_writable(&self, state: &DiskState) -> Result<()> {
@@ -194,6 +244,7 @@ impl Disk {
         state.failure.get_or_insert_with(|| err.to_string());
         self.failed.store(true, Ordering::Release);
         self.progress.notify_all();
+        self.wake_flusher.notify_all();
     }
 
     /// Block holding a location (`None` for a location outside this disk's block area).
@@ -234,7 +285,7 @@ impl Disk {
     }
 
     pub fn device_count(&self) -> u32 {
-        self.header.lock().unwrap_or_else(|e| e.into_inner()).device_count
+        self.header().device_count
     }
 
     pub fn blocks_in_use(&self) -> u64 {

@@ -131,7 +131,11 @@ impl Shared {
         let tag = DigestTag::of(&digest);
         let now_ms = now_ms();
         let now_s = (now_ms / 1000) as u32;
+        let _poison_on_panic = self.index.poison_on_panic();
         let mut partition = self.index.partition(partition_of(&digest));
+        if self.index.is_poisoned() {
+            return Err(Error::EngineFailed { reason: "a thread panicked while updating the index".into() });
+        }
         let existing = partition.get(tag);
         let live = existing.filter(|e| is_live(e, now_s));
         match (options.policy, live) {
@@ -163,6 +167,7 @@ impl Shared {
         let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
         let (location, position) = disk.append(&meta, stored_key, value, kind)?;
         partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
+        crate::failpoint::hit("engine::write::after_index_update")?;
         if let Some(old) = existing {
             disk.remove_live(old.location);
         }
@@ -183,10 +188,28 @@ pub struct Engine {
     janitor_control: Arc<JanitorControl>,
 }
 
-fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+/// Starts a background thread. If its body panics, every disk is latched failed, so that
+/// writers and commit-to-device waiters get an error at once instead of waiting forever
+/// for a flusher or janitor that is gone.
+fn spawn(
+    shared: &Arc<Shared>,
+    name: &str,
+    body: impl FnOnce(&Shared) + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    let thread_name = name.to_string();
     std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(body)
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&shared)));
+            if outcome.is_err() {
+                let reason = format!("background thread {thread_name} panicked");
+                for disk in &shared.disks {
+                    let mut state = disk.lock();
+                    disk.latch_failure(&mut state, &Error::EngineFailed { reason: reason.clone() });
+                }
+            }
+        })
         .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
 }
 
@@ -289,7 +312,7 @@ impl Engine {
         );
         for disk in &disks {
             // The clean flag is cleared (and the snapshot made stale) before any write lands.
-            let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
+            let mut header = disk.header();
             header.flags &= !format::HEADER_FLAG_CLEAN;
             header.open_count += 1;
             namespace::write_header(disk.device.as_ref(), &mut header)?;
@@ -298,15 +321,14 @@ impl Engine {
             Arc::new(Shared { config, disks, index, secret, counters: Counters::default(), recovery });
         let mut flushers = Vec::new();
         for i in 0..shared.disks.len() {
-            let shared = shared.clone();
-            flushers.push(spawn(&format!("spike-flush-{i}"), move || {
+            flushers.push(spawn(&shared, &format!("spike-flush-{i}"), move |shared| {
                 crate::write::run_flusher(&shared.disks[i], &shared.counters)
             })?);
         }
         let janitor_control = Arc::new(JanitorControl::default());
         let janitor = {
-            let (shared, control) = (shared.clone(), janitor_control.clone());
-            Some(spawn("spike-janitor", move || janitor::run(&shared, &control))?)
+            let control = janitor_control.clone();
+            Some(spawn(&shared, "spike-janitor", move |shared| janitor::run(shared, &control))?)
         };
         Ok(Engine { shared, flushers, janitor, janitor_control })
     }
@@ -581,7 +603,7 @@ impl Engine {
                 first_error.get_or_insert(Error::DeviceFailed { device: disk.name().to_string() });
                 continue;
             }
-            let open_count = disk.header.lock().unwrap_or_else(|e| e.into_inner()).open_count;
+            let open_count = disk.header().open_count;
             let snapshot = if self.shared.config.fast_restart {
                 snapshot::write_snapshot(disk, &self.shared.index, open_count).unwrap_or_else(|err| {
                     log::warn!(
@@ -593,7 +615,11 @@ impl Engine {
             } else {
                 None
             };
-            let mut header = disk.header.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(err) = crate::failpoint::hit("engine::close::before_header_flip") {
+                first_error.get_or_insert(err);
+                continue;
+            }
+            let mut header = disk.header();
             header.flags |= format::HEADER_FLAG_CLEAN;
             header.snapshot = snapshot.unwrap_or_default();
             if let Err(err) = namespace::write_header(disk.device.as_ref(), &mut header) {

@@ -29,6 +29,10 @@ pub enum Error {
     Io { device: String, offset: u64, source: io::Error },
     #[error("device {device} failed an earlier write or sync and accepts no more writes")]
     DeviceFailed { device: String },
+    #[error("write to {device} is in doubt: it was accepted but is not known to be durable ({reason})")]
+    InDoubt { device: String, reason: String },
+    #[error("the engine stopped taking writes: {reason}")]
+    EngineFailed { reason: String },
     #[error("corrupt data on {device} at offset {offset}: {reason}")]
     Corrupt { device: String, offset: u64, reason: String },
     #[error("cannot open {path}: {reason}")]

@@ -359,20 +359,59 @@ impl Partition {
     }
 }
 
+pub struct PoisonOnPanic<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
 /// The whole index: 4096 partitions, each behind its own mutex.
 pub struct Index {
     partitions: Box<[Mutex<Partition>]>,
+    /// Set when a partition lock is found poisoned (a thread panicked half-way through
+    /// an update): the engine then refuses writes, since that partition may be inconsistent.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Index {
     fn default() -> Self {
-        Index { partitions: (0..PARTITION_COUNT).map(|_| Mutex::new(Partition::default())).collect() }
+        Index {
+            partitions: (0..PARTITION_COUNT).map(|_| Mutex::new(Partition::default())).collect(),
+            poisoned: Default::default(),
+        }
     }
 }
 
 impl Index {
     pub fn partition(&self, partition: usize) -> MutexGuard<'_, Partition> {
-        self.partitions[partition].lock().unwrap_or_else(|e| e.into_inner())
+        self.lock(&self.partitions[partition])
+    }
+
+    fn lock<'a>(&self, partition: &'a Mutex<Partition>) -> MutexGuard<'a, Partition> {
+        partition.lock().unwrap_or_else(|poisoned| {
+            if !self.poisoned.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                log::error!(
+                    "an index partition lock is poisoned (a thread panicked holding it); no more writes"
+                );
+            }
+            poisoned.into_inner()
+        })
+    }
+
+    /// A guard to hold across an update of a partition: if the thread panics before it
+    /// is dropped, the index is marked poisoned at once (rather than when some later
+    /// caller happens to lock the same partition).
+    pub fn poison_on_panic(&self) -> PoisonOnPanic<'_> {
+        PoisonOnPanic(&self.poisoned)
+    }
+
+    /// Whether a thread panicked while holding a partition lock.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sizes every partition for `total` entries spread evenly (plus 3% for the unevenness
@@ -383,7 +422,7 @@ impl Index {
         let per_partition = (total / PARTITION_COUNT as u64) as usize;
         let want = per_partition + per_partition / 32 + 8;
         for partition in self.partitions.iter() {
-            let mut p = partition.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = self.lock(partition);
             let more = want.saturating_sub(p.sorted.len());
             p.sorted.reserve_exact(more);
         }
@@ -391,7 +430,7 @@ impl Index {
 
     /// Tombstone entries (tombstones and expired records kept as such) over all partitions.
     pub fn tombstone_count(&self) -> u64 {
-        self.partitions.iter().map(|p| p.lock().unwrap_or_else(|e| e.into_inner()).tombstones as u64).sum()
+        self.partitions.iter().map(|p| self.lock(p).tombstones as u64).sum()
     }
 
     /// (entries, allocated bytes) over all partitions.
@@ -399,7 +438,7 @@ impl Index {
         let mut entries = 0u64;
         let mut bytes = std::mem::size_of_val(&*self.partitions) as u64;
         for partition in self.partitions.iter() {
-            let p = partition.lock().unwrap_or_else(|e| e.into_inner());
+            let p = self.lock(partition);
             entries += p.len() as u64;
             bytes += p.allocated_bytes() as u64;
         }

@@ -23,6 +23,10 @@ mod disk;
 mod engine;
 mod error;
 mod expiry;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
+#[cfg(not(feature = "failpoints"))]
+mod failpoint;
 pub mod format;
 pub mod index;
 mod janitor;

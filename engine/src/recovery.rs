@@ -267,7 +267,7 @@ pub fn device_of(digest: &crate::format::Digest, device_count: usize) -> usize {
 
 impl Disk {
     pub(crate) fn is_own(&self, header: &WblockHeader) -> bool {
-        header.device_uuid == self.header.lock().unwrap_or_else(|e| e.into_inner()).device_uuid
+        header.device_uuid == self.header().device_uuid
     }
 
     /// Last-update time of the record at `location` (for ties on generation, which only a

@@ -201,7 +201,7 @@ pub fn parse_payload(payload: &[u8], wblock_count: u64) -> std::result::Result<S
 /// Restores this disk's index entries, block table and free list from its snapshot.
 /// Any error means the caller must cold-start (with a fresh index).
 pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
-    let header = disk.header.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let header = disk.header().clone();
     let device = disk.device.as_ref();
     if !header.is_clean() || header.snapshot.len_bytes == 0 || header.snapshot.open_count != header.open_count
     {

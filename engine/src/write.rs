@@ -31,6 +31,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Bound on a commit-to-device writer's wait for durability: a healthy device makes a
+/// record durable within one block write and one sync, far less than this.
+pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// Who appends a record: decides which space limits apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WriteKind {
@@ -132,7 +136,7 @@ impl Disk {
             state.commit_waiters += 1;
             self.wake_flusher.notify_one();
             let pause = (deadline - now).min(Duration::from_millis(10));
-            state = self.progress.wait_timeout(state, pause).unwrap_or_else(|e| e.into_inner()).0;
+            state = self.wait_on(&self.progress, state, pause);
             state.commit_waiters -= 1;
         }
     }
@@ -156,7 +160,7 @@ impl Disk {
                 return;
             }
             self.wake_flusher.notify_one();
-            state = self.progress.wait_timeout(state, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            state = self.wait_on(&self.progress, state, deadline - now);
         }
     }
 
@@ -195,7 +199,7 @@ impl Disk {
     }
 
     pub fn wblock_header(&self, kind: u16, write_seq: u64, wblock: u32) -> WblockHeader {
-        let device_uuid = self.header.lock().unwrap_or_else(|e| e.into_inner()).device_uuid;
+        let device_uuid = self.header().device_uuid;
         WblockHeader { kind, write_seq, device_uuid, wblock_index: wblock }
     }
 
@@ -216,21 +220,30 @@ impl Disk {
         self.wake_flusher.notify_one();
     }
 
-    /// Blocks until `position` is durable (commit-to-device mode).
+    /// Blocks until `position` is durable (commit-to-device mode), at most
+    /// `COMMIT_WAIT_MAX`. The record is already appended, so a failure or timeout here
+    /// leaves the write in doubt (it may still reach the device), which `InDoubt` says.
     pub fn wait_durable(&self, position: Position) -> Result<()> {
+        let deadline = Instant::now() + COMMIT_WAIT_MAX;
         let mut state = self.lock();
         state.commit_waiters += 1;
         self.wake_flusher.notify_one();
         while state.durable < position && state.failure.is_none() {
-            state = self.progress.wait(state).unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self.wait_on(&self.progress, state, deadline - now);
         }
         state.commit_waiters -= 1;
-        match &state.failure {
-            Some(_) if state.durable < position => {
-                Err(Error::DeviceFailed { device: self.name().to_string() })
-            }
-            _ => Ok(()),
+        if state.durable >= position {
+            return Ok(());
         }
+        let reason = match &state.failure {
+            Some(failure) => failure.clone(),
+            None => format!("not durable after {} ms", COMMIT_WAIT_MAX.as_millis()),
+        };
+        Err(Error::InDoubt { device: self.name().to_string(), reason })
     }
 
     /// Stops the flusher after it has written and synced everything appended so far.
@@ -277,15 +290,12 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
                 break (Vec::new(), None);
             }
             let timeout = open_age.map_or(flush_max, |age| flush_max.saturating_sub(age));
-            state = disk
-                .wake_flusher
-                .wait_timeout(state, timeout.max(Duration::from_millis(1)))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = disk.wait_on(&disk.wake_flusher, state, timeout.max(Duration::from_millis(1)));
         };
         drop(state);
 
-        let written = write_blocks(disk, &blocks, partial.as_ref(), counters);
+        let written = crate::failpoint::hit("write::flusher::before_write")
+            .and_then(|()| write_blocks(disk, &blocks, partial.as_ref(), counters));
         let mut state = disk.lock();
         if let Err(err) = written {
             disk.latch_failure(&mut state, &err);
@@ -394,6 +404,7 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
         disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
         disk.device.write_at(&page, disk.geometry.wblock_offset(block))?;
     }
+    crate::failpoint::hit("write::free::before_sync")?;
     disk.device.sync()?;
     let mut state = disk.lock();
     for &block in &ready {

@@ -1,0 +1,131 @@
+//! Failures between two steps that a simulated device alone cannot reach: a background
+//! thread that panics, a put that panics while it holds a partition lock, a failed sync
+//! between writing freed blocks' headers and putting them on the free list, and a failure
+//! between writing the shutdown snapshot and flipping the header.
+//!
+//! Run with `cargo test -p spike-tests --features failpoints --test failpoints`. The
+//! failpoints are process-wide, so the tests take one lock and run one at a time.
+
+mod common;
+
+use common::*;
+use spike::failpoint::{arm, Action};
+use spike::{Config, Durability, Error, WriteOptions};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[test]
+fn a_flusher_that_panics_fails_commit_waiters_at_once() {
+    let _serial = serial();
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::CommitToDevice, 21);
+    let engine = open(&config, &sims);
+    engine.put(&key(1), b"before", &WriteOptions::default()).unwrap();
+    let _armed = arm("write::flusher::before_write", Action::Panic);
+    let start = Instant::now();
+    let result = engine.put(&key(2), b"during", &WriteOptions::default());
+    let waited = start.elapsed();
+    assert!(matches!(result, Err(Error::InDoubt { .. })), "{result:?}");
+    assert!(waited < Duration::from_secs(5), "the waiter waited {waited:?} for a dead flusher");
+    let after = engine.put(&key(3), b"after", &WriteOptions::default());
+    assert!(matches!(after, Err(Error::DeviceFailed { .. })), "{after:?}");
+    assert_eq!(engine.get(&key(1)).unwrap().value, b"before");
+}
+
+#[test]
+fn a_put_that_panics_holding_a_partition_lock_stops_all_writes() {
+    let _serial = serial();
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 22);
+    let engine = open(&config, &sims);
+    engine.put(&key(1), b"one", &WriteOptions::default()).unwrap();
+    {
+        let _armed = arm("engine::write::after_index_update", Action::Panic);
+        let panicked =
+            catch_unwind(AssertUnwindSafe(|| engine.put(&key(2), b"two", &WriteOptions::default())));
+        assert!(panicked.is_err());
+    }
+    // Only the panicking put's partition is poisoned, but its state is unknown: every
+    // write is refused from now on, in any partition.
+    for k in [2, 3, 4, 5] {
+        let result = engine.put(&key(k), b"later", &WriteOptions::default());
+        assert!(matches!(result, Err(Error::EngineFailed { .. })), "key {k}: {result:?}");
+    }
+    assert_eq!(engine.get(&key(1)).unwrap().value, b"one");
+}
+
+#[test]
+fn a_failed_sync_after_writing_free_headers_loses_nothing_and_revives_nothing() {
+    let _serial = serial();
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::CommitToDevice, 23);
+    let config = Config { defrag_sleep_us: 0, ..config };
+    let engine = open(&config, &sims);
+    // Fill a few blocks, then overwrite everything so the first blocks empty out.
+    for round in 0..2u64 {
+        for k in 0..60 {
+            engine.put(&key(k), &value(k, round, 6000), &WriteOptions::default()).unwrap();
+        }
+    }
+    for k in 0..20 {
+        engine.delete(&key(k)).unwrap();
+    }
+    let armed = arm("write::free::before_sync", Action::Fail);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The next free fails: the disk latches and writes are refused.
+    let mut refused = false;
+    for k in 60.. {
+        match engine.put(&key(k), &value(k, 0, 6000), &WriteOptions::default()) {
+            Ok(_) => {}
+            Err(Error::DeviceFailed { .. } | Error::InDoubt { .. }) => {
+                refused = true;
+                break;
+            }
+            Err(err) => panic!("{err}"),
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+    }
+    drop(armed);
+    assert!(refused, "no block was freed within 10 s");
+    drop(engine);
+    let crashed = crash_all(&sims, 23);
+    let engine = open(&config, &crashed);
+    for k in 0..20 {
+        assert!(matches!(engine.get(&key(k)), Err(Error::NotFound)), "deleted key {k} came back");
+    }
+    for k in 20..60 {
+        assert_eq!(engine.get(&key(k)).unwrap().value, value(k, 1, 6000), "key {k}");
+    }
+}
+
+#[test]
+fn a_failure_between_the_snapshot_and_the_header_flip_means_a_cold_start() {
+    let _serial = serial();
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 24);
+    let engine = open(&config, &sims);
+    for k in 0..200 {
+        engine.put(&key(k), &value(k, 0, 300), &WriteOptions::default()).unwrap();
+    }
+    engine.delete(&key(7)).unwrap();
+    {
+        let _armed = arm("engine::close::before_header_flip", Action::Fail);
+        assert!(engine.close().is_err());
+    }
+    let engine = open(&config, &sims);
+    assert_eq!(engine.stats().recovery.kind, "cold");
+    for k in 0..200 {
+        match engine.get(&key(k)) {
+            Ok(record) => assert_eq!(record.value, value(k, 0, 300)),
+            Err(Error::NotFound) => assert_eq!(k, 7),
+            Err(err) => panic!("key {k}: {err}"),
+        }
+    }
+    engine.close().unwrap();
+    assert_eq!(open(&config, &sims).stats().recovery.kind, "fast");
+}
