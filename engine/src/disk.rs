@@ -16,7 +16,7 @@ use crate::change_bitmap::ChangeBitmap;
 use crate::config::Config;
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
-use crate::format::DeviceHeader;
+use crate::format::{DeviceHeader, RECORD_ALIGN, RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE};
 use crate::index::Location;
 use crate::sync::{AtomicBool, AtomicU32, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
@@ -250,6 +250,19 @@ impl Disk {
     /// Block holding a location (`None` for a location outside this disk's block area).
     pub fn block_of(&self, location: Location) -> Option<u32> {
         self.geometry.locate(location.offset_bytes).map(|(block, _)| block)
+    }
+
+    /// Whether `location` could hold a record of this disk: inside one block's record
+    /// area, aligned, at least a record header long. Checked on every snapshot entry.
+    pub fn location_is_valid(&self, location: Location) -> bool {
+        let Some((_, in_block)) = self.geometry.locate(location.offset_bytes) else { return false };
+        let size = location.size_bytes as usize;
+        location.device == self.index
+            && in_block as usize >= WBLOCK_HEADER_SIZE
+            && in_block as usize % RECORD_ALIGN == 0
+            && size >= RECORD_HEADER_SIZE
+            && size % RECORD_ALIGN == 0
+            && in_block as usize + size <= self.geometry.wblock_size as usize
     }
 
     pub fn add_live(&self, location: Location) {

@@ -28,6 +28,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Lookups retried when a record moves between lookup and read.
 const READ_RETRIES_MAX: usize = 4;
+/// Keys whose reads one `get_many` keeps in flight together; larger batches are chunked.
+pub const GET_MANY_KEYS_MAX: usize = 1024;
 /// Records read per batch in a scan.
 const SCAN_BATCH: usize = 64;
 
@@ -437,9 +439,19 @@ impl Engine {
         Ok(entry.is_some_and(|e| is_live(&e, now_s())))
     }
 
-    /// Reads many keys, keeping their device reads in flight together. Results are in
-    /// the order of `keys`.
+    /// Reads many keys, keeping their device reads in flight together, at most
+    /// `GET_MANY_KEYS_MAX` at a time (a larger batch is read in chunks of that size, so
+    /// the read buffers in flight stay bounded). Results are in the order of `keys`.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(GET_MANY_KEYS_MAX) {
+            results.extend(self.get_many_chunk(chunk));
+        }
+        results
+    }
+
+    fn get_many_chunk(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
+        debug_assert!(keys.len() <= GET_MANY_KEYS_MAX);
         let now_s = now_s();
         let mut results: Vec<Option<Result<Record>>> = keys.iter().map(|_| None).collect();
         let mut per_disk: Vec<Vec<(usize, Digest, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
@@ -473,9 +485,7 @@ impl Engine {
     /// Calls `visit` with every live record of one partition (0..4096) until it returns
     /// false. Records written during the scan may or may not be seen.
     pub fn scan_partition(&self, partition: usize, visit: &mut dyn FnMut(Record) -> bool) -> Result<bool> {
-        if partition >= PARTITION_COUNT {
-            return Err(Error::Config(format!("partition {partition} out of range 0..{PARTITION_COUNT}")));
-        }
+        check_partition(partition)?;
         let now_s = now_s();
         let mut entries: Vec<EntryInfo> =
             self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).collect();
@@ -509,15 +519,11 @@ impl Engine {
         Ok(())
     }
 
-    /// Live records (not tombstones, not expired) of one partition: no I/O.
-    pub fn partition_record_count(&self, partition: usize) -> usize {
+    /// Live records (not tombstones, not expired) of one partition (0..4096): no I/O.
+    pub fn partition_record_count(&self, partition: usize) -> Result<usize> {
+        check_partition(partition)?;
         let now_s = now_s();
-        self.shared
-            .index
-            .partition(partition % PARTITION_COUNT)
-            .entries()
-            .filter(|e| is_live(e, now_s))
-            .count()
+        Ok(self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).count())
     }
 
     fn count<T>(&self, counter: &std::sync::atomic::AtomicU64, result: &Result<T>) {
@@ -657,6 +663,13 @@ impl Drop for Engine {
             let _ = self.shutdown();
         }
     }
+}
+
+fn check_partition(partition: usize) -> Result<()> {
+    if partition >= PARTITION_COUNT {
+        return Err(Error::InvalidPartition { partition, count: PARTITION_COUNT });
+    }
+    Ok(())
 }
 
 fn open_paths(config: &Config) -> Result<Vec<Arc<dyn Device>>> {

@@ -41,6 +41,8 @@ pub enum Error {
     DeviceInUse { path: PathBuf },
     #[error("{path} refused: {reason}")]
     Refused { path: PathBuf, reason: String },
+    #[error("partition {partition} out of range: partitions are 0..{count}")]
+    InvalidPartition { partition: usize, count: usize },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("engine is shut down")]

@@ -42,7 +42,7 @@ mod tombstone;
 mod write;
 
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
-pub use engine::Engine;
+pub use engine::{Engine, GET_MANY_KEYS_MAX};
 pub use error::{Error, Result};
 pub use read::Record;
 pub use recovery::device_of;

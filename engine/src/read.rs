@@ -73,14 +73,26 @@ impl Disk {
         Some(InMemory::Sealed(sealed.clone(), in_block))
     }
 
+    /// Verifies the record at `at` in `bytes`; a location that runs past the bytes (a
+    /// corrupt index entry) is reported as corrupt, never a slice panic.
+    fn verify_at(&self, bytes: &[u8], at: usize, entry: &EntryInfo) -> Verify {
+        match bytes.get(at..at + entry.location.size_bytes as usize) {
+            Some(record) => self.verify(record, entry),
+            None => Verify::Corrupt(Error::corrupt(
+                self.name(),
+                entry.location.offset_bytes,
+                format!("index location of {} bytes runs past its block", entry.location.size_bytes),
+            )),
+        }
+    }
+
     /// Reads and verifies the record `entry` points at.
     pub fn read_entry(&self, entry: &EntryInfo) -> Result<(Verify, bool)> {
         let location = entry.location;
-        let size = location.size_bytes as usize;
         if let Some(found) = self.find_in_memory(location) {
             let verified = match &found {
                 InMemory::Copied(bytes) => self.verify(bytes, entry),
-                InMemory::Sealed(block, at) => self.verify(&block.buf[*at..*at + size], entry),
+                InMemory::Sealed(block, at) => self.verify_at(&block.buf, *at, entry),
             };
             return Ok((verified, true));
         }
@@ -92,7 +104,7 @@ impl Disk {
             }
             self.device.read_at(&mut buf[..len], start)?;
             let at = (location.offset_bytes - start) as usize;
-            Ok((self.verify(&buf[at..at + size], entry), false))
+            Ok((self.verify_at(&buf[..len], at, entry), false))
         })
     }
 
@@ -104,8 +116,7 @@ impl Disk {
             match self.find_in_memory(entry.location) {
                 Some(InMemory::Copied(bytes)) => results.push(Some(Ok(self.verify(&bytes, entry)))),
                 Some(InMemory::Sealed(block, at)) => {
-                    let size = entry.location.size_bytes as usize;
-                    results.push(Some(Ok(self.verify(&block.buf[at..at + size], entry))));
+                    results.push(Some(Ok(self.verify_at(&block.buf, at, entry))));
                 }
                 None => {
                     results.push(None);
@@ -126,7 +137,7 @@ impl Disk {
                 Err(err) => Err(Error::io(self.name(), *start, std::io::Error::other(err.to_string()))),
                 Ok(()) => {
                     let at = (entry.location.offset_bytes - start) as usize;
-                    Ok(self.verify(&buf[at..at + entry.location.size_bytes as usize], entry))
+                    Ok(self.verify_at(buf, at, entry))
                 }
             });
         }

@@ -215,10 +215,12 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
         index.partition(partition).raise_generation_floor(*floor);
     }
     for item in contents.entries() {
-        let Some((partition, entry)) =
-            item.filter(|(_, e)| e.location.device == disk.index && disk.block_of(e.location).is_some())
-        else {
-            return Err(bad(device, header.snapshot.offset, "entry points outside this device"));
+        let Some((partition, entry)) = item.filter(|(_, e)| disk.location_is_valid(e.location)) else {
+            return Err(bad(
+                device,
+                header.snapshot.offset,
+                "entry points outside a record area of this device",
+            ));
         };
         index.partition(partition).upsert(entry);
         disk.add_live(entry.location);

@@ -142,8 +142,22 @@ fn batch_get_and_scans_return_exactly_the_live_records() {
     let mut expected_sorted = expected.clone();
     expected_sorted.sort();
     assert_eq!(seen, expected_sorted);
-    let counted: usize = (0..4096).map(|p| engine.partition_record_count(p)).sum();
+    let counted: usize = (0..4096).map(|p| engine.partition_record_count(p).unwrap()).sum();
     assert_eq!(counted, expected.len());
+    // Partitions past the last are an error, never another partition's answer.
+    assert!(matches!(engine.partition_record_count(5000), Err(Error::InvalidPartition { .. })));
+    assert!(matches!(engine.scan_partition(4096, &mut |_| true), Err(Error::InvalidPartition { .. })));
+    // A batch larger than one chunk keeps its order.
+    let many: Vec<Vec<u8>> = (0..spike::GET_MANY_KEYS_MAX as u64 * 2 + 7).map(|i| key(i % 2000)).collect();
+    let many_refs: Vec<&[u8]> = many.iter().map(|k| k.as_slice()).collect();
+    for (i, result) in engine.get_many(&many_refs).into_iter().enumerate() {
+        let k = i as u64 % 2000;
+        match result {
+            Ok(record) => assert_eq!(record.value, value(k, 0, 300)),
+            Err(Error::NotFound) => assert_eq!(k % 3, 0),
+            Err(err) => panic!("{err}"),
+        }
+    }
 }
 
 #[test]
