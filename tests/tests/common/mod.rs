@@ -56,3 +56,34 @@ pub fn value(i: u64, version: u64, len: usize) -> Vec<u8> {
     v.truncate(len.max(1));
     v
 }
+
+/// The seed of a randomised test: `SPIKE_SEED` if set, else a fresh one, so that every
+/// CI run explores new histories. It is printed now (cargo shows it for a failing test)
+/// and again by the returned guard if the test panics; replay with `SPIKE_SEED=<seed>`.
+pub fn test_seed(test: &str) -> (u64, SeedReport) {
+    let seed = match std::env::var("SPIKE_SEED") {
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| panic!("SPIKE_SEED={text:?} is not a u64")),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            spike::device::sim::SimRng::new(nanos ^ ((std::process::id() as u64) << 32)).next_u64() >> 16
+        }
+    };
+    println!("{test}: SPIKE_SEED={seed}");
+    (seed, SeedReport { test: test.to_string(), seed })
+}
+
+/// Prints the seed again when its test fails.
+pub struct SeedReport {
+    test: String,
+    seed: u64,
+}
+
+impl Drop for SeedReport {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{} failed; replay with SPIKE_SEED={}", self.test, self.seed);
+        }
+    }
+}
