@@ -89,7 +89,14 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
     Counters::add(&shared.counters.defrag_blocks_read, 1);
     match WblockHeader::decode(bytes) {
         Some(h) if h.kind == WBLOCK_KIND_DATA && h.write_seq == seq && h.wblock_index == block => {}
-        _ => return Ok(0),
+        _ => {
+            // Still in use (checked above) yet its header is not what was written:
+            // corrupted at rest. Returning to it would read it again and again.
+            if disk.quarantine(block) {
+                Counters::add(&shared.counters.blocks_quarantined, 1);
+            }
+            return Ok(0);
+        }
     }
     let base = disk.geometry.wblock_offset(block);
     let mut moved = 0u64;

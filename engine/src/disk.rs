@@ -65,6 +65,11 @@ pub enum BlockState {
     Free,
     Open,
     InUse,
+    /// In use, but its header no longer verifies on the device (corrupted at rest): the
+    /// defragmenter leaves it alone (re-reading it would loop forever), its records stay
+    /// reachable through the index (each is checksummed on read), and it is freed like
+    /// any block once its live bytes reach zero.
+    Quarantined,
 }
 
 /// The block being filled in RAM.
@@ -286,7 +291,7 @@ impl Disk {
     /// write appended so far is durable: the writes that emptied it must not be lost
     /// while its old copies are already gone.
     pub fn queue_free_if_empty(&self, state: &mut DiskState, block: u32) {
-        if state.block_state[block as usize] != BlockState::InUse
+        if !matches!(state.block_state[block as usize], BlockState::InUse | BlockState::Quarantined)
             || self.live_bytes[block as usize].load(Ordering::Acquire) != 0
             || state.pending_free.iter().any(|&(b, _)| b == block)
         {
@@ -302,7 +307,28 @@ impl Disk {
     }
 
     pub fn blocks_in_use(&self) -> u64 {
-        self.lock().block_state.iter().filter(|s| **s == BlockState::InUse).count() as u64
+        let state = self.lock();
+        state.block_state.iter().filter(|s| matches!(s, BlockState::InUse | BlockState::Quarantined)).count()
+            as u64
+    }
+
+    /// Takes `block` out of defrag after its header failed to verify; says so once per block.
+    pub fn quarantine(&self, block: u32) -> bool {
+        let mut state = self.lock();
+        if state.block_state[block as usize] != BlockState::InUse {
+            return false;
+        }
+        state.block_state[block as usize] = BlockState::Quarantined;
+        log::error!(
+            "{}: write block {block} at offset {} has a header that no longer verifies; quarantined              (its records stay readable through the index, each checked on read)",
+            self.name(),
+            self.geometry.wblock_offset(block)
+        );
+        true
+    }
+
+    pub fn quarantined_blocks(&self) -> u64 {
+        self.lock().block_state.iter().filter(|s| **s == BlockState::Quarantined).count() as u64
     }
 
     /// Total live bytes and free blocks, for stats.

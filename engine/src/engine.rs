@@ -556,6 +556,7 @@ impl Engine {
                     wblocks_reserved: disk.defrag_reserve_blocks as u64,
                     live_bytes,
                     write_queue_blocks: queued,
+                    wblocks_quarantined: disk.quarantined_blocks(),
                 }
             })
             .collect();
@@ -574,6 +575,7 @@ impl Engine {
             defrag_blocks_read: c.defrag_blocks_read.load(Relaxed),
             defrag_bytes_written: c.defrag_bytes_written.load(Relaxed),
             blocks_defragged: c.blocks_defragged.load(Relaxed),
+            blocks_quarantined: c.blocks_quarantined.load(Relaxed),
             tombstones: self.shared.index.tombstone_count(),
             tombstones_reclaimed: c.tombstones_reclaimed.load(Relaxed),
             expired: c.expired.load(Relaxed),

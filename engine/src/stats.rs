@@ -41,6 +41,7 @@ pub struct Counters {
     pub defrag_blocks_read: AtomicU64,
     pub defrag_bytes_written: AtomicU64,
     pub blocks_defragged: AtomicU64,
+    pub blocks_quarantined: AtomicU64,
     pub tombstones_reclaimed: AtomicU64,
     pub expired: AtomicU64,
     pub evicted: AtomicU64,
@@ -90,6 +91,8 @@ pub struct Stats {
     /// Record bytes the defragmenter moved (a part of `device_bytes_written`).
     pub defrag_bytes_written: u64,
     pub blocks_defragged: u64,
+    /// Blocks the defragmenter found with a corrupt header and set aside.
+    pub blocks_quarantined: u64,
     pub tombstones: u64,
     pub tombstones_reclaimed: u64,
     pub expired: u64,
@@ -125,4 +128,6 @@ pub struct DeviceStats {
     pub wblocks_reserved: u64,
     pub live_bytes: u64,
     pub write_queue_blocks: u64,
+    /// In-use blocks whose header failed to verify: left out of defrag (see `BlockState`).
+    pub wblocks_quarantined: u64,
 }

@@ -76,3 +76,48 @@ fn a_full_write_queue_ends_in_device_overloaded_after_the_bound() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     engine.close().unwrap();
 }
+
+#[test]
+fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 7);
+    let config = Config { defrag_sleep_us: 0, ..config };
+    let engine = open(&config, &sims);
+    for k in 0..60 {
+        engine.put(&key(k), &value(k, 0, 10_000), &WriteOptions::default()).unwrap();
+    }
+    engine.close().unwrap();
+    let engine = open(&config, &sims);
+    // The first block: the one holding the lowest record offset, its header just before it.
+    let entries = engine.index_entries();
+    let first = entries.iter().map(|(_, e)| e.location.offset_bytes).min().unwrap();
+    let block_start = first - spike::format::WBLOCK_HEADER_SIZE as u64;
+    let in_block: Vec<u64> = (0..60)
+        .filter(|&k| {
+            let digest = engine.digest(&key(k));
+            let tag = spike::index::DigestTag::of(&digest);
+            entries.iter().any(|(_, e)| e.tag == tag && e.location.offset_bytes < block_start + (128 << 10))
+        })
+        .collect();
+    assert!(in_block.len() > 4, "{in_block:?}");
+    sims[0].corrupt_bit(block_start + 9, 3);
+    // Overwrite all but one of its records: the block falls under the low-water mark.
+    let kept = in_block[0];
+    for &k in &in_block[1..] {
+        engine.put(&key(k), &value(k, 1, 10_000), &WriteOptions::default()).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().blocks_quarantined == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = engine.stats();
+    assert_eq!(stats.blocks_quarantined, 1);
+    assert_eq!(stats.devices[0].wblocks_quarantined, 1);
+    let reads_before = stats.defrag_blocks_read;
+    std::thread::sleep(Duration::from_millis(500));
+    let reads_after = engine.stats().defrag_blocks_read;
+    assert!(reads_after <= reads_before + 2, "defrag re-read blocks: {reads_before} -> {reads_after}");
+    assert_eq!(engine.get(&key(kept)).unwrap().value, value(kept, 0, 10_000));
+    for &k in &in_block[1..] {
+        assert_eq!(engine.get(&key(k)).unwrap().value, value(k, 1, 10_000));
+    }
+}
