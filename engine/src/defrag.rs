@@ -35,22 +35,30 @@ const VICTIMS_PER_PICK: usize = 16;
 
 /// When free space runs low, any block at most this full is a victim: the device can then
 /// fill to nearly its capacity, at a higher write amplification only when it is nearly full.
-const URGENT_LWM_PCT: u32 = 95;
+pub const URGENT_LWM_PCT: u32 = 95;
+
+/// A low-water mark in live bytes of a block of `wblock_size` bytes.
+pub fn lwm_bytes(wblock_size: u32, lwm_pct: u32) -> u32 {
+    ((wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32
+}
 
 /// In-use, written, non-empty blocks under the low-water mark (raised to
 /// `URGENT_LWM_PCT` when free space is low), emptiest first, as (live bytes, block).
+/// The disk lock is held only to copy the block states, not for the walk.
 pub fn candidates(disk: &Disk, lwm_pct: u32) -> Vec<(u32, u32)> {
     let lwm_pct = if is_urgent(disk) { lwm_pct.max(URGENT_LWM_PCT) } else { lwm_pct };
-    let lwm_bytes =
-        ((disk.geometry.wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32;
-    let state = disk.lock();
+    let lwm_bytes = lwm_bytes(disk.geometry.wblock_size, lwm_pct);
+    let (block_state, queued) = {
+        let state = disk.lock();
+        let queued: Vec<u32> = state.to_write.iter().map(|s| s.wblock).collect();
+        (state.block_state.clone(), queued)
+    };
     let mut candidates: Vec<(u32, u32)> = (0..disk.geometry.wblock_count)
-        .filter(|&b| state.block_state[b as usize] == BlockState::InUse)
+        .filter(|&b| block_state[b as usize] == BlockState::InUse)
         .map(|b| (disk.live_bytes[b as usize].load(Ordering::Relaxed), b))
         .filter(|&(live, _)| live > 0 && live < lwm_bytes)
-        .filter(|&(_, b)| !state.to_write.iter().any(|s| s.wblock == b))
+        .filter(|&(_, b)| !queued.contains(&b))
         .collect();
-    drop(state);
     candidates.sort_unstable();
     candidates
 }
@@ -150,7 +158,15 @@ pub fn defrag_round(shared: &Shared, stop: &dyn Fn() -> bool) -> bool {
         if disk.failed.load(Ordering::Relaxed) {
             continue;
         }
-        for block in pick_victims(disk, shared.config.defrag_lwm_pct) {
+        if !disk.defrag_hint.swap(false, Ordering::AcqRel) {
+            continue;
+        }
+        let victims = pick_victims(disk, shared.config.defrag_lwm_pct);
+        if !victims.is_empty() {
+            // More may remain (at most VICTIMS_PER_PICK per pick): look again next round.
+            disk.defrag_hint.store(true, Ordering::Release);
+        }
+        for block in victims {
             if stop() {
                 return worked;
             }

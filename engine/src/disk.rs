@@ -128,6 +128,13 @@ pub struct Disk {
     /// Wakes writers: durability advanced, room in the write queue, failure.
     pub progress: Condvar,
     pub failed: AtomicBool,
+    /// Set when something may have made a block a defrag candidate (live bytes crossed a
+    /// low-water mark, blocks were written, free space shrank); the defragmenter looks for
+    /// victims only then, so an idle engine does no work in proportion to its blocks.
+    pub defrag_hint: AtomicBool,
+    /// The low-water marks in live bytes: the configured one and the one used when free
+    /// space is low (see `defrag`).
+    pub defrag_lwm_bytes: [u32; 2],
     pub cache_blocks_max: usize,
     pub write_queue_blocks_max: usize,
     pub overload_wait_ms: u64,
@@ -166,6 +173,12 @@ impl Disk {
             wake_flusher: Condvar::new(),
             progress: Condvar::new(),
             failed: AtomicBool::new(false),
+            defrag_hint: AtomicBool::new(true),
+            defrag_lwm_bytes: [
+                config.defrag_lwm_pct,
+                crate::defrag::URGENT_LWM_PCT.max(config.defrag_lwm_pct),
+            ]
+            .map(|pct| crate::defrag::lwm_bytes(geometry.wblock_size, pct)),
             cache_blocks_max: config.post_write_cache_blocks,
             write_queue_blocks_max: config.write_queue_blocks_max,
             overload_wait_ms: config.overload_wait_ms,
@@ -281,6 +294,10 @@ impl Disk {
         let Some(block) = self.block_of(location) else { return };
         let before = self.live_bytes[block as usize].fetch_sub(location.size_bytes, Ordering::AcqRel);
         debug_assert!(before >= location.size_bytes, "live bytes of block {block} went negative");
+        let after = before - location.size_bytes;
+        if self.defrag_lwm_bytes.iter().any(|&lwm| before >= lwm && after < lwm) {
+            self.defrag_hint.store(true, Ordering::Release);
+        }
         if before == location.size_bytes {
             let mut state = self.lock();
             self.queue_free_if_empty(&mut state, block);

@@ -194,9 +194,23 @@ pub struct Partition {
     /// `upsert` and `remove` so that deciding whether a reclaim scan is worth it does not
     /// walk the index.
     tombstones: u32,
+    /// A lower bound on the void time of every live entry with a TTL (0: none has one),
+    /// lowered by `upsert` and made exact by the expiry pass, so that a pass skips the
+    /// partitions where nothing can be due without walking them.
+    next_expiry_s: u32,
 }
 
 impl Partition {
+    /// Whether an entry of this partition may be past its void time at `now_s`.
+    pub fn expiry_may_be_due(&self, now_s: u32) -> bool {
+        self.next_expiry_s != 0 && self.next_expiry_s <= now_s
+    }
+
+    /// Sets the bound after a walk found `void_time_min` the soonest void time (0: none).
+    pub fn set_next_expiry(&mut self, void_time_min: u32) {
+        self.next_expiry_s = void_time_min;
+    }
+
     pub fn len(&self) -> usize {
         self.sorted.len() - self.removed_in_sorted + self.recent.len()
     }
@@ -270,6 +284,10 @@ impl Partition {
     pub fn upsert(&mut self, info: EntryInfo) -> Option<EntryInfo> {
         let entry = IndexEntry::new(info);
         let old = self.upsert_entry(info.tag, entry);
+        if !info.tombstone && info.void_time != 0 {
+            self.next_expiry_s =
+                if self.next_expiry_s == 0 { info.void_time } else { self.next_expiry_s.min(info.void_time) };
+        }
         self.tombstones += info.tombstone as u32;
         self.tombstones -= old.is_some_and(|old| old.tombstone) as u32;
         old
@@ -464,6 +482,22 @@ mod tests {
             },
             void_time: tag as u32,
         }
+    }
+
+    #[test]
+    fn a_partition_knows_when_no_ttl_can_be_due() {
+        let mut p = Partition::default();
+        assert!(!p.expiry_may_be_due(u32::MAX), "an empty partition has nothing to expire");
+        p.upsert(EntryInfo { void_time: 0, tombstone: false, ..info(1, 1) });
+        assert!(!p.expiry_may_be_due(u32::MAX), "no entry has a TTL");
+        p.upsert(EntryInfo { void_time: 500, tombstone: false, ..info(2, 1) });
+        p.upsert(EntryInfo { void_time: 300, tombstone: false, ..info(3, 1) });
+        assert!(!p.expiry_may_be_due(299));
+        assert!(p.expiry_may_be_due(300));
+        // Tombstones never expire again.
+        let mut q = Partition::default();
+        q.upsert(EntryInfo { void_time: 10, tombstone: true, ..info(4, 7) });
+        assert!(!q.expiry_may_be_due(u32::MAX));
     }
 
     #[test]

@@ -30,8 +30,10 @@ const CHAIN_HEADER_SIZE: usize = 16;
 const ENTRY_SIZE: usize = 32;
 const CHAIN_END: u32 = u32::MAX;
 
+/// Called at close, once the flusher and janitor have stopped. Partition locks are taken
+/// (one at a time) before the disk lock, never while holding it: the lock order
+/// (ARCHITECTURE.md) is partition, then disk.
 fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
-    let state = disk.lock();
     let mut entries = Vec::new();
     let mut floors = Vec::with_capacity(PARTITION_COUNT * 4);
     for partition in 0..PARTITION_COUNT {
@@ -43,6 +45,7 @@ fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
             entries.extend_from_slice(&IndexEntry::new(entry).to_bytes());
         }
     }
+    let state = disk.lock();
     let mut payload = Vec::with_capacity(32 + state.block_seq.len() * 8 + floors.len() + entries.len());
     payload.extend_from_slice(&SNAPSHOT_MAGIC);
     payload.extend_from_slice(&((entries.len() / ENTRY_SIZE) as u64).to_le_bytes());

@@ -183,6 +183,8 @@ impl Disk {
             state.buffer_pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(self.geometry.wblock_size as usize));
         let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
         header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
+        // One free block fewer may make free space low, which raises the low-water mark.
+        self.defrag_hint.store(true, Ordering::Release);
         state.block_state[wblock as usize] = BlockState::Open;
         self.in_memory[wblock as usize].store(true, Ordering::Release);
         state.block_seq[wblock as usize] = seq;
@@ -319,6 +321,10 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
             durable = durable.max(Position { seq: state.next_seq, fill: 0 });
         }
         state.durable = durable;
+        if !blocks.is_empty() {
+            // Written blocks may be defrag candidates now (queued ones are not).
+            disk.defrag_hint.store(true, Ordering::Release);
+        }
         trim_cache(disk, &mut state);
         disk.progress.notify_all();
         if let Err(err) = free_ready_blocks(disk, state, counters) {
