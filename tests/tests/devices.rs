@@ -169,6 +169,37 @@ fn a_read_stream_stops_at_the_first_error_and_returns_it() {
     }
 }
 
+/// A lock left behind by a process that is gone (here: `flock` exits while the `sleep` it
+/// started keeps the locked descriptor for a second, as a dead process's io_uring does
+/// for a moment after `kill -9`) is waited for, not refused; a live holder is refused at
+/// once.
+#[test]
+fn a_lock_left_by_a_dead_process_is_waited_for_a_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(dir.path(), "dev", 8 << 20);
+    Engine::format(&config, false).unwrap();
+    let path = &config.devices[0];
+    let status = std::process::Command::new("flock")
+        .arg(path)
+        .args(["sh", "-c", "sleep 1 >/dev/null 2>&1 &"])
+        .status();
+    let Ok(status) = status else {
+        println!("skipped: the flock command is not installed");
+        return;
+    };
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    let engine = Engine::open(config.clone()).expect("open after the holder died");
+    let waited = start.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(300), "the lock was free at once ({waited:?})");
+    assert!(waited < std::time::Duration::from_millis(spike::device::DEVICE_LOCK_WAIT_MS_MAX + 1000));
+    // A live holder (this process) is refused without the wait.
+    let start = std::time::Instant::now();
+    assert!(matches!(Engine::open(config.clone()), Err(Error::DeviceInUse { .. })));
+    assert!(start.elapsed() < std::time::Duration::from_millis(500), "{:?}", start.elapsed());
+    engine.close().unwrap();
+}
+
 #[test]
 fn a_device_in_use_is_refused_to_a_second_engine() {
     let dir = tempfile::tempdir().unwrap();

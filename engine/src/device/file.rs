@@ -24,8 +24,40 @@ pub struct FileDevice {
     logical_block_size: u32,
 }
 
+/// How long an open waits for a device lock that no live process holds: after `kill -9`
+/// of a process with io_uring requests in flight, the kernel drops the dead ring's file
+/// references (and with them the lock) asynchronously, up to about half a second later.
+pub const DEVICE_LOCK_WAIT_MS_MAX: u64 = 3000;
+
 impl FileDevice {
+    /// Opens and locks `path`. A lock held by a live process is refused at once
+    /// (`DeviceInUse`); one left by a process that is gone, or a block device's `EBUSY`
+    /// (whose holder cannot be named), is waited for up to `DEVICE_LOCK_WAIT_MS_MAX`.
     pub fn open(path: &Path) -> Result<Self> {
+        let start = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match Self::open_once(path) {
+                Err(Error::DeviceInUse { .. })
+                    if start.elapsed().as_millis() < DEVICE_LOCK_WAIT_MS_MAX as u128
+                        && !held_by_live_process(path) =>
+                {
+                    if !said {
+                        log::warn!(
+                            "{}: locked, but by no live process (one that just died?); waiting up to {} ms",
+                            path.display(),
+                            DEVICE_LOCK_WAIT_MS_MAX
+                        );
+                        said = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self> {
         let open_err = |reason: String| Error::Open { path: path.to_path_buf(), reason };
         let c_path = CString::new(path.as_os_str().as_bytes())
             .map_err(|_| open_err("path contains a NUL byte".into()))?;
@@ -114,6 +146,24 @@ impl FileDevice {
         }
         Ok(())
     }
+}
+
+/// Whether a live process holds a `flock` on `path`'s inode, from `/proc/locks`. For a
+/// block device refused with `EBUSY` (a mount or another exclusive open, no flock entry)
+/// this is false, so that case is waited for too.
+fn held_by_live_process(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(inode) = std::fs::metadata(path).map(|m| m.ino()) else { return false };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else { return true };
+    let suffix = format!(":{inode}");
+    locks.lines().any(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 6
+            && fields[1] == "FLOCK"
+            && fields[5].ends_with(&suffix)
+            && Path::new(&format!("/proc/{}", fields[4])).exists()
+    })
 }
 
 impl Drop for FileDevice {

@@ -19,7 +19,7 @@ pub mod sim;
 mod uring;
 
 pub use aligned::AlignedBuf;
-pub use file::{create_file, FileDevice};
+pub use file::{create_file, FileDevice, DEVICE_LOCK_WAIT_MS_MAX};
 pub use uring::UringDevice;
 
 use crate::error::Result;
