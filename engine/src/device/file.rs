@@ -185,8 +185,12 @@ impl Device for FileDevice {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         assert_aligned(buf.as_ptr() as usize, buf.len(), offset);
         self.check_range(buf.len(), offset)?;
-        let mut done = 0usize;
+        let (mut done, mut stalled) = (0usize, 0u32);
         while done < buf.len() {
+            if stalled >= STALLED_ATTEMPTS_MAX {
+                return Err(self.io_error(offset + done as u64, stalled_error()));
+            }
+            let before = done;
             let rest = &mut buf[done..];
             // SAFETY: rest is a valid writable region of rest.len() bytes.
             let n = unsafe {
@@ -205,6 +209,7 @@ impl Device for FileDevice {
                     }
                 }
             }
+            stalled = if done == before { stalled + 1 } else { 0 };
         }
         Ok(())
     }
@@ -212,8 +217,12 @@ impl Device for FileDevice {
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         assert_aligned(buf.as_ptr() as usize, buf.len(), offset);
         self.check_range(buf.len(), offset)?;
-        let mut done = 0usize;
+        let (mut done, mut stalled) = (0usize, 0u32);
         while done < buf.len() {
+            if stalled >= STALLED_ATTEMPTS_MAX {
+                return Err(self.io_error(offset + done as u64, stalled_error()));
+            }
+            let before = done;
             let rest = &buf[done..];
             // SAFETY: rest is a valid readable region of rest.len() bytes.
             let n = unsafe {
@@ -227,6 +236,7 @@ impl Device for FileDevice {
                     return Err(self.io_error(offset + done as u64, err));
                 }
             }
+            stalled = if done == before { stalled + 1 } else { 0 };
         }
         Ok(())
     }
@@ -246,6 +256,17 @@ impl Device for FileDevice {
 
 /// After a short transfer, continue from the last aligned offset: direct I/O must stay
 /// aligned, and redoing a partial unit is harmless.
+/// Attempts of one transfer in a row that move it by no whole 4 KiB unit (`EINTR`,
+/// `EAGAIN`, a short transfer under one unit) before it fails: a device that keeps doing
+/// that ends in an error, not a spin.
+pub const STALLED_ATTEMPTS_MAX: u32 = 64;
+
+pub(crate) fn stalled_error() -> io::Error {
+    io::Error::other(format!(
+        "no progress in {STALLED_ATTEMPTS_MAX} attempts (EINTR, EAGAIN or short transfers)"
+    ))
+}
+
 pub(crate) fn advance_aligned(done: usize, transferred: usize) -> usize {
     let next = (done + transferred) / IO_ALIGN * IO_ALIGN;
     if next == done {

@@ -14,13 +14,16 @@
 //! A thread whose ring cannot be set up (locked-memory limit) falls back to `pread`/`pwrite`
 //! for that call.
 
-use super::file::{advance_aligned, FileDevice};
+use super::file::{advance_aligned, stalled_error, FileDevice, STALLED_ATTEMPTS_MAX};
 use super::{assert_aligned, read_stream_one_by_one, Device, ReadRequest, StreamRead};
 use crate::error::{Error, Result};
 use io_uring::{opcode, squeue, types, IoUring};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+
+/// Pause between two attempts to wait out in-flight SQEs on a ring that returned an error.
+const DRAIN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// SQ entries per ring, and the bound on I/Os in flight per call.
 pub const QUEUE_DEPTH: u32 = 128;
@@ -79,7 +82,14 @@ impl UringDevice {
     fn run(&self, transfers: &mut [Transfer]) -> Result<()> {
         let mut chunk = [0usize; QUEUE_DEPTH as usize];
         let mut results = [0i32; QUEUE_DEPTH as usize];
+        // Rounds in a row in which no transfer moved by a whole unit.
+        let mut stalled = 0u32;
         loop {
+            if stalled >= STALLED_ATTEMPTS_MAX {
+                let t = transfers.iter().find(|t| t.done_bytes < t.len).unwrap_or(&transfers[0]);
+                return Err(self.file.io_error(t.offset + t.done_bytes as u64, stalled_error()));
+            }
+            let progress_before: usize = transfers.iter().map(|t| t.done_bytes).sum();
             let mut len = 0;
             for (i, t) in transfers.iter().enumerate() {
                 if t.done_bytes < t.len && len < chunk.len() {
@@ -109,6 +119,8 @@ impl UringDevice {
                     e => return Err(self.file.io_error(at, io::Error::from_raw_os_error(-e))),
                 }
             }
+            let progress_after: usize = transfers.iter().map(|t| t.done_bytes).sum();
+            stalled = if progress_after == progress_before { stalled + 1 } else { 0 };
         }
     }
 
@@ -178,10 +190,13 @@ impl UringDevice {
         }
     }
 
+    /// Waits out SQEs in flight after a hard error: their buffers cannot be given back
+    /// before the kernel is done with them, so this cannot give up; it backs off instead
+    /// of spinning while the ring keeps refusing.
     fn drain(ring: &mut IoUring, outstanding: &mut usize, results: &mut [i32]) {
         while *outstanding > 0 {
             if ring.submitter().submit_and_wait(1).is_err() {
-                std::thread::yield_now();
+                std::thread::sleep(DRAIN_BACKOFF);
             }
             Self::reap(ring, outstanding, results);
         }
@@ -337,7 +352,8 @@ impl UringDevice {
                     // Reads may be in flight: keep waiting for them before the buffers go.
                     let offset = window.front().map_or(0, |slot| slot.read.offset);
                     failure.get_or_insert(self.file.io_error(offset, err));
-                    std::thread::yield_now();
+                    // Not a spin: see `drain`.
+                    std::thread::sleep(DRAIN_BACKOFF);
                 }
             }
             reaped.clear();
