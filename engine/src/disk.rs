@@ -128,6 +128,8 @@ pub struct Disk {
     /// Wakes writers: durability advanced, room in the write queue, failure.
     pub progress: Condvar,
     pub failed: AtomicBool,
+    /// Blocks in state `Quarantined`, kept so that stats need not walk the block table.
+    pub quarantined: AtomicU32,
     /// Set when something may have made a block a defrag candidate (live bytes crossed a
     /// low-water mark, blocks were written, free space shrank); the defragmenter looks for
     /// victims only then, so an idle engine does no work in proportion to its blocks.
@@ -173,6 +175,7 @@ impl Disk {
             wake_flusher: Condvar::new(),
             progress: Condvar::new(),
             failed: AtomicBool::new(false),
+            quarantined: AtomicU32::new(0),
             defrag_hint: AtomicBool::new(true),
             defrag_lwm_bytes: [
                 config.defrag_lwm_pct,
@@ -223,18 +226,20 @@ impl Disk {
         }
     }
 
-    /// The device header. Poisoning latches the disk failed, as for the disk state.
+    /// The device header. Poisoning latches the disk failed, as for the disk state, but
+    /// through the `failed` flag alone: the header lock is taken under the state lock
+    /// (lock order), so taking the state lock here could deadlock.
     pub fn header(&self) -> MutexGuard<'_, DeviceHeader> {
         self.header.lock().unwrap_or_else(|poisoned| {
-            self.latch_poisoned(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), "device header");
+            self.latch_failed_flag("device header");
             poisoned.into_inner()
         })
     }
 
-    /// The change bitmap. Poisoning latches the disk failed, as for the disk state.
+    /// The change bitmap. Poisoning latches the disk failed, as for the header.
     pub fn change_bitmap(&self) -> MutexGuard<'_, ChangeBitmap> {
         self.change.lock().unwrap_or_else(|poisoned| {
-            self.latch_poisoned(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), "change bitmap");
+            self.latch_failed_flag("change bitmap");
             poisoned.into_inner()
         })
     }
@@ -244,6 +249,19 @@ impl Disk {
             let reason = format!("a thread panicked while updating the {what}");
             self.latch_failure(state, &Error::EngineFailed { reason });
         }
+    }
+
+    /// Latches the disk failed without its state lock: writers see `failed`, and the
+    /// flusher and commit waiters check it as well as `DiskState::failure`.
+    fn latch_failed_flag(&self, what: &str) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            log::error!(
+                "device {} failed, no more writes: a thread panicked while updating the {what}",
+                self.name()
+            );
+        }
+        self.progress.notify_all();
+        self.wake_flusher.notify_all();
     }
 
     pub fn check_writable(&self, state: &DiskState) -> Result<()> {
@@ -336,16 +354,14 @@ impl Disk {
             return false;
         }
         state.block_state[block as usize] = BlockState::Quarantined;
+        self.quarantined.fetch_add(1, Ordering::Relaxed);
         log::error!(
-            "{}: write block {block} at offset {} has a header that no longer verifies; quarantined              (its records stay readable through the index, each checked on read)",
+            "{}: write block {block} at offset {} has a header that no longer verifies; quarantined \
+             (its records stay readable through the index, each checked on read)",
             self.name(),
             self.geometry.wblock_offset(block)
         );
         true
-    }
-
-    pub fn quarantined_blocks(&self) -> u64 {
-        self.lock().block_state.iter().filter(|s| **s == BlockState::Quarantined).count() as u64
     }
 
     /// Total live bytes and free blocks, for stats.
@@ -353,5 +369,51 @@ impl Disk {
         let live: u64 = self.live_bytes.iter().map(|b| b.load(Ordering::Relaxed) as u64).sum();
         let state = self.lock();
         (live, state.free.len() as u64, state.pending_free.len() as u64, state.to_write.len() as u64)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::device::sim::SimDevice;
+
+    fn test_disk() -> Disk {
+        let header = crate::format::test_header();
+        let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
+        let device: Arc<dyn Device> = Arc::new(SimDevice::new("sim", size, 1));
+        Disk::new(0, device, header, &Config::default())
+    }
+
+    #[test]
+    fn a_poisoned_header_lock_latches_the_disk_even_under_the_state_lock() {
+        let disk = test_disk();
+        std::thread::scope(|scope| {
+            let poisoner = scope.spawn(|| {
+                let _header = disk.header.lock();
+                panic!("poison the header lock");
+            });
+            assert!(poisoner.join().is_err());
+        });
+        // The header is taken under the state lock (opening a block does): latching must
+        // not take the state lock again.
+        let state = disk.lock();
+        let uuid = disk.header().device_uuid;
+        assert_eq!(uuid, crate::format::test_header().device_uuid);
+        assert!(matches!(disk.check_writable(&state), Err(Error::DeviceFailed { .. })));
+    }
+
+    #[test]
+    fn a_poisoned_state_lock_latches_the_disk_with_its_reason() {
+        let disk = test_disk();
+        std::thread::scope(|scope| {
+            let poisoner = scope.spawn(|| {
+                let _state = disk.state.lock();
+                panic!("poison the state lock");
+            });
+            assert!(poisoner.join().is_err());
+        });
+        let state = disk.lock();
+        assert!(disk.check_writable(&state).is_err());
+        assert!(state.failure.as_deref().is_some_and(|f| f.contains("disk state")), "{:?}", state.failure);
     }
 }

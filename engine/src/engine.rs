@@ -169,7 +169,9 @@ impl Shared {
         let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
         let (location, position) = disk.append(&meta, stored_key, value, kind)?;
         partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
-        crate::failpoint::hit("engine::write::after_index_update")?;
+        // Meant to be armed with `Action::Panic` (a panic holding the partition lock); an
+        // injected error here is ignored, as returning would skip the old copy's accounting.
+        let _ = crate::failpoint::hit("engine::write::after_index_update");
         if let Some(old) = existing {
             disk.remove_live(old.location);
         }
@@ -556,7 +558,7 @@ impl Engine {
                     wblocks_reserved: disk.defrag_reserve_blocks as u64,
                     live_bytes,
                     write_queue_blocks: queued,
-                    wblocks_quarantined: disk.quarantined_blocks(),
+                    wblocks_quarantined: disk.quarantined.load(Relaxed) as u64,
                 }
             })
             .collect();

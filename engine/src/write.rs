@@ -230,7 +230,7 @@ impl Disk {
         let mut state = self.lock();
         state.commit_waiters += 1;
         self.wake_flusher.notify_one();
-        while state.durable < position && state.failure.is_none() {
+        while state.durable < position && state.failure.is_none() && !self.failed.load(Ordering::Acquire) {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -243,6 +243,7 @@ impl Disk {
         }
         let reason = match &state.failure {
             Some(failure) => failure.clone(),
+            None if self.failed.load(Ordering::Acquire) => "the device was latched failed".to_string(),
             None => format!("not durable after {} ms", COMMIT_WAIT_MAX.as_millis()),
         };
         Err(Error::InDoubt { device: self.name().to_string(), reason })
@@ -272,7 +273,7 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
     loop {
         let mut state = disk.lock();
         let (blocks, partial) = loop {
-            if state.failure.is_some() {
+            if state.failure.is_some() || disk.failed.load(Ordering::Acquire) {
                 return;
             }
             let open_age = state.open.as_ref().and_then(|o| o.unflushed_since).map(|t| t.elapsed());
@@ -414,6 +415,9 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
     disk.device.sync()?;
     let mut state = disk.lock();
     for &block in &ready {
+        if state.block_state[block as usize] == BlockState::Quarantined {
+            disk.quarantined.fetch_sub(1, Ordering::Relaxed);
+        }
         state.block_state[block as usize] = BlockState::Free;
         state.block_seq[block as usize] = 0;
         state.free.push_back(block);

@@ -254,8 +254,6 @@ impl Device for FileDevice {
     }
 }
 
-/// After a short transfer, continue from the last aligned offset: direct I/O must stay
-/// aligned, and redoing a partial unit is harmless.
 /// Attempts of one transfer in a row that move it by no whole 4 KiB unit (`EINTR`,
 /// `EAGAIN`, a short transfer under one unit) before it fails: a device that keeps doing
 /// that ends in an error, not a spin.
@@ -267,6 +265,8 @@ pub(crate) fn stalled_error() -> io::Error {
     ))
 }
 
+/// After a short transfer, continue from the last aligned offset: direct I/O must stay
+/// aligned, and redoing a partial unit is harmless.
 pub(crate) fn advance_aligned(done: usize, transferred: usize) -> usize {
     let next = (done + transferred) / IO_ALIGN * IO_ALIGN;
     if next == done {
