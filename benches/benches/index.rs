@@ -26,9 +26,9 @@ fn digest(i: u64) -> Digest {
     };
     let a = mix(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let b = mix(a ^ 0x5EED);
-    let mut d = [0u8; 16];
+    let mut d = [0u8; 20];
     d[..8].copy_from_slice(&a.to_le_bytes());
-    d[8..].copy_from_slice(&b.to_le_bytes());
+    d[8..16].copy_from_slice(&b.to_le_bytes());
     d
 }
 

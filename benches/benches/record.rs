@@ -13,7 +13,7 @@ const KEY: &[u8] = b"user:0000000042";
 
 fn meta() -> RecordMeta {
     RecordMeta {
-        digest: [0x5A; 16],
+        digest: [0x5A; 20],
         generation: 7,
         void_time: 0,
         last_update_ms: 1_700_000_000_000,

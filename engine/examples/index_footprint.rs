@@ -13,10 +13,10 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-fn digest(rng: &mut SimRng) -> [u8; 16] {
-    let mut d = [0u8; 16];
+fn digest(rng: &mut SimRng) -> [u8; 20] {
+    let mut d = [0u8; 20];
     d[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
-    d[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
+    d[8..16].copy_from_slice(&rng.next_u64().to_le_bytes());
     d
 }
 

@@ -11,9 +11,10 @@
 use crate::config::{Config, Durability, WriteOptions, WritePolicy};
 use crate::device::{self, Device};
 use crate::disk::Disk;
+use crate::disk::Position;
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE, KEY_SIZE_MAX};
-use crate::index::{partition_of, DigestTag, EntryInfo, Index, GENERATION_MAX, PARTITION_COUNT};
+use crate::index::{partition_of, DigestTag, EntryInfo, Index, Partition, GENERATION_MAX, PARTITION_COUNT};
 use crate::janitor::{self, JanitorControl};
 use crate::namespace;
 use crate::read::{Record, Verify};
@@ -27,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Lookups retried when a record moves between lookup and read.
-const READ_RETRIES_MAX: usize = 4;
+pub(crate) const READ_RETRIES_MAX: usize = 4;
 /// Keys whose reads one `get_many` keeps in flight together; larger batches are chunked.
 pub const GET_MANY_KEYS_MAX: usize = 1024;
 /// Records read per batch in a scan.
@@ -40,11 +41,18 @@ pub(crate) struct Shared {
     pub secret: [u8; DIGEST_SECRET_SIZE],
     pub counters: Counters,
     pub recovery: RecoveryStats,
+    /// Striped locks serialising read-modify-writes of one record (`by_digest`).
+    pub update_locks: Vec<std::sync::Mutex<()>>,
 }
 
 impl Shared {
     /// Looks up and reads the live record with this tag, retrying when it moves under us.
     pub fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
+        Ok(self.fetch_with_entry(partition, tag)?.map(|(_, record)| record))
+    }
+
+    /// `fetch`, with the index entry the record was read through.
+    pub fn fetch_with_entry(&self, partition: usize, tag: DigestTag) -> Result<Option<(EntryInfo, Record)>> {
         let mut last_problem = None;
         for _ in 0..READ_RETRIES_MAX {
             let entry = self.index.partition(partition).get(tag);
@@ -55,7 +63,7 @@ impl Shared {
                 if from_memory { &self.counters.reads_from_memory } else { &self.counters.reads_from_device };
             Counters::add(counter, 1);
             match verified {
-                Verify::Ok(record) => return Ok(Some(record)),
+                Verify::Ok(record) => return Ok(Some((entry, record))),
                 Verify::Moved | Verify::Corrupt(_)
                     if self.index.partition(partition).get(tag) != Some(entry) =>
                 {
@@ -79,51 +87,77 @@ impl Shared {
         &self.disks[device_of(digest, self.disks.len())]
     }
 
-    /// Places a record (or tombstone) for `digest` and points the index at it. Short of
-    /// space, it waits (bounded by `overload_wait_ms`, with no lock held) for the
-    /// defragmenter and retries from the policy checks.
-    pub fn write(
-        &self,
-        digest: &Digest,
-        stored_key: &[u8],
-        value: &[u8],
-        options: &WriteOptions,
-        tombstone: bool,
-    ) -> Result<u32> {
-        let disk = self.disk_of(digest);
-        let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
-        let start = Instant::now();
-        let mut deadline = None;
+    /// Places a record (or tombstone) for `digest` and points the index at it; in
+    /// commit-to-device mode returns once it is durable. See `write_pending`.
+    pub fn write(&self, request: &WriteRequest<'_>) -> Result<u32> {
+        let (written, pending) = self.write_pending(request)?;
+        self.wait_pending(pending)?;
+        Ok(written.generation)
+    }
+
+    /// Waits until a placed record is durable (commit-to-device mode; else returns at once).
+    pub fn wait_pending(&self, pending: Pending) -> Result<()> {
+        if self.config.durability == Durability::CommitToDevice {
+            self.disks[pending.device].wait_durable(pending.position)?;
+        }
+        Ok(())
+    }
+
+    /// Places a record and returns its generation and the position that must be durable
+    /// before it may be acknowledged. Short of space or queue room it waits (bounded by
+    /// `overload_wait_ms`, with no lock held) and retries from the policy checks. A
+    /// caller-supplied digest whose tag an entry already holds is first proven to be that
+    /// entry's own digest by reading the record: two digests that agree in every bit the
+    /// index keeps must never share an entry, so the second is refused.
+    pub fn write_pending(&self, request: &WriteRequest<'_>) -> Result<(Written, Pending)> {
+        let kind = if request.tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let mut pressure = Pressure::new(self.disk_of(request.digest), kind);
+        let mut verified = request.verified;
+        let mut verifications = 0;
         loop {
-            // Both waits happen here, with no partition lock held, and the attempt is
+            // Every wait happens here, with no partition lock held, and the attempt is
             // retried from the policy checks: the record may have changed meanwhile.
-            let result = self.try_write(digest, stored_key, value, options, tombstone);
-            let deadline = *deadline.get_or_insert_with(|| disk.overload_deadline());
-            match result {
-                Err(Error::OutOfSpace { .. }) if Instant::now() < deadline => {
-                    disk.wait_for_space(kind, deadline)
+            match self.try_write(request, verified) {
+                Ok(Attempt::Placed(written, pending)) => return Ok((written, pending)),
+                Ok(Attempt::Unverified(entry)) if verifications < READ_RETRIES_MAX => {
+                    verifications += 1;
+                    verified = self.verify_identity(request.digest, entry)?;
                 }
-                Err(Error::DeviceOverloaded { .. }) if Instant::now() < deadline => {
-                    disk.wait_for_queue_room(deadline)
+                Ok(Attempt::Unverified(_)) => {
+                    return Err(Error::EngineFailed {
+                        reason: "record kept moving while being verified".into(),
+                    })
                 }
-                Err(Error::DeviceOverloaded { device, queued, .. }) => {
-                    let waited_ms = start.elapsed().as_millis() as u64;
-                    return Err(Error::DeviceOverloaded { device, queued, waited_ms });
-                }
-                result => return result,
+                Err(err) => pressure.wait_or_fail(err)?,
             }
         }
     }
 
+    /// Reads the record `entry` names (live or not) and says whether it is `digest`'s:
+    /// `Some(entry)` if so, `None` if the entry moved (look again), `DigestCollision` if
+    /// it belongs to another digest.
+    pub fn verify_identity(&self, digest: &Digest, entry: EntryInfo) -> Result<Option<EntryInfo>> {
+        let disk = &self.disks[entry.location.device as usize];
+        match disk.read_entry(&entry)?.0 {
+            Verify::Ok(record) if record.digest == *digest => Ok(Some(entry)),
+            Verify::Ok(_) => Err(Error::DigestCollision { partition: partition_of(digest) }),
+            Verify::Moved | Verify::Corrupt(_)
+                if self.index.partition(partition_of(digest)).get(entry.tag) != Some(entry) =>
+            {
+                Ok(None)
+            }
+            Verify::Moved => Err(Error::corrupt(
+                disk.name(),
+                entry.location.offset_bytes,
+                "the record at this offset is not the one the index names",
+            )),
+            Verify::Corrupt(err) => Err(err),
+        }
+    }
+
     /// One attempt of `write`; see the module comment for the order of the steps and why.
-    fn try_write(
-        &self,
-        digest: &Digest,
-        stored_key: &[u8],
-        value: &[u8],
-        options: &WriteOptions,
-        tombstone: bool,
-    ) -> Result<u32> {
+    fn try_write(&self, request: &WriteRequest<'_>, verified: Option<EntryInfo>) -> Result<Attempt> {
+        let WriteRequest { digest, stored_key, value, options, tombstone, .. } = *request;
         let digest = *digest;
         let disk = self.disk_of(&digest);
         let size = format::record_size(stored_key.len(), value.len());
@@ -139,6 +173,9 @@ impl Shared {
             return Err(Error::EngineFailed { reason: "a thread panicked while updating the index".into() });
         }
         let existing = partition.get(tag);
+        if request.caller_digest && existing.is_some() && existing != verified {
+            return Ok(Attempt::Unverified(existing.unwrap_or_else(|| unreachable!())));
+        }
         let live = existing.filter(|e| is_live(e, now_s));
         match (options.policy, live) {
             (WritePolicy::CreateOnly, Some(_)) => return Err(Error::AlreadyExists),
@@ -166,27 +203,115 @@ impl Shared {
         };
         let meta =
             RecordMeta { digest, generation, void_time, last_update_ms: now_ms, tombstone, wblock_seq_lo: 0 };
-        let kind = if tombstone { WriteKind::Delete } else { WriteKind::Client };
-        let (location, position) = disk.append(&meta, stored_key, value, kind)?;
-        partition.upsert(EntryInfo { tag, generation, tombstone, location, void_time });
+        let pending = self.place(&mut partition, existing, &meta, stored_key, value)?;
+        drop(partition);
+        Ok(Attempt::Placed(Written { generation, void_time }, pending))
+    }
+
+    /// Appends a copy and points the index at it, under the caller's partition lock;
+    /// `existing` is the entry it replaces.
+    pub fn place(
+        &self,
+        partition: &mut Partition,
+        existing: Option<EntryInfo>,
+        meta: &RecordMeta,
+        stored_key: &[u8],
+        value: &[u8],
+    ) -> Result<Pending> {
+        let device = device_of(&meta.digest, self.disks.len());
+        let disk = &self.disks[device];
+        let kind = if meta.tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let (location, position) = disk.append(meta, stored_key, value, kind)?;
+        let tag = DigestTag::of(&meta.digest);
+        let void_time = meta.void_time;
+        partition.upsert(EntryInfo {
+            tag,
+            generation: meta.generation,
+            tombstone: meta.tombstone,
+            location,
+            void_time,
+        });
         // Meant to be armed with `Action::Panic` (a panic holding the partition lock); an
         // injected error here is ignored, as returning would skip the old copy's accounting.
         let _ = crate::failpoint::hit("engine::write::after_index_update");
         if let Some(old) = existing {
             disk.remove_live(old.location);
         }
-        drop(partition);
-        Counters::add(&self.counters.client_bytes_written, size as u64);
-        if self.config.durability == Durability::CommitToDevice {
-            disk.wait_durable(position)?;
-        }
-        Ok(generation)
+        Counters::add(&self.counters.client_bytes_written, location.size_bytes as u64);
+        Ok(Pending { device, position })
     }
+}
+
+/// One client write, as `Shared::write` takes it.
+#[derive(Clone, Copy)]
+pub(crate) struct WriteRequest<'a> {
+    pub digest: &'a Digest,
+    pub stored_key: &'a [u8],
+    pub value: &'a [u8],
+    pub options: &'a WriteOptions,
+    pub tombstone: bool,
+    /// The digest came from the caller (not hashed here with the namespace secret), so it
+    /// may be crafted to collide with another in every bit the index keeps.
+    pub caller_digest: bool,
+    /// An entry already proven to hold `digest` (its record was read), saving a re-read.
+    pub verified: Option<EntryInfo>,
+}
+
+/// What a write left in the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub generation: u32,
+    /// Unix seconds after which the record expires; 0 = never.
+    pub void_time: u32,
+}
+
+/// The waits a write under space or queue pressure may do, all with no lock held and all
+/// within one deadline (`overload_wait_ms` from the first attempt).
+pub(crate) struct Pressure<'a> {
+    disk: &'a Disk,
+    kind: WriteKind,
+    start: Instant,
+    deadline: Instant,
+}
+
+impl<'a> Pressure<'a> {
+    pub fn new(disk: &'a Disk, kind: WriteKind) -> Self {
+        Pressure { disk, kind, start: Instant::now(), deadline: disk.overload_deadline() }
+    }
+
+    /// Waits for what `err` lacks and returns `Ok` to say "retry"; any other error, or the
+    /// deadline passed, is returned.
+    pub fn wait_or_fail(&mut self, err: Error) -> Result<()> {
+        let in_time = Instant::now() < self.deadline;
+        match err {
+            Error::OutOfSpace { .. } if in_time => self.disk.wait_for_space(self.kind, self.deadline),
+            Error::DeviceOverloaded { .. } if in_time => self.disk.wait_for_queue_room(self.deadline),
+            Error::DeviceOverloaded { device, queued, .. } => {
+                let waited_ms = self.start.elapsed().as_millis() as u64;
+                return Err(Error::DeviceOverloaded { device, queued, waited_ms });
+            }
+            err => return Err(err),
+        }
+        Ok(())
+    }
+}
+
+/// A placed record not yet known durable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pending {
+    device: usize,
+    position: Position,
+}
+
+enum Attempt {
+    Placed(Written, Pending),
+    /// An entry holds this digest's tag; its record must be read to prove it is ours.
+    Unverified(EntryInfo),
 }
 
 /// An open namespace. Dropping it shuts down as `close` does, ignoring errors.
 pub struct Engine {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     flushers: Vec<JoinHandle<()>>,
     janitor: Option<JoinHandle<()>>,
     janitor_control: Arc<JanitorControl>,
@@ -321,8 +446,9 @@ impl Engine {
             header.open_count += 1;
             namespace::write_header(disk.device.as_ref(), &mut header)?;
         }
-        let shared =
-            Arc::new(Shared { config, disks, index, secret, counters: Counters::default(), recovery });
+        let update_locks = (0..crate::by_digest::UPDATE_STRIPES).map(|_| Default::default()).collect();
+        let counters = Counters::default();
+        let shared = Arc::new(Shared { config, disks, index, secret, counters, recovery, update_locks });
         let mut flushers = Vec::new();
         for i in 0..shared.disks.len() {
             flushers.push(spawn(&shared, &format!("spike-flush-{i}"), move |shared| {
@@ -356,7 +482,7 @@ impl Engine {
     pub fn put(&self, key: &[u8], value: &[u8], options: &WriteOptions) -> Result<u32> {
         let start = Instant::now();
         let result = self.put_inner(key, value, options, false);
-        self.count(&self.shared.counters.puts, &result);
+        self.count_op(&self.shared.counters.puts, &result);
         self.shared.counters.put_latency.record_since(start);
         result
     }
@@ -365,13 +491,22 @@ impl Engine {
         Self::check_key(key)?;
         let digest = self.digest(key);
         let stored_key = if self.shared.config.store_keys && !tombstone { key } else { &[] };
-        self.shared.write(&digest, stored_key, value, options, tombstone)
+        let request = WriteRequest {
+            digest: &digest,
+            stored_key,
+            value,
+            options,
+            tombstone,
+            caller_digest: false,
+            verified: None,
+        };
+        self.shared.write(&request)
     }
 
     /// Deletes `key` by writing a tombstone, so that it stays deleted after any restart.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         let result = self.put_inner(key, &[], &WriteOptions::default(), true).map(|_| ());
-        self.count(&self.shared.counters.deletes, &result);
+        self.count_op(&self.shared.counters.deletes, &result);
         result
     }
 
@@ -379,7 +514,7 @@ impl Engine {
     pub fn delete_if_generation(&self, key: &[u8], expected_generation: u32) -> Result<()> {
         let options = WriteOptions { expected_generation: Some(expected_generation), ..Default::default() };
         let result = self.put_inner(key, &[], &options, true).map(|_| ());
-        self.count(&self.shared.counters.deletes, &result);
+        self.count_op(&self.shared.counters.deletes, &result);
         result
     }
 
@@ -405,14 +540,14 @@ impl Engine {
                 break;
             }
         }
-        self.count(&self.shared.counters.touches, &result);
+        self.count_op(&self.shared.counters.touches, &result);
         result
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Record> {
         let start = Instant::now();
         let result = self.get_inner(key);
-        self.count(&self.shared.counters.gets, &result);
+        self.count_op(&self.shared.counters.gets, &result);
         self.shared.counters.get_latency.record_since(start);
         result
     }
@@ -528,7 +663,7 @@ impl Engine {
         Ok(self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).count())
     }
 
-    fn count<T>(&self, counter: &std::sync::atomic::AtomicU64, result: &Result<T>) {
+    pub(crate) fn count_op<T>(&self, counter: &std::sync::atomic::AtomicU64, result: &Result<T>) {
         counter.fetch_add(1, Relaxed);
         match result {
             Ok(_) => {}
@@ -567,6 +702,12 @@ impl Engine {
             gets: c.gets.load(Relaxed),
             deletes: c.deletes.load(Relaxed),
             touches: c.touches.load(Relaxed),
+            updates: c.updates.load(Relaxed),
+            update_retries: c.update_retries.load(Relaxed),
+            applies: c.applies.load(Relaxed),
+            applies_stale: c.applies_stale.load(Relaxed),
+            batch_reads: c.batch_reads.load(Relaxed),
+            records_scanned: c.records_scanned.load(Relaxed),
             not_found: c.not_found.load(Relaxed),
             errors: c.errors.load(Relaxed),
             reads_from_memory: c.reads_from_memory.load(Relaxed),

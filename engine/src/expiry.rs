@@ -11,7 +11,7 @@
 //! restart either.
 
 use crate::config::WriteOptions;
-use crate::engine::{is_live, Shared};
+use crate::engine::{is_live, Shared, WriteRequest};
 use crate::index::{EntryInfo, PARTITION_COUNT};
 use crate::stats::Counters;
 
@@ -82,11 +82,20 @@ pub fn evict_pass(shared: &Shared, now_s: u32) -> u64 {
                 .take(left)
                 .collect();
             for entry in victims {
-                // The index keeps 96 bits of the digest; the record on the device has all 128.
+                // The index keeps 96 bits of the digest; the record on the device has all of it.
                 let Ok(Some(record)) = shared.fetch(partition, entry.tag) else { continue };
                 let options =
                     WriteOptions { expected_generation: Some(entry.generation), ..Default::default() };
-                if shared.write(&record.digest, &[], &[], &options, true).is_ok() {
+                let request = WriteRequest {
+                    digest: &record.digest,
+                    stored_key: &[],
+                    value: &[],
+                    options: &options,
+                    tombstone: true,
+                    caller_digest: false,
+                    verified: None,
+                };
+                if shared.write(&request).is_ok() {
                     evicted += 1;
                     left -= 1;
                 }

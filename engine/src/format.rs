@@ -10,7 +10,8 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: records carry 20-byte digests (record version 2).
+pub const FORMAT_VERSION: u32 = 2;
 pub const DEVICE_MAGIC: [u8; 8] = *b"SPIKEDEV";
 pub const DEVICE_HEADER_SIZE: usize = 4096;
 /// Offset of the change bitmap: after the two header copies.
@@ -25,8 +26,13 @@ pub const WBLOCK_SIZE_MAX: u32 = 8 * 1024 * 1024;
 pub const WBLOCK_SIZE_DEFAULT: u32 = 1024 * 1024;
 
 pub const RECORD_MAGIC: u16 = 0x5352;
-pub const RECORD_VERSION: u8 = 1;
-pub const RECORD_HEADER_SIZE: usize = 56;
+/// Version 2 widened the digest to 20 bytes (a caller's RIPEMD-160 digest, kept whole).
+pub const RECORD_VERSION: u8 = 2;
+pub const RECORD_HEADER_SIZE: usize = 64;
+/// Where a record header keeps the low 32 bits of its block's sequence (LE).
+pub const RECORD_SEQ_LO_OFFSET: usize = 40;
+/// Header bytes the checksum covers (everything before the checksum field).
+const RECORD_CHECKSUMMED_HEADER: usize = 56;
 pub const RECORD_ALIGN: usize = 16;
 pub const KEY_SIZE_MAX: usize = 1024;
 pub const FLAG_TOMBSTONE: u8 = 1;
@@ -35,7 +41,10 @@ const _: () = assert!(WBLOCK_SIZE_MIN as usize % crate::device::IO_ALIGN == 0);
 const _: () = assert!(WBLOCK_HEADER_SIZE % RECORD_ALIGN == 0);
 const _: () = assert!(DIGEST_SECRET_SIZE >= 136, "xxh3 needs a secret of at least 136 bytes");
 
-pub type Digest = [u8; 16];
+pub const DIGEST_SIZE: usize = 20;
+/// A record's identity: a caller's 20-byte digest (Aerospike's RIPEMD-160), or the keyed
+/// xxh3-128 of a key in its first 16 bytes with zeros after.
+pub type Digest = [u8; DIGEST_SIZE];
 
 /// Size on device of a record with this key and value length.
 pub fn record_size(key_len: usize, value_len: usize) -> usize {
@@ -44,7 +53,9 @@ pub fn record_size(key_len: usize, value_len: usize) -> usize {
 
 /// Keyed 128-bit digest: the namespace secret keeps crafted keys from colliding.
 pub fn digest(secret: &[u8; DIGEST_SECRET_SIZE], key: &[u8]) -> Digest {
-    xxhash_rust::xxh3::xxh3_128_with_secret(key, secret).to_le_bytes()
+    let mut digest = [0u8; DIGEST_SIZE];
+    digest[..16].copy_from_slice(&xxhash_rust::xxh3::xxh3_128_with_secret(key, secret).to_le_bytes());
+    digest
 }
 
 fn le_u16(b: &[u8], at: usize) -> u16 {
@@ -404,24 +415,26 @@ pub fn encode_record(meta: &RecordMeta, key: &[u8], value: &[u8], out: &mut [u8]
     out[6..8].fill(0);
     put_u32(out, 8, value.len() as u32);
     put_u32(out, 12, meta.generation);
-    out[16..32].copy_from_slice(&meta.digest);
-    put_u32(out, 32, meta.void_time);
-    put_u32(out, 36, meta.wblock_seq_lo);
-    put_u64(out, 40, meta.last_update_ms);
+    out[16..36].copy_from_slice(&meta.digest);
+    put_u32(out, 36, meta.void_time);
+    put_u32(out, RECORD_SEQ_LO_OFFSET, meta.wblock_seq_lo);
+    out[44..48].fill(0);
+    put_u64(out, 48, meta.last_update_ms);
     let body_end = RECORD_HEADER_SIZE + key.len() + value.len();
     out[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key.len()].copy_from_slice(key);
     out[RECORD_HEADER_SIZE + key.len()..body_end].copy_from_slice(value);
     out[body_end..].fill(0);
-    // The checksum covers the first 48 header bytes and the body, which the checksum field
-    // separates. Sliding those 48 bytes up against the body for a moment makes them one
+    // The checksum covers the header bytes before it and the body, which the checksum
+    // field separates. Sliding those bytes up against the body for a moment makes them one
     // run, hashed in one call: the same value as `record_checksum`, at about half the
     // cost of the streaming hasher on the write path (here the buffer is ours to move).
-    let mut header = [0u8; 48];
-    header.copy_from_slice(&out[..48]);
-    out.copy_within(0..48, RECORD_HEADER_SIZE - 48);
-    let checksum = xxhash_rust::xxh3::xxh3_64(&out[RECORD_HEADER_SIZE - 48..body_end]);
-    out[..48].copy_from_slice(&header);
-    put_u64(out, 48, checksum);
+    const H: usize = RECORD_CHECKSUMMED_HEADER;
+    let mut header = [0u8; H];
+    header.copy_from_slice(&out[..H]);
+    out.copy_within(0..H, RECORD_HEADER_SIZE - H);
+    let checksum = xxhash_rust::xxh3::xxh3_64(&out[RECORD_HEADER_SIZE - H..body_end]);
+    out[..H].copy_from_slice(&header);
+    put_u64(out, H, checksum);
 }
 
 fn record_checksum(header: &[u8], body: &[u8]) -> u64 {
@@ -447,7 +460,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
         .and_then(|n| n.checked_add(value_len))
         .filter(|&n| n <= bytes.len() && key_len <= KEY_SIZE_MAX)
         .ok_or(RecordProblem::BadLength)?;
-    if le_u64(bytes, 48) != record_checksum(&bytes[..48], &bytes[RECORD_HEADER_SIZE..body_end]) {
+    const H: usize = RECORD_CHECKSUMMED_HEADER;
+    if le_u64(bytes, H) != record_checksum(&bytes[..H], &bytes[RECORD_HEADER_SIZE..body_end]) {
         return Err(RecordProblem::BadChecksum);
     }
     // Only what the encoder writes is accepted: reserved bytes, unknown flags and the
@@ -455,17 +469,18 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
     // the same bytes and a flipped padding bit is still noticed.
     let padded_end = body_end.div_ceil(RECORD_ALIGN) * RECORD_ALIGN;
     let padding = bytes.get(body_end..padded_end).ok_or(RecordProblem::BadLength)?;
-    if bytes[6..8] != [0, 0] || bytes[3] & !FLAG_TOMBSTONE != 0 || padding.iter().any(|&b| b != 0) {
+    let reserved_zero = bytes[6..8] == [0, 0] && bytes[44..48] == [0; 4];
+    if !reserved_zero || bytes[3] & !FLAG_TOMBSTONE != 0 || padding.iter().any(|&b| b != 0) {
         return Err(RecordProblem::BadChecksum);
     }
     Ok(RecordView {
         meta: RecordMeta {
-            digest: bytes[16..32].try_into().map_err(|_| RecordProblem::BadLength)?,
+            digest: bytes[16..36].try_into().map_err(|_| RecordProblem::BadLength)?,
             generation: le_u32(bytes, 12),
-            void_time: le_u32(bytes, 32),
-            last_update_ms: le_u64(bytes, 40),
+            void_time: le_u32(bytes, 36),
+            last_update_ms: le_u64(bytes, 48),
             tombstone: bytes[3] & FLAG_TOMBSTONE != 0,
-            wblock_seq_lo: le_u32(bytes, 36),
+            wblock_seq_lo: le_u32(bytes, RECORD_SEQ_LO_OFFSET),
         },
         key: &bytes[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key_len],
         value: &bytes[RECORD_HEADER_SIZE + key_len..body_end],

@@ -15,6 +15,7 @@
 //! # Ok::<(), spike::Error>(())
 //! ```
 
+mod by_digest;
 pub mod change_bitmap;
 mod config;
 mod defrag;
@@ -35,15 +36,19 @@ mod loom_model;
 pub mod namespace;
 mod read;
 mod recovery;
+mod replica;
 pub mod snapshot;
 mod stats;
 mod sync;
 mod tombstone;
 mod write;
 
+pub use by_digest::{Change, BATCH_DIGESTS_MAX};
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
-pub use engine::{Engine, GET_MANY_KEYS_MAX};
+pub use engine::{Engine, Written, GET_MANY_KEYS_MAX};
 pub use error::{Error, Result};
+pub use format::{Digest, DIGEST_SIZE};
 pub use read::Record;
 pub use recovery::device_of;
+pub use replica::{Applied, ReplicaCopy};
 pub use stats::{DeviceStats, RecoveryStats, Stats};

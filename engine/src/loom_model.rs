@@ -31,8 +31,8 @@ fn test_disk() -> Disk {
     disk
 }
 
-fn digest_of(key: u8) -> [u8; 16] {
-    [key; 16]
+fn digest_of(key: u8) -> [u8; 20] {
+    [key; 20]
 }
 
 /// The steps of `Engine::put_inner` that touch shared state, in the same order.

@@ -31,6 +31,13 @@ pub struct Counters {
     pub gets: AtomicU64,
     pub deletes: AtomicU64,
     pub touches: AtomicU64,
+    pub updates: AtomicU64,
+    /// Update attempts started over because a plain put changed the record under them.
+    pub update_retries: AtomicU64,
+    pub applies: AtomicU64,
+    pub applies_stale: AtomicU64,
+    pub batch_reads: AtomicU64,
+    pub records_scanned: AtomicU64,
     pub not_found: AtomicU64,
     pub errors: AtomicU64,
     pub reads_from_memory: AtomicU64,
@@ -52,6 +59,14 @@ pub struct Counters {
 impl Counters {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn add_batch(&self, reads: u64) {
+        Self::add(&self.batch_reads, reads);
+    }
+
+    pub fn add_scanned(&self, records: u64) {
+        Self::add(&self.records_scanned, records);
     }
 }
 
@@ -80,6 +95,16 @@ pub struct Stats {
     pub gets: u64,
     pub deletes: u64,
     pub touches: u64,
+    /// Read-modify-writes (`update_by_digest`), and how many started over after a plain
+    /// put changed their record.
+    pub updates: u64,
+    pub update_retries: u64,
+    /// Copies from another node applied (`apply`), and those found older than ours.
+    pub applies: u64,
+    pub applies_stale: u64,
+    /// Records asked for by batch reads, and records returned by digest-ordered scans.
+    pub batch_reads: u64,
+    pub records_scanned: u64,
     pub not_found: u64,
     pub errors: u64,
     pub reads_from_memory: u64,

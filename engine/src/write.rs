@@ -249,6 +249,20 @@ impl Disk {
         Err(Error::InDoubt { device: self.name().to_string(), reason })
     }
 
+    /// Returns once everything appended to this disk so far is durable (at most
+    /// `COMMIT_WAIT_MAX`): a flush barrier, whatever the durability mode.
+    pub fn flush_barrier(&self) -> Result<()> {
+        let appended = {
+            let state = self.lock();
+            match (&state.open, state.to_write.back()) {
+                (Some(open), _) => Position { seq: open.seq, fill: open.fill },
+                (None, Some(sealed)) => Position { seq: sealed.seq, fill: sealed.fill },
+                (None, None) => state.durable,
+            }
+        };
+        self.wait_durable(appended)
+    }
+
     /// Stops the flusher after it has written and synced everything appended so far.
     pub fn request_shutdown(&self) {
         let mut state = self.lock();

@@ -122,7 +122,7 @@ fn known_panicking_inputs_no_longer_panic() {
 
 fn sample_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     let meta = RecordMeta {
-        digest: [7; 16],
+        digest: [7; 20],
         generation: 3,
         void_time: 0,
         last_update_ms: 1_700_000_000_000,

@@ -46,14 +46,14 @@ fn newer_valid_header_copy_wins_and_a_damaged_one_is_ignored() {
 #[test]
 fn header_of_another_format_version_is_reported_as_such() {
     let mut header = sample_header();
-    header.format_version = 2;
-    assert_eq!(DeviceHeader::decode(&header.encode()), Err(HeaderProblem::Version(2)));
+    header.format_version = FORMAT_VERSION + 1;
+    assert_eq!(DeviceHeader::decode(&header.encode()), Err(HeaderProblem::Version(FORMAT_VERSION + 1)));
 }
 
 #[test]
 fn record_round_trips_with_padding_to_16_bytes() {
     let meta = RecordMeta {
-        digest: [9; 16],
+        digest: [9; 20],
         generation: 42,
         void_time: 0,
         last_update_ms: 123,
@@ -73,7 +73,7 @@ fn record_round_trips_with_padding_to_16_bytes() {
 #[test]
 fn the_one_run_checksum_of_encode_equals_the_streaming_one_of_decode() {
     let meta = RecordMeta {
-        digest: [3; 16],
+        digest: [3; 20],
         generation: 7,
         void_time: 9,
         last_update_ms: u64::MAX - 1,
@@ -88,16 +88,16 @@ fn the_one_run_checksum_of_encode_equals_the_streaming_one_of_decode() {
         encode_record(&meta, &key, &value, &mut buf);
         let view = decode_record(&buf).unwrap();
         assert_eq!((view.meta, view.key, view.value), (meta, &key[..], &value[..]), "value {value_len}");
-        let mut header = buf[..48].to_vec();
+        let mut header = buf[..56].to_vec();
         header.extend_from_slice(&buf[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key.len() + value.len()]);
-        assert_eq!(le_u64(&buf, 48), xxhash_rust::xxh3::xxh3_64(&header));
+        assert_eq!(le_u64(&buf, 56), xxhash_rust::xxh3::xxh3_64(&header));
     }
 }
 
 #[test]
 fn record_decoder_rejects_flipped_bits_and_truncation() {
     let meta = RecordMeta {
-        digest: [1; 16],
+        digest: [1; 20],
         generation: 1,
         void_time: 5,
         last_update_ms: 6,

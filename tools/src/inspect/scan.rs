@@ -451,7 +451,7 @@ mod tests {
     #[test]
     fn newest_copy_rule_orders_generation_then_update_time_then_block_sequence() {
         let base = RecordCopy {
-            digest: [0; 16],
+            digest: [0; 20],
             generation: 2,
             void_time: 0,
             last_update_ms: 100,
@@ -474,6 +474,9 @@ mod tests {
     #[test]
     fn records_belong_to_the_device_the_engine_assigns() {
         // The scan uses the engine's own `device_of`; this pins the digest bytes it reads.
-        assert_eq!(spike::device_of(&[0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 3), (0x0105 % 3));
+        assert_eq!(
+            spike::device_of(&[0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 3),
+            (0x0105 % 3)
+        );
     }
 }

@@ -15,7 +15,8 @@
 
 use spike::device::IO_ALIGN;
 use spike::format::{
-    block_records, BlockItem, RecordView, RECORD_ALIGN, RECORD_MAGIC, RECORD_VERSION, WBLOCK_HEADER_SIZE,
+    block_records, BlockItem, RecordView, RECORD_ALIGN, RECORD_MAGIC, RECORD_SEQ_LO_OFFSET, RECORD_VERSION,
+    WBLOCK_HEADER_SIZE,
 };
 
 /// A damaged region of a data block, in bytes from the block's start.
@@ -41,10 +42,10 @@ pub(super) struct BlockWalk<'a> {
 /// Whether the bytes at a record position claim to be a record of the block with this
 /// sequence tag (magic, version and tag in place), whatever their checksum says.
 fn claims_block(bytes: &[u8], seq_lo: u32) -> bool {
-    bytes.len() >= 40
+    bytes.len() >= RECORD_SEQ_LO_OFFSET + 4
         && u16::from_le_bytes([bytes[0], bytes[1]]) == RECORD_MAGIC
         && bytes[2] == RECORD_VERSION
-        && u32::from_le_bytes([bytes[36], bytes[37], bytes[38], bytes[39]]) == seq_lo
+        && bytes.get(RECORD_SEQ_LO_OFFSET..RECORD_SEQ_LO_OFFSET + 4) == Some(&seq_lo.to_le_bytes()[..])
 }
 
 /// Walks a data block with the engine's own walker and finds where the block breaks the
@@ -128,7 +129,7 @@ mod tests {
         let mut offsets = Vec::new();
         for (i, &len) in value_lens.iter().enumerate() {
             let meta = RecordMeta {
-                digest: [i as u8 + 1; 16],
+                digest: [i as u8 + 1; 20],
                 generation: 1,
                 void_time: 0,
                 last_update_ms: 5,
@@ -190,7 +191,7 @@ mod tests {
     fn a_damaged_last_record_on_a_page_boundary_is_still_damage() {
         // The last record starts exactly at 4 KiB, so the padding rule alone would miss it:
         // its header still carries the block's sequence.
-        let first = IO_ALIGN - WBLOCK_HEADER_SIZE - 56 - 3;
+        let first = IO_ALIGN - WBLOCK_HEADER_SIZE - spike::format::RECORD_HEADER_SIZE - 3;
         let (mut buf, offsets) = block_with(9, &[first, 300]);
         assert_eq!(offsets[1], IO_ALIGN);
         buf[offsets[1] + 100] ^= 1;

@@ -1,0 +1,295 @@
+//! Operations addressed by a caller's digest: what a server speaking Aerospike's protocol
+//! needs, as it receives the client's 20-byte RIPEMD-160 digest and never the key. The
+//! digest's first 12 bits (little-endian) are the partition, as in Aerospike, so that a
+//! partition scan returns exactly the records a client expects in that partition.
+//!
+//! Identity: the index keeps only part of a digest, so a caller could craft two digests
+//! that share an entry. A digest-addressed write that finds an entry with its tag first
+//! reads that entry's record and compares the whole digest (`Shared::write_pending`); a
+//! different digest is refused with `DigestCollision`, and a read or scan never returns a
+//! record for a digest other than its own. Cost: an overwrite reads the old copy once
+//! (from RAM while its block is recent); a create reads nothing.
+//!
+//! Read-modify-write (`update_by_digest`) serialises updaters of one record on a striped
+//! lock (`UPDATE_STRIPES`), taken before the partition lock and held across the read and
+//! the append, never across the durability wait. Writers that do not take it (plain puts)
+//! are caught by the generation check and the update retries.
+
+use crate::config::{WriteOptions, WritePolicy};
+use crate::engine::{is_live, now_s, Engine, Pending, WriteRequest, Written};
+use crate::error::{Error, Result};
+use crate::format::Digest;
+use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::read::{Record, Verify};
+
+/// Digests one `get_many_by_digest` reads together; larger batches are chunked.
+pub const BATCH_DIGESTS_MAX: usize = crate::engine::GET_MANY_KEYS_MAX;
+/// Records read per device batch in a scan.
+const SCAN_BATCH: usize = 64;
+/// Attempts of an update whose record a plain put keeps changing.
+const UPDATE_ATTEMPTS_MAX: usize = 64;
+
+/// What an update does to the record it read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Leave the record as it is.
+    Keep,
+    /// Write this value; `ttl_s` as in `WriteOptions` (None or 0 = never expires).
+    Put { value: Vec<u8>, ttl_s: Option<u32> },
+    /// Delete the record (a tombstone).
+    Delete,
+}
+
+impl Engine {
+    /// Writes `value` under a caller's digest; returns the new generation and void time.
+    pub fn put_by_digest(&self, digest: &Digest, value: &[u8], options: &WriteOptions) -> Result<Written> {
+        let result = self.write_by_digest(digest, value, options, false, None);
+        self.count_op(&self.shared.counters.puts, &result);
+        result
+    }
+
+    fn write_by_digest(
+        &self,
+        digest: &Digest,
+        value: &[u8],
+        options: &WriteOptions,
+        tombstone: bool,
+        verified: Option<EntryInfo>,
+    ) -> Result<Written> {
+        let request = WriteRequest {
+            digest,
+            stored_key: &[],
+            value,
+            options,
+            tombstone,
+            caller_digest: true,
+            verified,
+        };
+        let (written, pending) = self.shared.write_pending(&request)?;
+        self.shared.wait_pending(pending)?;
+        Ok(written)
+    }
+
+    /// Reads the live record with this digest.
+    pub fn get_by_digest(&self, digest: &Digest) -> Result<Record> {
+        let result = self.fetch_by_digest(digest).and_then(|r| r.map(|(_, r)| r).ok_or(Error::NotFound));
+        self.count_op(&self.shared.counters.gets, &result);
+        result
+    }
+
+    /// The live record with this digest and the entry it was read through, if any. An
+    /// entry holding another digest (a crafted collision) is not this digest's record.
+    fn fetch_by_digest(&self, digest: &Digest) -> Result<Option<(EntryInfo, Record)>> {
+        let found = self.shared.fetch_with_entry(partition_of(digest), DigestTag::of(digest))?;
+        Ok(found.filter(|(_, record)| record.digest == *digest))
+    }
+
+    /// Whether a live record has this digest. Reads the record when the index has an entry
+    /// for its tag, to tell it from a crafted digest that shares the entry.
+    pub fn exists_by_digest(&self, digest: &Digest) -> Result<bool> {
+        let entry = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest));
+        if !entry.is_some_and(|e| is_live(&e, now_s())) {
+            return Ok(false);
+        }
+        Ok(self.fetch_by_digest(digest)?.is_some())
+    }
+
+    /// Deletes the record with this digest by writing a tombstone (durable across any
+    /// restart). `NotFound` if there is no live record.
+    pub fn delete_by_digest(&self, digest: &Digest, options: &WriteOptions) -> Result<()> {
+        let result = self.write_by_digest(digest, &[], options, true, None).map(|_| ());
+        self.count_op(&self.shared.counters.deletes, &result);
+        result
+    }
+
+    /// Gives the record a new time to live (None or 0 = never expires).
+    pub fn touch_by_digest(&self, digest: &Digest, ttl_s: Option<u32>) -> Result<Written> {
+        let result = self
+            .update_by_digest(digest, |record| match record {
+                Some(record) => Ok((Change::Put { value: record.value.clone(), ttl_s }, ())),
+                None => Err(Error::NotFound),
+            })
+            .map(|(_, written)| written);
+        self.count_op(&self.shared.counters.touches, &result);
+        result
+    }
+
+    /// An atomic read-modify-write of one record: `change` sees the live record (or
+    /// `None`) and says what to do; no other update of this record runs in between, and a
+    /// plain put that slips in makes the update start over with the new record. Returns
+    /// what `change` returned and the record's generation and void time after it
+    /// (generation 0 when there is none). `change` may run more than once.
+    pub fn update_by_digest<T>(
+        &self,
+        digest: &Digest,
+        mut change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
+    ) -> Result<(T, Written)> {
+        crate::stats::Counters::add(&self.shared.counters.updates, 1);
+        let guard = self.update_lock(digest);
+        for _ in 0..UPDATE_ATTEMPTS_MAX {
+            let current = self.fetch_by_digest(digest)?;
+            let (entry, record) = current.map_or((None, None), |(e, r)| (Some(e), Some(r)));
+            let (what, out) = change(record.as_ref())?;
+            let generation = record.as_ref().map_or(0, |r| r.generation);
+            let options = |ttl_s| WriteOptions {
+                policy: WritePolicy::Upsert,
+                expected_generation: Some(generation),
+                ttl_s,
+            };
+            let (value, ttl_s, tombstone) = match &what {
+                Change::Keep => {
+                    let void_time = record.as_ref().map_or(0, |r| r.void_time);
+                    return Ok((out, Written { generation, void_time }));
+                }
+                Change::Delete if record.is_none() => return Err(Error::NotFound),
+                Change::Delete => (&[][..], None, true),
+                Change::Put { value, ttl_s } => (&value[..], *ttl_s, false),
+            };
+            let options = options(ttl_s);
+            let request = WriteRequest {
+                digest,
+                stored_key: &[],
+                value,
+                options: &options,
+                tombstone,
+                caller_digest: true,
+                verified: entry,
+            };
+            match self.shared.write_pending(&request) {
+                Ok((written, pending)) => {
+                    drop(guard);
+                    self.wait(pending)?;
+                    return Ok((out, written));
+                }
+                Err(Error::GenerationMismatch { .. }) => {
+                    crate::stats::Counters::add(&self.shared.counters.update_retries, 1)
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(Error::EngineFailed {
+            reason: format!("update gave up after {UPDATE_ATTEMPTS_MAX} attempts: the record kept changing"),
+        })
+    }
+
+    fn wait(&self, pending: Pending) -> Result<()> {
+        self.shared.wait_pending(pending)
+    }
+
+    pub(crate) fn update_lock(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = &self.shared.update_locks[update_stripe(digest)];
+        stripe.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads many digests, keeping their device reads in flight together,
+    /// `BATCH_DIGESTS_MAX` at a time. Results are in the order of `digests`.
+    pub fn get_many_by_digest(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        let mut results = Vec::with_capacity(digests.len());
+        for chunk in digests.chunks(BATCH_DIGESTS_MAX) {
+            results.extend(self.get_many_by_digest_chunk(chunk));
+        }
+        self.shared.counters.add_batch(digests.len() as u64);
+        results
+    }
+
+    fn get_many_by_digest_chunk(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        let now_s = now_s();
+        let mut results: Vec<Option<Result<Record>>> = digests.iter().map(|_| None).collect();
+        let mut per_disk: Vec<Vec<(usize, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
+        for (i, digest) in digests.iter().enumerate() {
+            match self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest)) {
+                Some(entry) if is_live(&entry, now_s) => {
+                    per_disk[entry.location.device as usize].push((i, entry))
+                }
+                _ => results[i] = Some(Err(Error::NotFound)),
+            }
+        }
+        for (disk, items) in self.shared.disks.iter().zip(&per_disk) {
+            let entries: Vec<EntryInfo> = items.iter().map(|(_, e)| *e).collect();
+            for ((i, _), verified) in items.iter().zip(disk.read_entries(&entries)) {
+                results[*i] = Some(match verified {
+                    Ok(Verify::Ok(record)) if record.digest == digests[*i] => Ok(record),
+                    Ok(Verify::Ok(_)) => Err(Error::NotFound),
+                    Ok(_) => self
+                        .fetch_by_digest(&digests[*i])
+                        .and_then(|r| r.map(|(_, r)| r).ok_or(Error::NotFound)),
+                    Err(err) => Err(err),
+                });
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Err(Error::NotFound))).collect()
+    }
+
+    /// Calls `visit` with every live record of one partition in descending digest order
+    /// (Aerospike's order, so that resume points are interchangeable), starting after
+    /// `after` (records with a strictly smaller digest), until it returns false. A record
+    /// that cannot be read or fails its checksum is passed as an `Err` and the scan goes
+    /// on. Returns whether the partition was finished.
+    ///
+    /// Cost: the partition's records are read in device order, in batches of 64 reads in
+    /// flight, and held in memory together to be sorted (records ÷ 4096 of them).
+    pub fn scan_partition_by_digest(
+        &self,
+        partition: usize,
+        after: Option<&Digest>,
+        visit: &mut dyn FnMut(Result<Record>) -> bool,
+    ) -> Result<bool> {
+        if partition >= PARTITION_COUNT {
+            return Err(Error::InvalidPartition { partition, count: PARTITION_COUNT });
+        }
+        let now_s = now_s();
+        let mut entries: Vec<EntryInfo> =
+            self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).collect();
+        entries.sort_by_key(|e| (e.location.device, e.location.offset_bytes));
+        let mut records = Vec::with_capacity(entries.len());
+        let mut problems = Vec::new();
+        for chunk in entries.chunk_by(|a, b| a.location.device == b.location.device) {
+            let disk = &self.shared.disks[chunk[0].location.device as usize];
+            for batch in chunk.chunks(SCAN_BATCH) {
+                for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
+                    match verified {
+                        Ok(Verify::Ok(record)) => records.push(record),
+                        Ok(_) => match self.shared.fetch(partition, entry.tag) {
+                            Ok(Some(record)) => records.push(record),
+                            Ok(None) => {}
+                            Err(err) => problems.push(err),
+                        },
+                        Err(err) => problems.push(err),
+                    }
+                }
+            }
+        }
+        records.sort_unstable_by_key(|r| std::cmp::Reverse(r.digest));
+        let start = after.map_or(0, |after| records.partition_point(|r| r.digest >= *after));
+        self.shared.counters.add_scanned(records.len() as u64 - start as u64);
+        for problem in problems {
+            if !visit(Err(problem)) {
+                return Ok(false);
+            }
+        }
+        for record in records.into_iter().skip(start) {
+            if !visit(Ok(record)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Returns once every write acknowledged so far is durable on its device (a flush
+    /// barrier; in commit-to-device mode they already are).
+    pub fn flush(&self) -> Result<()> {
+        for disk in &self.shared.disks {
+            disk.flush_barrier()?;
+        }
+        Ok(())
+    }
+}
+
+/// The update lock a digest's updaters share.
+fn update_stripe(digest: &Digest) -> usize {
+    let tag = DigestTag::of(digest);
+    (tag.hi as usize ^ partition_of(digest)) % UPDATE_STRIPES
+}
+
+/// Update locks: enough that unrelated records rarely share one at a server's concurrency.
+pub(crate) const UPDATE_STRIPES: usize = 4096;

@@ -1,0 +1,192 @@
+//! Whole-record operations a cluster and a server's admin commands need: applying a copy
+//! received from another node, and a durable truncate.
+//!
+//! `apply` decides with recovery's newest-copy order (higher generation, then later
+//! last-update time; recovery's last tie-break, the local block sequence, has no meaning
+//! across nodes, so an exact tie is "already have it"), which makes it idempotent and
+//! commutative: any two nodes that applied the same copies in any order hold the same
+//! newest one. It takes the record's update lock, so it is atomic with
+//! `update_by_digest`.
+//!
+//! `truncate` deletes with tombstones (so a cold start cannot bring a record back) and then
+//! waits for a flush barrier. Cost: one read per live record of the partitions named and
+//! one tombstone per record deleted.
+
+use crate::engine::{now_ms, Engine, Pressure};
+use crate::error::{Error, Result};
+use crate::format::{Digest, RecordMeta};
+use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::read::{Record, Verify};
+use crate::stats::Counters;
+use crate::write::WriteKind;
+use crate::WriteOptions;
+use std::ops::Range;
+
+/// A copy of a record as another node holds it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaCopy<'a> {
+    pub digest: &'a Digest,
+    pub generation: u32,
+    pub last_update_ms: u64,
+    /// Unix seconds after which the record expires; 0 = never.
+    pub void_time: u32,
+    pub tombstone: bool,
+    pub value: &'a [u8],
+}
+
+/// What `apply` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The copy was newer and is now the record.
+    Written,
+    /// The copy was not newer than the one held (or the same): nothing was written.
+    Stale,
+}
+
+/// What `apply` compares: the held copy's order key and the entry it was read through.
+type Held = Option<(EntryInfo, (u32, u64))>;
+
+impl Engine {
+    /// Writes `copy` if it is newer than the copy held, by recovery's order; durable on
+    /// return in commit-to-device mode.
+    pub fn apply(&self, copy: &ReplicaCopy<'_>) -> Result<Applied> {
+        let result = self.apply_inner(copy);
+        Counters::add(&self.shared.counters.applies, 1);
+        if result.as_ref().is_ok_and(|a| *a == Applied::Stale) {
+            Counters::add(&self.shared.counters.applies_stale, 1);
+        }
+        if result.is_err() {
+            Counters::add(&self.shared.counters.errors, 1);
+        }
+        result
+    }
+
+    fn apply_inner(&self, copy: &ReplicaCopy<'_>) -> Result<Applied> {
+        if copy.generation == 0 || copy.generation > crate::index::GENERATION_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "a copy's generation must be 1 to {}, got {}",
+                crate::index::GENERATION_MAX,
+                copy.generation
+            )));
+        }
+        let _update = self.update_lock(copy.digest);
+        let disk = self.shared.disk_of(copy.digest);
+        let kind = if copy.tombstone { WriteKind::Delete } else { WriteKind::Client };
+        let mut pressure = Pressure::new(disk, kind);
+        for _ in 0..crate::engine::READ_RETRIES_MAX * 4 {
+            let held = self.held_copy(copy.digest)?;
+            match self.try_apply(copy, held) {
+                Ok(Some(applied)) => return Ok(applied),
+                Ok(None) => continue,
+                Err(err) => pressure.wait_or_fail(err)?,
+            }
+        }
+        Err(Error::EngineFailed { reason: "record kept moving while a copy was applied".into() })
+    }
+
+    /// The copy this node holds for `digest` (live or a tombstone), read to learn its
+    /// last-update time and to prove the entry is this digest's.
+    fn held_copy(&self, digest: &Digest) -> Result<Held> {
+        let partition = partition_of(digest);
+        let Some(entry) = self.shared.index.partition(partition).get(DigestTag::of(digest)) else {
+            return Ok(None);
+        };
+        let disk = &self.shared.disks[entry.location.device as usize];
+        match disk.read_entry(&entry)?.0 {
+            Verify::Ok(record) if record.digest == *digest => {
+                Ok(Some((entry, (record.generation, record.last_update_ms))))
+            }
+            Verify::Ok(_) => Err(Error::DigestCollision { partition }),
+            // Moved meanwhile: try_apply sees the entry changed and the caller looks again;
+            // the order key is the highest, so that nothing is written on its strength.
+            Verify::Moved if self.shared.index.partition(partition).get(entry.tag) != Some(entry) => {
+                Ok(Some((entry, (u32::MAX, u64::MAX))))
+            }
+            Verify::Moved => Err(Error::corrupt(
+                disk.name(),
+                entry.location.offset_bytes,
+                "the record at this offset is not the one the index names",
+            )),
+            Verify::Corrupt(err) => Err(err),
+        }
+    }
+
+    /// One attempt; `None` when the entry changed since `held` was read.
+    fn try_apply(&self, copy: &ReplicaCopy<'_>, held: Held) -> Result<Option<Applied>> {
+        let _poison_on_panic = self.shared.index.poison_on_panic();
+        let mut partition = self.shared.index.partition(partition_of(copy.digest));
+        let existing = partition.get(DigestTag::of(copy.digest));
+        if existing != held.map(|(entry, _)| entry) {
+            return Ok(None);
+        }
+        let newer = match held {
+            Some((_, order)) => (copy.generation, copy.last_update_ms) > order,
+            // Older than a tombstone reclaimed from this partition.
+            None => copy.generation > partition.generation_floor(),
+        };
+        if !newer {
+            return Ok(Some(Applied::Stale));
+        }
+        let meta = RecordMeta {
+            digest: *copy.digest,
+            generation: copy.generation,
+            void_time: if copy.tombstone { 0 } else { copy.void_time },
+            last_update_ms: copy.last_update_ms,
+            tombstone: copy.tombstone,
+            wblock_seq_lo: 0,
+        };
+        let value = if copy.tombstone { &[][..] } else { copy.value };
+        let pending = self.shared.place(&mut partition, existing, &meta, &[], value)?;
+        drop(partition);
+        self.shared.wait_pending(pending)?;
+        Ok(Some(Applied::Written))
+    }
+
+    /// Deletes, durably, every live record of `partitions` last updated before
+    /// `updated_before_ms` (Unix ms) for which `matches` says yes; returns how many. A
+    /// record written meanwhile (a newer generation) is left alone. Deleted records stay
+    /// deleted after any restart: each gets a tombstone, and the call returns after a
+    /// flush barrier.
+    pub fn truncate(
+        &self,
+        partitions: Range<usize>,
+        updated_before_ms: u64,
+        matches: &mut dyn FnMut(&Record) -> bool,
+    ) -> Result<u64> {
+        if partitions.end > PARTITION_COUNT || partitions.start > partitions.end {
+            let partition = partitions.end.max(partitions.start);
+            return Err(Error::InvalidPartition { partition, count: PARTITION_COUNT });
+        }
+        let updated_before_ms = updated_before_ms.min(now_ms() + 1);
+        let mut deleted = 0;
+        for partition in partitions {
+            let mut doomed = Vec::new();
+            let mut first_error = None;
+            self.scan_partition_by_digest(partition, None, &mut |record| {
+                match record {
+                    Ok(record) if record.last_update_ms < updated_before_ms && matches(&record) => {
+                        doomed.push((record.digest, record.generation))
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        first_error.get_or_insert(err);
+                    }
+                }
+                true
+            })?;
+            if let Some(err) = first_error {
+                return Err(err);
+            }
+            for (digest, generation) in doomed {
+                let options = WriteOptions { expected_generation: Some(generation), ..Default::default() };
+                match self.delete_by_digest(&digest, &options) {
+                    Ok(()) => deleted += 1,
+                    Err(Error::GenerationMismatch { .. } | Error::NotFound) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        self.flush()?;
+        Ok(deleted)
+    }
+}
