@@ -2,4 +2,5 @@
 
 pub mod backup;
 pub mod inspect;
+pub mod server;
 pub mod text;

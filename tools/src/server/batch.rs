@@ -1,0 +1,159 @@
+//! Batch-index requests (`../shared/aerospike-wire.md` §5): the rows of one BATCH field,
+//! each run as a single-record command, answered one message per row (the row index in
+//! transaction_ttl) in frames of at most `BATCH_FRAME_BYTES`, then a LAST message.
+
+use super::record::{self, code, Command, Outcome};
+use super::wire::*;
+use super::Server;
+
+/// Rows one batch may hold (the real server's default `batch-max-requests`).
+pub const BATCH_ROWS_MAX: usize = 5000;
+/// Reply bytes gathered before a frame is closed (the real server's buffer size).
+pub const BATCH_FRAME_BYTES: usize = 128 * 1024;
+
+const ROW_REPEAT: u8 = 0x01;
+const ROW_INFO: u8 = 0x02;
+const ROW_GEN: u8 = 0x04;
+const ROW_TTL: u8 = 0x08;
+const ROW_INFO4: u8 = 0x10;
+
+/// One decoded row: what a repeat row reuses from the row before it.
+#[derive(Clone)]
+struct Row<'a> {
+    index: u32,
+    digest: [u8; DIGEST_SIZE],
+    header: MsgHeader,
+    namespace: &'a [u8],
+    set: &'a [u8],
+    key: Option<&'a [u8]>,
+    has_filter: bool,
+    ops: Vec<Op<'a>>,
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end = end.ok_or_else(|| WireError(format!("batch row truncated at byte {}", self.at)))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Decodes the rows of a BATCH field.
+fn decode_rows(data: &[u8]) -> Result<Vec<Row<'_>>, (u8, WireError)> {
+    let parameter = |e| (code::PARAMETER, e);
+    let mut c = Cursor { b: data, at: 0 };
+    let count = c.u32().map_err(parameter)? as usize;
+    let _flags = c.u8().map_err(parameter)?;
+    if count > BATCH_ROWS_MAX {
+        return Err((151, WireError(format!("batch of {count} rows, at most {BATCH_ROWS_MAX}"))));
+    }
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index = c.u32().map_err(parameter)?;
+        let digest: [u8; DIGEST_SIZE] = c.take(DIGEST_SIZE).map_err(parameter)?.try_into().unwrap_or([0; 20]);
+        let kind = c.u8().map_err(parameter)?;
+        if kind == ROW_REPEAT {
+            let previous =
+                rows.last().ok_or_else(|| parameter(WireError("first batch row repeats".into())))?;
+            rows.push(Row { index, digest, ..previous.clone() });
+            continue;
+        }
+        rows.push(decode_row(&mut c, index, digest, kind).map_err(parameter)?);
+    }
+    Ok(rows)
+}
+
+fn decode_row<'a>(c: &mut Cursor<'a>, index: u32, digest: [u8; 20], kind: u8) -> Result<Row<'a>, WireError> {
+    let mut header = MsgHeader::default();
+    if kind == 0 {
+        header.info1 = c.u8()?;
+    }
+    if kind & ROW_INFO != 0 {
+        header.info1 = c.u8()?;
+        header.info2 = c.u8()?;
+        header.info3 = c.u8()?;
+    }
+    if kind & ROW_INFO4 != 0 {
+        header.info4 = c.u8()?;
+    }
+    if kind & ROW_GEN != 0 {
+        header.generation = c.u16()? as u32;
+    }
+    if kind & ROW_TTL != 0 {
+        header.record_ttl = c.u32()?;
+    }
+    let n_fields = c.u16()?;
+    let n_ops = c.u16()?;
+    let fields = decode_fields(c.b, &mut c.at, n_fields)?;
+    let ops = decode_ops(c.b, &mut c.at, n_ops)?;
+    let field = |kind| fields.iter().find(|f| f.kind == kind).map(|f| f.data);
+    Ok(Row {
+        index,
+        digest,
+        header,
+        namespace: field(FIELD_NAMESPACE).ok_or_else(|| WireError("batch row without a namespace".into()))?,
+        set: field(FIELD_SET).unwrap_or(&[]),
+        key: field(FIELD_KEY),
+        has_filter: field(FIELD_FILTER).is_some(),
+        ops,
+    })
+}
+
+/// Answers a batch request into `reply`.
+pub fn execute(server: &Server, message: &Message<'_>, reply: &mut Reply) {
+    let Some(data) = message.field(FIELD_BATCH) else {
+        return finish(reply, code::PARAMETER);
+    };
+    let rows = match decode_rows(data) {
+        Ok(rows) => rows,
+        Err((code, err)) => {
+            log::debug!("batch refused: {err}");
+            return finish(reply, code);
+        }
+    };
+    for row in &rows {
+        let outcome = match server.namespace(row.namespace) {
+            None => Outcome::code(code::NAMESPACE),
+            Some(_) if row.has_filter => Outcome::code(code::UNSUPPORTED_FEATURE),
+            Some(ns) => {
+                let command = Command {
+                    header: row.header,
+                    set: row.set,
+                    key: row.key,
+                    digest: row.digest,
+                    ops: &row.ops,
+                };
+                record::execute(ns, &command)
+            }
+        };
+        let info1 = if outcome.bins.is_empty() { row.header.info1 & INFO1_NOBINDATA } else { 0 };
+        record::write_outcome(reply, &outcome, info1, row.index);
+        if reply.frame_bytes() >= BATCH_FRAME_BYTES {
+            reply.end_frame();
+        }
+    }
+    finish(reply, code::OK);
+}
+
+fn finish(reply: &mut Reply, code: u8) {
+    reply.message(&MsgHeader { info3: INFO3_LAST, result_code: code, ..MsgHeader::default() });
+    reply.end_frame();
+}

@@ -1,0 +1,208 @@
+//! The server's record: set name, user key and bins, encoded into the engine's value.
+//!
+//! Encoding, version 1 (ARCHITECTURE.md has the same table), all integers big-endian:
+//! `u8 version (1)`, `u8 set length`, set bytes, `u8 key particle type (0 = no key)`,
+//! `u16 key length`, key bytes, `u16 bin count`, then per bin `u8 name length`, name,
+//! `u8 particle type`, `u32 value length`, value bytes as the client sent them (so that
+//! lists, maps, GeoJSON and HLL come back byte for byte). The decoder never panics (the
+//! `server_request` fuzz target feeds it).
+
+pub const BINS_VERSION: u8 = 1;
+pub const SET_NAME_MAX: usize = 63;
+
+pub const PARTICLE_NULL: u8 = 0;
+pub const PARTICLE_INTEGER: u8 = 1;
+pub const PARTICLE_FLOAT: u8 = 2;
+pub const PARTICLE_STRING: u8 = 3;
+pub const PARTICLE_BLOB: u8 = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bin {
+    pub name: Vec<u8>,
+    pub particle: u8,
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub set: Vec<u8>,
+    /// The user key as the client sent it: particle type and bytes.
+    pub key: Option<(u8, Vec<u8>)>,
+    pub bins: Vec<Bin>,
+}
+
+impl StoredRecord {
+    pub fn bin(&self, name: &[u8]) -> Option<&Bin> {
+        self.bins.iter().find(|b| b.name == name)
+    }
+
+    /// Sets a bin (a NULL particle removes it).
+    pub fn set_bin(&mut self, name: &[u8], particle: u8, value: &[u8]) {
+        self.bins.retain(|b| b.name != name);
+        if particle != PARTICLE_NULL {
+            self.bins.push(Bin { name: name.to_vec(), particle, value: value.to_vec() });
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let size: usize = self.bins.iter().map(|b| 6 + b.name.len() + b.value.len()).sum();
+        let mut out = Vec::with_capacity(8 + self.set.len() + size);
+        out.push(BINS_VERSION);
+        out.push(self.set.len() as u8);
+        out.extend_from_slice(&self.set);
+        let (particle, key) = self.key.as_ref().map_or((0, &[][..]), |(p, k)| (*p, &k[..]));
+        out.push(particle);
+        out.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        out.extend_from_slice(key);
+        out.extend_from_slice(&(self.bins.len() as u16).to_be_bytes());
+        for bin in &self.bins {
+            out.push(bin.name.len() as u8);
+            out.extend_from_slice(&bin.name);
+            out.push(bin.particle);
+            out.extend_from_slice(&(bin.value.len() as u32).to_be_bytes());
+            out.extend_from_slice(&bin.value);
+        }
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> Result<StoredRecord, String> {
+        let mut r = Reader { b, at: 0 };
+        let version = r.u8()?;
+        if version != BINS_VERSION {
+            return Err(format!("bin encoding version {version}, expected {BINS_VERSION}"));
+        }
+        let set_len = r.u8()? as usize;
+        let set = r.bytes(set_len)?.to_vec();
+        let key_particle = r.u8()?;
+        let key_len = r.u16()? as usize;
+        let key_bytes = r.bytes(key_len)?.to_vec();
+        let key = (key_particle != 0).then_some((key_particle, key_bytes));
+        let count = r.u16()?;
+        let mut bins = Vec::with_capacity(count.min(256) as usize);
+        for _ in 0..count {
+            let name_len = r.u8()? as usize;
+            let name = r.bytes(name_len)?.to_vec();
+            let particle = r.u8()?;
+            let value_len = r.u32()? as usize;
+            let value = r.bytes(value_len)?.to_vec();
+            bins.push(Bin { name, particle, value });
+        }
+        if r.at != b.len() {
+            return Err(format!("{} bytes after the last bin", b.len() - r.at));
+        }
+        Ok(StoredRecord { set, key, bins })
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("bin encoding truncated")?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Why a bin operation cannot apply to the bin it names (Aerospike's result 12, or 4).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BinOpError {
+    IncompatibleType,
+    Parameter,
+}
+
+/// `INCR`: adds an integer or float to the bin (a missing bin counts as zero).
+pub fn add(record: &mut StoredRecord, name: &[u8], particle: u8, value: &[u8]) -> Result<(), BinOpError> {
+    let operand: [u8; 8] = value.try_into().map_err(|_| BinOpError::Parameter)?;
+    let current = record.bin(name).map(|b| (b.particle, b.value.clone()));
+    let sum = match (particle, current) {
+        (PARTICLE_INTEGER, None) => operand,
+        (PARTICLE_FLOAT, None) => operand,
+        (PARTICLE_INTEGER, Some((PARTICLE_INTEGER, v))) => {
+            let held = i64::from_be_bytes(v.try_into().map_err(|_| BinOpError::IncompatibleType)?);
+            held.wrapping_add(i64::from_be_bytes(operand)).to_be_bytes()
+        }
+        (PARTICLE_FLOAT, Some((PARTICLE_FLOAT, v))) => {
+            let held = f64::from_be_bytes(v.try_into().map_err(|_| BinOpError::IncompatibleType)?);
+            (held + f64::from_be_bytes(operand)).to_be_bytes()
+        }
+        (PARTICLE_INTEGER | PARTICLE_FLOAT, Some(_)) => return Err(BinOpError::IncompatibleType),
+        _ => return Err(BinOpError::IncompatibleType),
+    };
+    record.set_bin(name, particle, &sum);
+    Ok(())
+}
+
+/// `APPEND` / `PREPEND`: strings and blobs, each only to its own kind.
+pub fn concat(
+    record: &mut StoredRecord,
+    name: &[u8],
+    particle: u8,
+    value: &[u8],
+    prepend: bool,
+) -> Result<(), BinOpError> {
+    if particle != PARTICLE_STRING && particle != PARTICLE_BLOB {
+        return Err(BinOpError::IncompatibleType);
+    }
+    let joined = match record.bin(name) {
+        None => value.to_vec(),
+        Some(bin) if bin.particle == particle && prepend => [value, &bin.value].concat(),
+        Some(bin) if bin.particle == particle => [&bin.value, value].concat(),
+        Some(_) => return Err(BinOpError::IncompatibleType),
+    };
+    record.set_bin(name, particle, &joined);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_truncations_are_errors() {
+        let mut record = StoredRecord { set: b"demo".to_vec(), key: Some((3, b"k1".to_vec())), bins: vec![] };
+        record.set_bin(b"a", PARTICLE_INTEGER, &7i64.to_be_bytes());
+        record.set_bin(b"list", 20, &[0x92, 1, 2]);
+        let bytes = record.encode();
+        assert_eq!(StoredRecord::decode(&bytes).unwrap(), record);
+        for len in 0..bytes.len() {
+            assert!(StoredRecord::decode(&bytes[..len]).is_err(), "truncated at {len}");
+        }
+    }
+
+    #[test]
+    fn add_and_concat_keep_to_their_types() {
+        let mut record = StoredRecord::default();
+        add(&mut record, b"n", PARTICLE_INTEGER, &5i64.to_be_bytes()).unwrap();
+        add(&mut record, b"n", PARTICLE_INTEGER, &(-2i64).to_be_bytes()).unwrap();
+        assert_eq!(record.bin(b"n").unwrap().value, 3i64.to_be_bytes());
+        assert_eq!(
+            add(&mut record, b"n", PARTICLE_FLOAT, &1f64.to_be_bytes()),
+            Err(BinOpError::IncompatibleType)
+        );
+        concat(&mut record, b"s", PARTICLE_STRING, b"b", false).unwrap();
+        concat(&mut record, b"s", PARTICLE_STRING, b"a", true).unwrap();
+        concat(&mut record, b"s", PARTICLE_STRING, b"c", false).unwrap();
+        assert_eq!(record.bin(b"s").unwrap().value, b"abc");
+        assert_eq!(
+            concat(&mut record, b"n", PARTICLE_STRING, b"x", false),
+            Err(BinOpError::IncompatibleType)
+        );
+        record.set_bin(b"s", PARTICLE_NULL, &[]);
+        assert!(record.bin(b"s").is_none());
+    }
+}

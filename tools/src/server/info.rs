@@ -1,0 +1,163 @@
+//! The info protocol (`../shared/aerospike-wire.md` §2): one reply line per request line,
+//! the request echoed, a TAB, the value. The values the clients parse at connect and on
+//! every tend (node, build, partition-generation, peers, replicas) have exactly the
+//! forms the fact sheet gives; unknown commands get `ERROR:4:unrecognized command`.
+
+use super::{Namespace, Server};
+use std::fmt::Write;
+
+pub const BUILD: &str = "8.1.2.0";
+const FEATURES: &str = "batch-any;batch-index;blob-bits;float;peers;pipelining;pquery;pscans;replicas;replicas-all;replicas-master;truncate-namespace";
+
+/// Answers an info request body; `local_addr` is the accepting socket's address.
+pub fn answer(server: &Server, request: &[u8], local_addr: &str) -> String {
+    let text = String::from_utf8_lossy(request);
+    let mut out = String::new();
+    for line in text.split('\n').filter(|l| !l.is_empty()) {
+        let value = command(server, line, local_addr);
+        // A value never carries the separators of the reply.
+        let value = value.replace(['\t', '\n'], " ");
+        let _ = writeln!(out, "{line}\t{value}");
+    }
+    out
+}
+
+fn command(server: &Server, line: &str, local_addr: &str) -> String {
+    let (name, args) = line.split_once(':').unwrap_or((line, ""));
+    match name {
+        "node" => server.node_id.clone(),
+        "build" => BUILD.to_string(),
+        "version" => format!("Spike (Aerospike-compatible) build {BUILD}"),
+        "edition" => "Spike".to_string(),
+        "partition-generation" => "1".to_string(),
+        "rebalance-generation" | "peers-generation" | "cluster-generation" => "0".to_string(),
+        "cluster-name" => server.cluster_name.clone().unwrap_or_else(|| "null".to_string()),
+        "peers-clear-std" | "peers-clear-alt" | "peers-tls-std" | "peers-tls-alt" => "0,3000,[]".to_string(),
+        "service-clear-std" | "service-clear-alt" | "service" | "services" => local_addr.to_string(),
+        "services-alumni" | "services-alternate" => String::new(),
+        "replicas" | "replicas-all" | "replicas-master" => replicas(server, name),
+        "rack-ids" => {
+            server.namespaces.iter().map(|ns| format!("{}:0", ns.name)).collect::<Vec<_>>().join(";")
+        }
+        "user-agent-set" => "ok".to_string(),
+        "features" => FEATURES.to_string(),
+        "partitions" => spike::index::PARTITION_COUNT.to_string(),
+        "namespaces" => server.namespaces.iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>().join(";"),
+        "status" => "ok".to_string(),
+        "statistics" => statistics(server),
+        "cluster-stable" => "5B1C3".to_string(),
+        "sindex-list" | "udf-list" | "sindex" => String::new(),
+        "get-config" => {
+            format!("batch-index-threads={};proto-fd-max={}", server.threads, server.connections_max)
+        }
+        "truncate" | "truncate-namespace" => truncate(server, args),
+        _ => namespaced(server, line),
+    }
+}
+
+/// `namespace/<ns>`, `sets[/<ns>[/<set>]]`: commands with `/` arguments.
+fn namespaced(server: &Server, line: &str) -> String {
+    let mut parts = line.split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("namespace"), Some(ns), None) => match server.namespace(ns.as_bytes()) {
+            Some(ns) => namespace_stats(ns),
+            None => "type=unknown".to_string(),
+        },
+        (Some("sets"), ns, set) => sets(server, ns, set),
+        _ => "ERROR:4:unrecognized command".to_string(),
+    }
+}
+
+fn replicas(server: &Server, name: &str) -> String {
+    // Every partition is this node's: a 4096-bit map of ones, base64 with padding.
+    let all = format!("{}//8=", "////".repeat(170));
+    let line = |ns: &Namespace| match name {
+        "replicas" => format!("{}:0,1,{all}", ns.name),
+        _ => format!("{}:{all}", ns.name),
+    };
+    server.namespaces.iter().map(line).collect::<Vec<_>>().join(";")
+}
+
+fn statistics(server: &Server) -> String {
+    let mut objects = 0;
+    let mut puts = 0;
+    let mut gets = 0;
+    for ns in &server.namespaces {
+        let stats = ns.engine.stats();
+        objects += stats.index_entries - stats.tombstones;
+        puts += stats.puts;
+        gets += stats.gets;
+    }
+    format!(
+        "cluster_size=1;uptime={};objects={objects};client_connections={};stat_read_reqs={gets};stat_write_reqs={puts}",
+        server.started.elapsed().as_secs(),
+        server.connections.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+fn namespace_stats(ns: &Namespace) -> String {
+    let stats = ns.engine.stats();
+    let total: u64 = stats.devices.iter().map(|d| d.wblocks_total).sum();
+    let free: u64 = stats.devices.iter().map(|d| d.wblocks_free).sum();
+    let free_pct = (free * 100).checked_div(total).unwrap_or(0);
+    format!(
+        "objects={};tombstones={};replication-factor=1;effective_replication_factor=1;\
+         default-ttl={};single-bin=false;storage-engine=device;device_free_pct={free_pct};\
+         client_read_success={};client_write_success={};client_delete_success={};\
+         index_used_bytes={};data_used_bytes={};restart_kind={}",
+        stats.index_entries - stats.tombstones,
+        stats.tombstones,
+        ns.default_ttl_s,
+        stats.gets,
+        stats.puts,
+        stats.deletes,
+        stats.index_bytes,
+        stats.devices.iter().map(|d| d.live_bytes).sum::<u64>(),
+        stats.recovery.kind,
+    )
+}
+
+fn sets(server: &Server, ns: Option<&str>, set: Option<&str>) -> String {
+    let mut out = String::new();
+    for namespace in &server.namespaces {
+        if ns.is_some_and(|n| n != namespace.name) {
+            continue;
+        }
+        for (name, objects) in namespace.set_counts() {
+            if set.is_some_and(|s| s.as_bytes() != name.as_slice()) {
+                continue;
+            }
+            let name = String::from_utf8_lossy(&name);
+            let _ = write!(
+                out,
+                "ns={}:set={name}:objects={objects}:tombstones=0:truncate_lut=0:sindexes=0;",
+                namespace.name
+            );
+        }
+    }
+    if out.is_empty() && ns.is_some_and(|n| server.namespace(n.as_bytes()).is_none()) {
+        return "ns_type=unknown".to_string();
+    }
+    out
+}
+
+/// `truncate:namespace=<ns>;set=<set>[;lut=<ns since epoch>]` and `truncate-namespace`.
+fn truncate(server: &Server, args: &str) -> String {
+    let arg = |key: &str| args.split(';').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+    let Some(ns) = arg("namespace").and_then(|n| server.namespace(n.as_bytes())) else {
+        return "ERROR:4:namespace not found".to_string();
+    };
+    let before_ms = match arg("lut").map(str::parse::<u64>) {
+        None => u64::MAX,
+        Some(Ok(lut_ns)) => lut_ns / 1_000_000,
+        Some(Err(_)) => return "ERROR:4:lut is not a number".to_string(),
+    };
+    let set = arg("set").map(|s| s.as_bytes().to_vec());
+    match ns.truncate(set.as_deref(), before_ms) {
+        Ok(deleted) => {
+            log::info!("namespace {}: truncate deleted {deleted} records", ns.name);
+            "ok".to_string()
+        }
+        Err(err) => format!("ERROR:1:{err}"),
+    }
+}

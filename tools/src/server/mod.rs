@@ -1,0 +1,83 @@
+//! `spike-server`: Aerospike's wire protocol on the Spike engine, so that applications
+//! written for Aerospike, with the official clients, run on Spike.
+//!
+//! Modules: `wire` (frames, messages, fields, ops; pure), `bins` (the record encoding in
+//! the engine's value; pure), `info` (the info protocol), `record` (single-record
+//! commands), `batch`, `scan`, `net` (the event loops), `config` (the TOML file and
+//! flags), `metrics` (the Prometheus endpoint).
+//!
+//! Threads: one acceptor, `threads` event loops (each an epoll set of connections, via
+//! mio) that decode a request, run it on the engine (a read may block on the device)
+//! and write the reply, and the engine's own flusher and janitor threads per namespace.
+
+pub mod batch;
+pub mod bins;
+pub mod compression;
+pub mod config;
+pub mod info;
+pub mod metrics;
+pub mod net;
+pub mod record;
+pub mod scan;
+pub mod wire;
+
+use spike::Engine;
+use std::sync::atomic::AtomicUsize;
+use std::time::Instant;
+
+/// A namespace served: its engine and the settings the protocol needs.
+pub struct Namespace {
+    pub name: String,
+    pub engine: Engine,
+    /// TTL of a write that asks for the namespace default (TTL 0); 0 = never expires.
+    pub default_ttl_s: u32,
+    /// Keep the user key a client sends (scans and batches then return it).
+    pub store_keys: bool,
+}
+
+impl Namespace {
+    /// Deletes the records of `set` (or all) last updated before `before_ms`, durably.
+    pub fn truncate(&self, set: Option<&[u8]>, before_ms: u64) -> spike::Result<u64> {
+        let mut matches = |record: &spike::Record| match set {
+            None => true,
+            Some(set) => bins::StoredRecord::decode(&record.value).is_ok_and(|r| r.set == set),
+        };
+        self.engine.truncate(0..spike::index::PARTITION_COUNT, before_ms, &mut matches)
+    }
+
+    /// Records per set name. Cost: a scan of the whole namespace (the engine keeps no
+    /// per-set index), so it answers `sets` info requests, not a hot path.
+    pub fn set_counts(&self) -> Vec<(Vec<u8>, u64)> {
+        let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for partition in 0..spike::index::PARTITION_COUNT {
+            let _ = self.engine.scan_partition_by_digest(partition, None, &mut |record| {
+                if let Ok(Ok(stored)) = record.map(|r| bins::StoredRecord::decode(&r.value)) {
+                    if !stored.set.is_empty() {
+                        *counts.entry(stored.set).or_default() += 1;
+                    }
+                }
+                true
+            });
+        }
+        counts.into_iter().collect()
+    }
+}
+
+/// Everything the event loops share.
+pub struct Server {
+    pub namespaces: Vec<Namespace>,
+    pub node_id: String,
+    pub cluster_name: Option<String>,
+    pub threads: usize,
+    pub connections_max: usize,
+    pub frame_bytes_max: usize,
+    pub idle_timeout_s: u64,
+    pub connections: AtomicUsize,
+    pub started: Instant,
+}
+
+impl Server {
+    pub fn namespace(&self, name: &[u8]) -> Option<&Namespace> {
+        self.namespaces.iter().find(|ns| ns.name.as_bytes() == name)
+    }
+}

@@ -1,0 +1,313 @@
+//! Single-record commands on one namespace: read, exists, write and operate (with every
+//! existence and generation policy and TTL rule of `../shared/aerospike-wire.md` §3.6),
+//! delete and touch. A write is one `update_by_digest` of the engine, so the existence
+//! and generation checks, the bin merge and the append happen atomically; a delete is
+//! always durable (a tombstone).
+
+use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
+use super::wire::*;
+use super::Namespace;
+use spike::{Change, Error};
+
+pub mod code {
+    pub const OK: u8 = 0;
+    pub const SERVER_ERROR: u8 = 1;
+    pub const KEY_NOT_FOUND: u8 = 2;
+    pub const GENERATION: u8 = 3;
+    pub const PARAMETER: u8 = 4;
+    pub const KEY_EXISTS: u8 = 5;
+    pub const OUT_OF_SPACE: u8 = 8;
+    pub const TIMEOUT: u8 = 9;
+    pub const INCOMPATIBLE_TYPE: u8 = 12;
+    pub const RECORD_TOO_BIG: u8 = 13;
+    pub const UNSUPPORTED_FEATURE: u8 = 16;
+    pub const DEVICE_OVERLOAD: u8 = 18;
+    pub const KEY_MISMATCH: u8 = 19;
+    pub const NAMESPACE: u8 = 20;
+    pub const BIN_NAME: u8 = 21;
+    pub const FILTERED_OUT: u8 = 27;
+}
+
+/// TTLs above ten years are refused, as by the real server.
+const TTL_MAX_S: u32 = 10 * 365 * 24 * 3600;
+const TTL_NEVER: u32 = u32::MAX;
+const TTL_UNCHANGED: u32 = u32::MAX - 1;
+
+/// A single-record command, from a message or a batch row.
+#[derive(Clone, Copy, Debug)]
+pub struct Command<'a> {
+    pub header: MsgHeader,
+    pub set: &'a [u8],
+    pub key: Option<&'a [u8]>,
+    pub digest: [u8; DIGEST_SIZE],
+    pub ops: &'a [Op<'a>],
+}
+
+/// What a command answers: result code, the record's generation and Unix void time, and
+/// the ops of the reply.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub code: u8,
+    pub generation: u32,
+    pub void_time: u32,
+    pub bins: Vec<(u8, Vec<u8>, Vec<u8>)>,
+}
+
+impl Outcome {
+    pub fn code(code: u8) -> Outcome {
+        Outcome { code, ..Outcome::default() }
+    }
+}
+
+/// The result code the clients expect for an engine error.
+pub fn engine_error_code(err: &Error) -> u8 {
+    match err {
+        Error::NotFound => code::KEY_NOT_FOUND,
+        Error::AlreadyExists => code::KEY_EXISTS,
+        Error::GenerationMismatch { .. } => code::GENERATION,
+        Error::RecordTooBig { .. } => code::RECORD_TOO_BIG,
+        Error::OutOfSpace { .. } => code::OUT_OF_SPACE,
+        Error::DeviceOverloaded { .. } => code::DEVICE_OVERLOAD,
+        Error::InDoubt { .. } => code::TIMEOUT,
+        Error::DigestCollision { .. } | Error::InvalidArgument(_) => code::PARAMETER,
+        _ => code::SERVER_ERROR,
+    }
+}
+
+/// Runs a command: dispatches on the info bits as the real server does.
+pub fn execute(ns: &Namespace, command: &Command<'_>) -> Outcome {
+    let h = &command.header;
+    if let Some(code) = check_ops(command.ops) {
+        return Outcome::code(code);
+    }
+    if h.info2 & INFO2_WRITE != 0 {
+        if h.info2 & INFO2_DELETE != 0 {
+            return delete(ns, command);
+        }
+        return write(ns, command);
+    }
+    if h.info1 & INFO1_READ != 0 {
+        return read(ns, command);
+    }
+    Outcome::code(code::PARAMETER)
+}
+
+fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
+    for op in ops {
+        if op.name.len() > BIN_NAME_MAX {
+            return Some(code::BIN_NAME);
+        }
+        if !matches!(
+            op.code,
+            OP_READ | OP_WRITE | OP_INCR | OP_APPEND | OP_PREPEND | OP_TOUCH | OP_DELETE_ALL
+        ) {
+            return Some(code::UNSUPPORTED_FEATURE);
+        }
+    }
+    None
+}
+
+fn decode(ns: &Namespace, value: &[u8]) -> Result<StoredRecord, Outcome> {
+    StoredRecord::decode(value).map_err(|reason| {
+        log::warn!("namespace {}: a stored record does not decode: {reason}", ns.name);
+        Outcome::code(code::SERVER_ERROR)
+    })
+}
+
+fn read(ns: &Namespace, command: &Command<'_>) -> Outcome {
+    let record = match ns.engine.get_by_digest(&command.digest) {
+        Ok(record) => record,
+        Err(err) => return Outcome::code(engine_error_code(&err)),
+    };
+    let stored = match decode(ns, &record.value) {
+        Ok(stored) => stored,
+        Err(outcome) => return outcome,
+    };
+    let bins = select_bins(&stored, &command.header, command.ops);
+    Outcome { code: code::OK, generation: record.generation, void_time: record.void_time, bins }
+}
+
+/// The bins a read returns: none for a header read, all for GET_ALL or no ops, else the
+/// named ones that exist (an empty name, which Rust sends for a header read, names none).
+pub fn select_bins(stored: &StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+    if header.info1 & INFO1_NOBINDATA != 0 {
+        return Vec::new();
+    }
+    let named: Vec<&[u8]> =
+        ops.iter().filter(|op| op.code == OP_READ && !op.name.is_empty()).map(|op| op.name).collect();
+    let all = header.info1 & INFO1_GET_ALL != 0 || ops.is_empty();
+    stored
+        .bins
+        .iter()
+        .filter(|b| all || named.contains(&&b.name[..]))
+        .map(|b| (b.particle, b.name.clone(), b.value.clone()))
+        .collect()
+}
+
+/// The TTL a write asks for, as the engine takes it (None = never expires).
+fn ttl_for(ns: &Namespace, record_ttl: u32, existing: Option<&spike::Record>) -> Result<Option<u32>, u8> {
+    let ttl_s = match record_ttl {
+        0 => ns.default_ttl_s,
+        TTL_NEVER => 0,
+        TTL_UNCHANGED => match existing {
+            Some(r) if r.void_time != 0 => r.void_time.saturating_sub(spike_now_s()).max(1),
+            Some(_) => 0,
+            None => ns.default_ttl_s,
+        },
+        ttl if ttl > TTL_MAX_S => return Err(code::PARAMETER),
+        ttl => ttl,
+    };
+    Ok((ttl_s > 0).then_some(ttl_s))
+}
+
+fn spike_now_s() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
+}
+
+/// Existence and generation checks of a write or delete against the held record.
+fn policy_check(h: &MsgHeader, existing: Option<&spike::Record>, deleting: bool) -> Option<u8> {
+    let exists = existing.is_some();
+    if h.info2 & INFO2_CREATE_ONLY != 0 && exists {
+        return Some(code::KEY_EXISTS);
+    }
+    if (h.info3 & (INFO3_UPDATE_ONLY | INFO3_REPLACE_ONLY) != 0 || deleting) && !exists {
+        return Some(code::KEY_NOT_FOUND);
+    }
+    let generation = existing.map_or(0, |r| r.generation);
+    if h.info2 & INFO2_GENERATION != 0 && h.generation != generation {
+        return Some(code::GENERATION);
+    }
+    if h.info2 & INFO2_GENERATION_GT != 0 && h.generation <= generation {
+        return Some(code::GENERATION);
+    }
+    None
+}
+
+fn delete(ns: &Namespace, command: &Command<'_>) -> Outcome {
+    let result = ns.engine.update_by_digest(&command.digest, |existing| {
+        if let Some(code) = policy_check(&command.header, existing, true) {
+            return Ok((Change::Keep, code));
+        }
+        Ok((Change::Delete, code::OK))
+    });
+    match result {
+        Ok((code, written)) => Outcome { code, generation: written.generation, ..Outcome::default() },
+        Err(err) => Outcome::code(engine_error_code(&err)),
+    }
+}
+
+fn write(ns: &Namespace, command: &Command<'_>) -> Outcome {
+    let result =
+        ns.engine.update_by_digest(&command.digest, |existing| Ok(plan_write(ns, command, existing)));
+    match result {
+        Ok(((code, bins), written)) if code == code::OK => {
+            Outcome { code, generation: written.generation, void_time: written.void_time, bins }
+        }
+        Ok(((code, _), _)) => Outcome::code(code),
+        Err(err) => Outcome::code(engine_error_code(&err)),
+    }
+}
+
+type Plan = (Change, (u8, Vec<(u8, Vec<u8>, Vec<u8>)>));
+
+/// Decides what a write or operate does to the held record: the policy checks, then
+/// every op in order on a copy of the record.
+fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Record>) -> Plan {
+    let refuse = |code| (Change::Keep, (code, Vec::new()));
+    let h = &command.header;
+    if let Some(code) = policy_check(h, existing, false) {
+        return refuse(code);
+    }
+    let mut record = match existing.map(|r| decode(ns, &r.value)).transpose() {
+        Ok(record) => record.unwrap_or_default(),
+        Err(outcome) => return refuse(outcome.code),
+    };
+    if let (Some(key), Some((particle, held))) = (command.key, &record.key) {
+        if key.first() != Some(particle) || key.get(1..) != Some(&held[..]) {
+            return refuse(code::KEY_MISMATCH);
+        }
+    }
+    if h.info3 & (INFO3_CREATE_OR_REPLACE | INFO3_REPLACE_ONLY) != 0 {
+        record.bins.clear();
+    }
+    record.set = command.set.to_vec();
+    if let Some(key) = command.key.filter(|k| !k.is_empty() && ns.store_keys) {
+        record.key = Some((key[0], key[1..].to_vec()));
+    }
+    let respond_all = h.info2 & INFO2_RESPOND_ALL_OPS != 0;
+    let mut replies = Vec::new();
+    let mut delete_record = false;
+    for op in command.ops {
+        let applied = match op.code {
+            OP_WRITE => {
+                record.set_bin(op.name, op.particle, op.value);
+                Ok(())
+            }
+            OP_INCR => bins::add(&mut record, op.name, op.particle, op.value),
+            OP_APPEND => bins::concat(&mut record, op.name, op.particle, op.value, false),
+            OP_PREPEND => bins::concat(&mut record, op.name, op.particle, op.value, true),
+            OP_DELETE_ALL => {
+                delete_record = true;
+                Ok(())
+            }
+            OP_READ => {
+                let selected: Vec<_> = if op.name.is_empty() {
+                    record.bins.iter().collect()
+                } else {
+                    record.bin(op.name).into_iter().collect()
+                };
+                if selected.is_empty() && respond_all {
+                    replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
+                }
+                replies.extend(selected.into_iter().map(|b| (b.particle, b.name.clone(), b.value.clone())));
+                continue;
+            }
+            _ => continue, // OP_TOUCH: the write itself renews the TTL; no reply op
+        };
+        if let Err(err) = applied {
+            return refuse(match err {
+                BinOpError::IncompatibleType => code::INCOMPATIBLE_TYPE,
+                BinOpError::Parameter => code::PARAMETER,
+            });
+        }
+        if respond_all {
+            replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
+        }
+    }
+    let ttl_s = match ttl_for(ns, h.record_ttl, existing) {
+        Ok(ttl) => ttl,
+        Err(code) => return refuse(code),
+    };
+    let touch_only = command.ops.iter().all(|op| op.code == OP_TOUCH);
+    if touch_only && existing.is_none() {
+        return refuse(code::KEY_NOT_FOUND);
+    }
+    if delete_record || record.bins.is_empty() {
+        // A record with no bins left is deleted, as in Aerospike.
+        return match existing {
+            Some(_) => (Change::Delete, (code::OK, replies)),
+            None if delete_record => refuse(code::KEY_NOT_FOUND),
+            None => (Change::Keep, (code::OK, replies)),
+        };
+    }
+    (Change::Put { value: record.encode(), ttl_s }, (code::OK, replies))
+}
+
+/// Writes `outcome` as one reply message; `index` is the batch row index (batch rows
+/// carry it in transaction_ttl). Error rows carry no ops.
+pub fn write_outcome(reply: &mut Reply, outcome: &Outcome, info1: u8, index: u32) {
+    let bins: &[(u8, Vec<u8>, Vec<u8>)] = if outcome.code == code::OK { &outcome.bins } else { &[] };
+    let header = MsgHeader {
+        info1,
+        result_code: outcome.code,
+        generation: outcome.generation,
+        record_ttl: void_time_since_2010(outcome.void_time),
+        transaction_ttl: index,
+        n_ops: bins.len() as u16,
+        ..MsgHeader::default()
+    };
+    reply.message(&header);
+    for (particle, name, value) in bins {
+        reply.op(OP_READ, *particle, name, value);
+    }
+}

@@ -1,0 +1,165 @@
+//! Partition scans (a query without a digest, `../shared/aerospike-wire.md` §6): the
+//! partitions of PID_ARRAY from their start and those of DIGEST_ARRAY strictly after
+//! their digest, in descending digest order (Aerospike's, so resume points carry over),
+//! for the namespace or one set. Records stream in frames of about `SCAN_FRAME_BYTES`,
+//! handed to `send` as they fill, then a LAST message.
+
+use super::bins::StoredRecord;
+use super::record::{code, select_bins};
+use super::wire::*;
+use super::Server;
+use std::io;
+
+/// Reply bytes gathered before a frame is sent (the real server's chunk size).
+pub const SCAN_FRAME_BYTES: usize = 1 << 20;
+
+/// A partition to scan and the digest it resumes after.
+type PartitionStart = (usize, Option<[u8; DIGEST_SIZE]>);
+
+/// Partitions to scan and where each resumes.
+fn partitions(message: &Message<'_>) -> Result<Vec<PartitionStart>, u8> {
+    let mut wanted: Vec<PartitionStart> = Vec::new();
+    if let Some(pids) = message.field(FIELD_PID_ARRAY) {
+        if pids.len() % 2 != 0 {
+            return Err(code::PARAMETER);
+        }
+        wanted.extend(pids.chunks(2).map(|p| (u16::from_le_bytes([p[0], p[1]]) as usize, None)));
+    }
+    if let Some(digests) = message.field(FIELD_DIGEST_ARRAY) {
+        if digests.len() % DIGEST_SIZE != 0 {
+            return Err(code::PARAMETER);
+        }
+        for d in digests.chunks(DIGEST_SIZE) {
+            let digest: [u8; DIGEST_SIZE] = d.try_into().map_err(|_| code::PARAMETER)?;
+            wanted.push((spike::index::partition_of(&digest), Some(digest)));
+        }
+    }
+    if message.field(FIELD_PID_ARRAY).is_none() && message.field(FIELD_DIGEST_ARRAY).is_none() {
+        return Err(code::PARAMETER);
+    }
+    let mut seen = vec![false; spike::index::PARTITION_COUNT];
+    for (p, _) in &wanted {
+        if *p >= seen.len() || std::mem::replace(&mut seen[*p], true) {
+            return Err(code::PARAMETER);
+        }
+    }
+    Ok(wanted)
+}
+
+/// Runs a scan; `send` writes a finished frame to the client.
+pub fn execute(
+    server: &Server,
+    message: &Message<'_>,
+    send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut reply = Reply::default();
+    let status = scan(server, message, &mut reply, send)?;
+    reply.message(&MsgHeader { info3: INFO3_LAST, result_code: status, ..MsgHeader::default() });
+    send(&reply.finish())
+}
+
+fn scan(
+    server: &Server,
+    message: &Message<'_>,
+    reply: &mut Reply,
+    send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<u8> {
+    let Some(ns) = message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)) else {
+        return Ok(code::NAMESPACE);
+    };
+    if message.field(FIELD_FILTER).is_some()
+        || message.field(FIELD_INDEX_NAME).is_some()
+        || message.field(FIELD_INDEX_RANGE).is_some()
+        || message.field(FIELD_UDF_PACKAGE).is_some()
+    {
+        return Ok(code::UNSUPPORTED_FEATURE);
+    }
+    let wanted = match partitions(message) {
+        Ok(wanted) => wanted,
+        Err(code) => return Ok(code),
+    };
+    let set = message.field(FIELD_SET).filter(|s| !s.is_empty());
+    let mut budget = message
+        .field(FIELD_MAX_RECORDS)
+        .and_then(|m| m.try_into().ok())
+        .map(u64::from_be_bytes)
+        .filter(|&m| m > 0)
+        .unwrap_or(u64::MAX);
+    let header = message.header;
+    let mut failure = None;
+    for (partition, after) in wanted {
+        let mut visit = |record: spike::Result<spike::Record>| {
+            let record = match record {
+                Ok(record) => record,
+                Err(err) => {
+                    log::warn!("namespace {}: scan skips a record: {err}", ns.name);
+                    return true;
+                }
+            };
+            let Ok(stored) = StoredRecord::decode(&record.value) else { return true };
+            if set.is_some_and(|s| s != stored.set) {
+                return true;
+            }
+            let bins = select_bins(&stored, &header, &message.ops);
+            let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
+            if wants_bins && bins.is_empty() && !message.ops.is_empty() {
+                return true;
+            }
+            write_record(reply, ns.name.as_bytes(), &record, &stored, &bins, wants_bins);
+            budget -= 1;
+            if reply.frame_bytes() >= SCAN_FRAME_BYTES {
+                reply.end_frame();
+                if let Err(err) = send(&std::mem::take(&mut reply.out)) {
+                    failure = Some(err);
+                    return false;
+                }
+            }
+            budget > 0
+        };
+        if let Err(err) = ns.engine.scan_partition_by_digest(partition, after.as_ref(), &mut visit) {
+            log::warn!("namespace {}: scan of partition {partition} failed: {err}", ns.name);
+            return Ok(code::SERVER_ERROR);
+        }
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    Ok(code::OK)
+}
+
+fn write_record(
+    reply: &mut Reply,
+    namespace: &[u8],
+    record: &spike::Record,
+    stored: &StoredRecord,
+    bins: &[(u8, Vec<u8>, Vec<u8>)],
+    wants_bins: bool,
+) {
+    let n_fields = 2 + !stored.set.is_empty() as u16 + stored.key.is_some() as u16;
+    let header = MsgHeader {
+        info1: if wants_bins { 0 } else { INFO1_NOBINDATA },
+        generation: record.generation,
+        record_ttl: void_time_since_2010(record.void_time),
+        n_fields,
+        n_ops: bins.len() as u16,
+        ..MsgHeader::default()
+    };
+    reply.message(&header);
+    reply.field(FIELD_NAMESPACE, namespace);
+    reply.field(FIELD_DIGEST, &record.digest);
+    if !stored.set.is_empty() {
+        reply.field(FIELD_SET, &stored.set);
+    }
+    if let Some((particle, key)) = &stored.key {
+        let mut data = Vec::with_capacity(1 + key.len());
+        data.push(*particle);
+        data.extend_from_slice(key);
+        reply.field(FIELD_KEY, &data);
+    }
+    for (particle, name, value) in bins {
+        reply.op(OP_READ, *particle, name, value);
+    }
+}
