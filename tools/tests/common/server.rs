@@ -1,0 +1,82 @@
+//! A `spike-server` process for tests: its own data directory and port on 127.0.0.1,
+//! started with a TOML config, stopped with SIGTERM (clean) or SIGKILL (a crash).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ServerProcess {
+    pub child: Option<Child>,
+    pub port: u16,
+    /// Holds the device file and config until the test ends.
+    _dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+/// A port free now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl ServerProcess {
+    /// Starts a server with one namespace `test` on a 256 MiB file (`extra` is appended
+    /// to the namespace's table).
+    pub fn start(durability: &str, extra: &str) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "listen = \"127.0.0.1:{port}\"\nthreads = 4\n\n[[namespace]]\nname = \"test\"\n\
+             devices = [\"{}\"]\ndevice_size = \"256M\"\nformat = true\ndurability = \"{durability}\"\n\
+             write_block_size = 131072\nflush_max_ms = 50\n{extra}\n",
+            dir.path().join("test.dat").display()
+        );
+        let config_path = dir.path().join("spike.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let mut server = ServerProcess { child: None, port, _dir: dir, config_path };
+        server.launch();
+        server
+    }
+
+    pub fn launch(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_spike-server"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("SPIKE_LOG", std::env::var("SPIKE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "spike-server did not listen on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM and wait: returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().ok()?.code()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,340 @@
+//! `spike-server` driven by the official Aerospike Rust client (crate `aerospike` 3.x):
+//! the operations, their policies and result codes as the client reports them, TTL,
+//! concurrent increments, batches, scans and their resumption, truncate across restarts,
+//! fast restart after SIGTERM and no lost acknowledged write after SIGKILL.
+
+#[path = "common/server.rs"]
+mod server;
+
+use aerospike::query::PartitionFilter;
+use aerospike::{
+    as_bin, as_key, operations, AdminPolicy, BatchOperation, BatchPolicy, BatchReadPolicy, Bins, Client,
+    ClientPolicy, Expiration, GenerationPolicy, Key, QueryPolicy, ReadPolicy, RecordExistsAction, ResultCode,
+    Statement, Value, WritePolicy,
+};
+use futures::StreamExt;
+use server::ServerProcess;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+async fn connect(server: &ServerProcess) -> Client {
+    Client::new(&ClientPolicy::default(), &server.host()).await.expect("connect to spike-server")
+}
+
+fn result_code(err: &aerospike::Error) -> ResultCode {
+    ResultCode::from(err.result_code() as u8)
+}
+
+async fn info(client: &Client, command: &str) -> String {
+    let answer = client.info(&AdminPolicy::default(), &[command]).await.unwrap();
+    answer.get(command).cloned().unwrap_or_default()
+}
+
+fn policy(action: RecordExistsAction) -> WritePolicy {
+    WritePolicy { record_exists_action: action, ..WritePolicy::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_exists_touch_delete() {
+    let server = ServerProcess::start("commit-to-device", "");
+    let client = connect(&server).await;
+    let key = as_key!("test", "kv", "one");
+    let bins = [as_bin!("s", "text"), as_bin!("i", 42), as_bin!("f", 2.5), as_bin!("b", vec![1u8, 2, 3])];
+    client.put(&WritePolicy::default(), &key, &bins).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(record.generation, 1);
+    assert_eq!(record.bins.get("s"), Some(&Value::from("text")));
+    assert_eq!(record.bins.get("i"), Some(&Value::from(42)));
+    assert_eq!(record.bins.get("f"), Some(&Value::from(2.5)));
+    assert_eq!(record.bins.get("b"), Some(&Value::Blob(vec![1, 2, 3])));
+    let some = client.get(&ReadPolicy::default(), &key, Bins::from(["i"])).await.unwrap();
+    assert_eq!(some.bins.len(), 1);
+    let header = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap();
+    assert!(header.bins.is_empty());
+    assert_eq!(header.generation, 1);
+    assert!(client.exists(&ReadPolicy::default(), &key).await.unwrap());
+    let touch = WritePolicy { expiration: Expiration::Seconds(3600), ..WritePolicy::default() };
+    client.touch(&touch, &key).await.unwrap();
+    let touched = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap();
+    assert_eq!(touched.generation, 2);
+    assert!(touched.time_to_live().is_some_and(|ttl| ttl.as_secs() > 3500), "{:?}", touched.time_to_live());
+    assert!(client.delete(&WritePolicy::default(), &key).await.unwrap());
+    assert!(!client.delete(&WritePolicy::default(), &key).await.unwrap());
+    assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
+    let missing = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap_err();
+    assert_eq!(result_code(&missing), ResultCode::KeyNotFoundError);
+    let touch_missing = client.touch(&touch, &key).await.unwrap_err();
+    assert_eq!(result_code(&touch_missing), ResultCode::KeyNotFoundError);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existence_and_generation_policies_answer_the_real_result_codes() {
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let key = as_key!("test", "policy", 7);
+    let a = [as_bin!("a", 1)];
+    let b = [as_bin!("b", 2)];
+    let err = client.put(&policy(RecordExistsAction::UpdateOnly), &key, &a).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::KeyNotFoundError);
+    let err = client.put(&policy(RecordExistsAction::ReplaceOnly), &key, &a).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::KeyNotFoundError);
+    client.put(&policy(RecordExistsAction::CreateOnly), &key, &a).await.unwrap();
+    let err = client.put(&policy(RecordExistsAction::CreateOnly), &key, &a).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::KeyExistsError);
+    // Update merges bins; replace drops the ones not written.
+    client.put(&policy(RecordExistsAction::UpdateOnly), &key, &b).await.unwrap();
+    let merged = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(merged.bins.len(), 2);
+    client.put(&policy(RecordExistsAction::Replace), &key, &a).await.unwrap();
+    let replaced = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!((replaced.bins.len(), replaced.generation), (1, 3));
+    let equal = |generation| WritePolicy {
+        generation_policy: GenerationPolicy::ExpectGenEqual,
+        generation,
+        ..WritePolicy::default()
+    };
+    let err = client.put(&equal(2), &key, &b).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::GenerationError);
+    client.put(&equal(3), &key, &b).await.unwrap();
+    let greater = |generation| WritePolicy {
+        generation_policy: GenerationPolicy::ExpectGenGreater,
+        generation,
+        ..WritePolicy::default()
+    };
+    let err = client.put(&greater(4), &key, &b).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::GenerationError);
+    client.put(&greater(9), &key, &b).await.unwrap();
+    let err = client.delete(&equal(1), &key).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::GenerationError);
+    // Type errors and unknown namespaces.
+    let err = client.operate(&WritePolicy::default(), &key, &[operations::append(&as_bin!("a", "x"))]).await;
+    assert_eq!(result_code(&err.unwrap_err()), ResultCode::BinTypeError);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ttl_expires_as_the_client_sees_it_and_never_or_unchanged_are_kept() {
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let key = as_key!("test", "ttl", "short");
+    let short = WritePolicy { expiration: Expiration::Seconds(1), ..WritePolicy::default() };
+    client.put(&short, &key, &[as_bin!("v", 1)]).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert!(record.time_to_live().is_some_and(|ttl| ttl.as_secs() <= 1));
+    let never = as_key!("test", "ttl", "never");
+    let keep = WritePolicy { expiration: Expiration::Never, ..WritePolicy::default() };
+    client.put(&keep, &never, &[as_bin!("v", 1)]).await.unwrap();
+    let unchanged = WritePolicy { expiration: Expiration::DontUpdate, ..WritePolicy::default() };
+    let long = WritePolicy { expiration: Expiration::Seconds(5000), ..WritePolicy::default() };
+    let kept = as_key!("test", "ttl", "kept");
+    client.put(&long, &kept, &[as_bin!("v", 1)]).await.unwrap();
+    client.put(&unchanged, &kept, &[as_bin!("v", 2)]).await.unwrap();
+    let kept_record = client.get(&ReadPolicy::default(), &kept, Bins::All).await.unwrap();
+    assert!(kept_record.time_to_live().is_some_and(|ttl| ttl.as_secs() > 4900));
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let err = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::KeyNotFoundError);
+    let record = client.get(&ReadPolicy::default(), &never, Bins::All).await.unwrap();
+    assert_eq!(record.time_to_live(), None);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_end_at_tasks_times_increments() {
+    const TASKS: i64 = 16;
+    const INCREMENTS: i64 = 100;
+    let server = ServerProcess::start("commit-to-device", "");
+    let client = Arc::new(connect(&server).await);
+    let key = as_key!("test", "counters", "hits");
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let (client, key) = (client.clone(), key.clone());
+            tokio::spawn(async move {
+                for _ in 0..INCREMENTS {
+                    client
+                        .operate(&WritePolicy::default(), &key, &[operations::add(&as_bin!("n", 1))])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(record.bins.get("n"), Some(&Value::from(TASKS * INCREMENTS)));
+    assert_eq!(record.generation as i64, TASKS * INCREMENTS);
+    // One operate: increment, append and read in one transaction, one reply op per op.
+    let ops = [
+        operations::add(&as_bin!("n", 5)),
+        operations::append(&as_bin!("s", "ab")),
+        operations::prepend(&as_bin!("s", ">")),
+        operations::get_bin("n"),
+        operations::get_bin("s"),
+    ];
+    let record = client.operate(&WritePolicy::default(), &key, &ops).await.unwrap();
+    // With a write among the ops the client asks for one result per op, grouped by bin.
+    let s_results = Value::MultiResult(vec![Value::Nil, Value::Nil, Value::from(">ab")]);
+    assert_eq!(record.bins.get("s"), Some(&s_results), "{:?}", record.bins);
+    let float_key = as_key!("test", "counters", "float");
+    client
+        .operate(&WritePolicy::default(), &float_key, &[operations::add(&as_bin!("x", 1.25))])
+        .await
+        .unwrap();
+    let record = client
+        .operate(
+            &WritePolicy::default(),
+            &float_key,
+            &[operations::add(&as_bin!("x", 1.5)), operations::get()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.bins.get("x"), Some(&Value::from(2.75)));
+    client.operate(&WritePolicy::default(), &float_key, &[operations::delete()]).await.unwrap();
+    assert!(!client.exists(&ReadPolicy::default(), &float_key).await.unwrap());
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_answer_every_row_and_missing_keys() {
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    for i in (0..40).step_by(2) {
+        client.put(&WritePolicy::default(), &as_key!("test", "batch", i), &[as_bin!("i", i)]).await.unwrap();
+    }
+    let mut ops: Vec<BatchOperation> = (0..40)
+        .map(|i| BatchOperation::read(&BatchReadPolicy::default(), as_key!("test", "batch", i), Bins::All))
+        .collect();
+    client.batch(&BatchPolicy::default(), &mut ops).await.unwrap();
+    for (i, op) in ops.iter().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(op.result_code(), Some(ResultCode::Ok), "row {i}");
+            assert_eq!(op.record().unwrap().bins.get("i"), Some(&Value::from(i as i64)));
+        } else {
+            assert_eq!(op.result_code(), Some(ResultCode::KeyNotFoundError), "row {i}");
+        }
+    }
+    client.close().await.unwrap();
+}
+
+async fn scan_digests(
+    client: &Client,
+    set: &str,
+    policy: &QueryPolicy,
+    mut filter: PartitionFilter,
+) -> (Vec<[u8; 20]>, PartitionFilter) {
+    let rs = client.query(policy, filter, Statement::new("test", set, Bins::All)).await.unwrap();
+    let mut stream = rs.clone().into_stream();
+    let mut seen = Vec::new();
+    while let Some(record) = stream.next().await {
+        seen.push(record.unwrap().key.unwrap().digest());
+    }
+    filter = rs.partition_filter().unwrap();
+    (seen, filter)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_of_all_partitions_returns_exactly_the_records_and_resumes_without_loss() {
+    const RECORDS: i64 = 3000;
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let mut written = HashSet::new();
+    for i in 0..RECORDS {
+        let key = as_key!("test", "scan", i);
+        written.insert(key.digest());
+        client.put(&WritePolicy::default(), &key, &[as_bin!("i", i)]).await.unwrap();
+    }
+    client.put(&WritePolicy::default(), &as_key!("test", "other", 1), &[as_bin!("i", 1)]).await.unwrap();
+    let (all, _) = scan_digests(&client, "scan", &QueryPolicy::default(), PartitionFilter::all()).await;
+    assert_eq!(all.len() as i64, RECORDS);
+    assert_eq!(all.iter().copied().collect::<HashSet<_>>(), written);
+    // Pages of at most 700 records, each resumed from the digests of the one before.
+    let paged = QueryPolicy { max_records: 700, ..QueryPolicy::default() };
+    let mut filter = PartitionFilter::all();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    while !filter.done() {
+        let (page, next) = scan_digests(&client, "scan", &paged, filter).await;
+        assert!(page.len() <= 700, "page of {}", page.len());
+        seen.extend(page);
+        filter = next;
+        pages += 1;
+        assert!(pages < 50, "the scan does not finish");
+    }
+    assert_eq!(seen.len() as i64, RECORDS, "a resumed scan lost or repeated records");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), written);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_stays_truncated_after_clean_and_crash_restarts() {
+    let mut server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    for i in 0..200 {
+        client.put(&WritePolicy::default(), &as_key!("test", "gone", i), &[as_bin!("i", i)]).await.unwrap();
+        client.put(&WritePolicy::default(), &as_key!("test", "kept", i), &[as_bin!("i", i)]).await.unwrap();
+    }
+    client.truncate(&AdminPolicy::default(), "test", "gone", 0).await.unwrap();
+    let (gone, _) = scan_digests(&client, "gone", &QueryPolicy::default(), PartitionFilter::all()).await;
+    assert!(gone.is_empty());
+    client.close().await.unwrap();
+    // A crash right after the truncate answered: the tombstones are durable.
+    server.kill();
+    server.launch();
+    let client = connect(&server).await;
+    assert!(info(&client, "namespace/test").await.contains("restart_kind=cold"));
+    let (gone, _) = scan_digests(&client, "gone", &QueryPolicy::default(), PartitionFilter::all()).await;
+    let (kept, _) = scan_digests(&client, "kept", &QueryPolicy::default(), PartitionFilter::all()).await;
+    assert_eq!((gone.len(), kept.len()), (0, 200));
+    client.truncate(&AdminPolicy::default(), "test", "", 0).await.unwrap();
+    client.close().await.unwrap();
+    assert_eq!(server.stop(), Some(0));
+    server.launch();
+    let client = connect(&server).await;
+    assert!(info(&client, "namespace/test").await.contains("restart_kind=fast"));
+    let (kept, _) = scan_digests(&client, "kept", &QueryPolicy::default(), PartitionFilter::all()).await;
+    assert!(kept.is_empty());
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_commit_to_device_mode_loses_no_acknowledged_write() {
+    let mut server = ServerProcess::start("commit-to-device", "");
+    let client = Arc::new(connect(&server).await);
+    // Writers run while the server is killed; each keeps its own log of acknowledged writes.
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0..100_000i64 {
+                    let key = as_key!("test", "acked", w * 1_000_000 + i);
+                    match client.put(&WritePolicy::default(), &key, &[as_bin!("v", i)]).await {
+                        Ok(()) => acknowledged.push((key, i)),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server.kill();
+    let mut acknowledged: Vec<(Key, i64)> = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert!(acknowledged.len() > 100, "only {} writes before the kill", acknowledged.len());
+    server.launch();
+    let client = connect(&server).await;
+    for (key, value) in &acknowledged {
+        let record = client.get(&ReadPolicy::default(), key, Bins::All).await.unwrap_or_else(|e| {
+            panic!("acknowledged write {key:?} lost after kill -9: {e}");
+        });
+        assert_eq!(record.bins.get("v"), Some(&Value::from(*value)));
+    }
+    println!("{} acknowledged writes all found after kill -9", acknowledged.len());
+    client.close().await.unwrap();
+}
