@@ -116,7 +116,7 @@ fn decode(ns: &Namespace, value: &[u8]) -> Result<StoredRecord, Outcome> {
 
 fn read(ns: &Namespace, command: &Command<'_>) -> Outcome {
     let record = match ns.engine.get_by_digest(&command.digest) {
-        Ok(record) => record,
+        Ok(record) => read_touch(ns, command.header.record_ttl, record),
         Err(err) => return Outcome::code(engine_error_code(&err)),
     };
     let stored = match decode(ns, &record.value) {
@@ -127,21 +127,46 @@ fn read(ns: &Namespace, command: &Command<'_>) -> Outcome {
     Outcome { code: code::OK, generation: record.generation, void_time: record.void_time, bins }
 }
 
-/// The bins a read returns: none for a header read, all for GET_ALL or no ops, else the
-/// named ones that exist (an empty name, which Rust sends for a header read, names none).
+/// A read's TTL field is its read-touch percentage (1 to 100): a record read within that
+/// share of its last write's TTL gets that TTL again (a touch, as in Aerospike 8). 0 (no
+/// namespace default here) and -1 never touch.
+fn read_touch(ns: &Namespace, percent: u32, record: spike::Record) -> spike::Record {
+    let now_s = spike_now_s();
+    let written_s = (record.last_update_ms / 1000) as u32;
+    if !(1..=100).contains(&percent) || record.void_time <= now_s || record.void_time <= written_s {
+        return record;
+    }
+    let ttl_s = record.void_time - written_s;
+    if u64::from(record.void_time - now_s) * 100 > u64::from(ttl_s) * u64::from(percent) {
+        return record;
+    }
+    let touched = ns.engine.update_by_digest(&record.digest, |current| match current {
+        Some(current) if current.generation == record.generation => {
+            Ok((Change::Put { value: current.value.clone(), ttl_s: Some(ttl_s) }, ()))
+        }
+        _ => Ok((Change::Keep, ())),
+    });
+    match touched {
+        Ok((_, written)) if written.generation != record.generation => {
+            spike::Record { generation: written.generation, void_time: written.void_time, ..record }
+        }
+        _ => record,
+    }
+}
+
+/// The bins a read returns: none for a header read, all for GET_ALL or no ops, else one
+/// result per READ op that names an existing bin, in op order (a bin named twice comes
+/// back twice, which the clients merge into one multi-result; an empty name, which Rust
+/// sends for a header read, names none).
 pub fn select_bins(stored: &StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
     if header.info1 & INFO1_NOBINDATA != 0 {
         return Vec::new();
     }
-    let named: Vec<&[u8]> =
-        ops.iter().filter(|op| op.code == OP_READ && !op.name.is_empty()).map(|op| op.name).collect();
-    let all = header.info1 & INFO1_GET_ALL != 0 || ops.is_empty();
-    stored
-        .bins
-        .iter()
-        .filter(|b| all || named.contains(&&b.name[..]))
-        .map(|b| (b.particle, b.name.clone(), b.value.clone()))
-        .collect()
+    let copy = |b: &bins::Bin| (b.particle, b.name.clone(), b.value.clone());
+    if header.info1 & INFO1_GET_ALL != 0 || ops.is_empty() {
+        return stored.bins.iter().map(copy).collect();
+    }
+    ops.iter().filter(|op| op.code == OP_READ && !op.name.is_empty()).filter_map(|op| stored.bin(op.name)).map(copy).collect()
 }
 
 /// The TTL a write asks for, as the engine takes it (None = never expires).
@@ -191,7 +216,8 @@ fn delete(ns: &Namespace, command: &Command<'_>) -> Outcome {
         Ok((Change::Delete, code::OK))
     });
     match result {
-        Ok((code, written)) => Outcome { code, generation: written.generation, ..Outcome::default() },
+        // The real server answers a delete with generation 0, alone or in a batch.
+        Ok((code, _)) => Outcome::code(code),
         Err(err) => Outcome::code(engine_error_code(&err)),
     }
 }
@@ -251,10 +277,11 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
                 Ok(())
             }
             OP_READ => {
-                let selected: Vec<_> = if op.name.is_empty() {
-                    record.bins.iter().collect()
-                } else {
-                    record.bin(op.name).into_iter().collect()
+                // An unnamed read is "all bins" with GET_ALL, else a header read (no bins).
+                let selected: Vec<_> = match (op.name.is_empty(), h.info1 & INFO1_GET_ALL != 0) {
+                    (true, true) => record.bins.iter().collect(),
+                    (true, false) => Vec::new(),
+                    (false, _) => record.bin(op.name).into_iter().collect(),
                 };
                 if selected.is_empty() && respond_all {
                     replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
