@@ -9,12 +9,11 @@
 use clap::Parser;
 use spike::Engine;
 use spike_tools::server::config::{ServerConfig, EXAMPLE};
-use spike_tools::server::{metrics, net, Namespace, Server};
+use spike_tools::server::{metrics, net, Limits, Namespace, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Parser)]
 #[command(
@@ -97,17 +96,14 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
     for ns in &config.namespaces {
         namespaces.push(open_namespace(ns, format)?);
     }
-    let server = Arc::new(Server {
-        namespaces,
-        node_id: node_id(&config.listen),
-        cluster_name: config.cluster_name.clone(),
+    let limits = Limits {
         threads: config.threads,
         connections_max: config.connections_max,
         frame_bytes_max: config.frame_bytes_max,
         idle_timeout_s: config.idle_timeout_s,
-        connections: AtomicUsize::new(0),
-        started: Instant::now(),
-    });
+    };
+    let server =
+        Arc::new(Server::new(namespaces, node_id(&config.listen), config.cluster_name.clone(), limits));
     let metrics_thread = match &config.metrics {
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr)

@@ -36,15 +36,24 @@ impl StoredRecord {
         self.bins.iter().find(|b| b.name == name)
     }
 
-    /// Sets a bin (a NULL particle removes it).
+    /// Sets a bin in place, keeping the bins' order (a NULL particle removes it).
     pub fn set_bin(&mut self, name: &[u8], particle: u8, value: &[u8]) {
-        self.bins.retain(|b| b.name != name);
-        if particle != PARTICLE_NULL {
-            self.bins.push(Bin { name: name.to_vec(), particle, value: value.to_vec() });
+        let at = self.bins.iter().position(|b| b.name == name);
+        match (at, particle) {
+            (Some(at), PARTICLE_NULL) => {
+                self.bins.remove(at);
+            }
+            (Some(at), _) => self.bins[at] = Bin { name: name.to_vec(), particle, value: value.to_vec() },
+            (None, PARTICLE_NULL) => {}
+            (None, _) => self.bins.push(Bin { name: name.to_vec(), particle, value: value.to_vec() }),
         }
     }
 
+    /// Encodes the record. The caller keeps to the encoding's bounds (a set of at most
+    /// `SET_NAME_MAX` bytes, a key under 64 KiB, fewer than 65536 bins, names of at most
+    /// 255 bytes), which `record::execute` checks before any write.
     pub fn encode(&self) -> Vec<u8> {
+        debug_assert!(self.set.len() <= SET_NAME_MAX && self.bins.len() <= u16::MAX as usize);
         let size: usize = self.bins.iter().map(|b| 6 + b.name.len() + b.value.len()).sum();
         let mut out = Vec::with_capacity(8 + self.set.len() + size);
         out.push(BINS_VERSION);

@@ -76,7 +76,41 @@ pub struct Server {
     pub started: Instant,
 }
 
+/// The limits of `Server`, with the defaults of the example configuration.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub threads: usize,
+    pub connections_max: usize,
+    pub frame_bytes_max: usize,
+    pub idle_timeout_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { threads: 8, connections_max: 10_000, frame_bytes_max: 16 << 20, idle_timeout_s: 0 }
+    }
+}
+
 impl Server {
+    pub fn new(
+        namespaces: Vec<Namespace>,
+        node_id: String,
+        cluster_name: Option<String>,
+        limits: Limits,
+    ) -> Server {
+        Server {
+            namespaces,
+            node_id,
+            cluster_name,
+            threads: limits.threads,
+            connections_max: limits.connections_max,
+            frame_bytes_max: limits.frame_bytes_max,
+            idle_timeout_s: limits.idle_timeout_s,
+            connections: AtomicUsize::new(0),
+            started: Instant::now(),
+        }
+    }
+
     pub fn namespace(&self, name: &[u8]) -> Option<&Namespace> {
         self.namespaces.iter().find(|ns| ns.name.as_bytes() == name)
     }

@@ -204,45 +204,60 @@ fn frame_len(buf: &[u8]) -> usize {
 
 /// Answers one frame; false closes the connection.
 fn answer(server: &Server, connection: &mut Connection, kind: u8, body: &[u8]) -> bool {
+    let local_addr = connection.local_addr.clone();
+    let mut send = |bytes: &[u8]| write_reply(connection, bytes);
+    respond(server, kind, body, &local_addr, &mut send)
+}
+
+/// Answers one frame of type `kind` with `body` (the bytes after its proto header),
+/// handing every reply frame to `send`; false means "close the connection". No socket
+/// is needed, so tests and the `server_request` fuzz target call it directly.
+pub fn respond(
+    server: &Server,
+    kind: u8,
+    body: &[u8],
+    local_addr: &str,
+    send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> bool {
     match kind {
-        TYPE_INFO => {
-            let text = info::answer(server, body, &connection.local_addr);
-            write_reply(connection, &info_frame(&text)).is_ok()
-        }
+        TYPE_INFO => send(&info_frame(&info::answer(server, body, local_addr))).is_ok(),
         TYPE_ADMIN => {
             // Security is not supported (as in Aerospike Community): result 51.
             let mut reply = ProtoHeader::encode(TYPE_ADMIN, 16).to_vec();
             reply.extend_from_slice(&[0, 51]);
             reply.resize(PROTO_HEADER_SIZE + 16, 0);
-            write_reply(connection, &reply).is_ok()
+            send(&reply).is_ok()
         }
         TYPE_COMPRESSED => match super::compression::inflate(body, server.frame_bytes_max) {
             Ok(inner) if inner.len() >= PROTO_HEADER_SIZE && inner[1] == TYPE_MSG => {
-                answer(server, connection, TYPE_MSG, &inner[PROTO_HEADER_SIZE..])
+                message(server, &inner[PROTO_HEADER_SIZE..], send)
             }
-            _ => write_reply(connection, &error_reply(code::PARAMETER)).is_ok(),
+            _ => send(&error_reply(code::PARAMETER)).is_ok(),
         },
-        _ => message(server, connection, body),
+        TYPE_MSG => message(server, body, send),
+        _ => {
+            let _ = send(&error_reply(code::PARAMETER));
+            false
+        }
     }
 }
 
-fn message(server: &Server, connection: &mut Connection, body: &[u8]) -> bool {
+fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> bool {
     let message = match decode_message(body) {
         Ok(message) => message,
         Err(err) => {
             log::debug!("malformed message: {err}");
-            return write_reply(connection, &error_reply(code::PARAMETER)).is_ok();
+            return send(&error_reply(code::PARAMETER)).is_ok();
         }
     };
     let h = message.header;
     if h.info1 & INFO1_BATCH != 0 {
         let mut reply = Reply::default();
         batch::execute(server, &message, &mut reply);
-        return write_reply(connection, &reply.finish()).is_ok();
+        return send(&reply.finish()).is_ok();
     }
     let Some(digest) = message.field(FIELD_DIGEST) else {
-        let mut send = |frame: &[u8]| write_reply(connection, frame);
-        return scan::execute(server, &message, &mut send).is_ok();
+        return scan::execute(server, &message, send).is_ok();
     };
     let outcome = match (message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)), digest.try_into())
     {
@@ -262,7 +277,7 @@ fn message(server: &Server, connection: &mut Connection, body: &[u8]) -> bool {
     let mut reply = Reply::default();
     let info1 = if outcome.bins.is_empty() { h.info1 & INFO1_NOBINDATA } else { 0 };
     record::write_outcome(&mut reply, &outcome, info1, 0);
-    write_reply(connection, &reply.finish()).is_ok()
+    send(&reply.finish()).is_ok()
 }
 
 fn error_reply(code: u8) -> Vec<u8> {

@@ -28,6 +28,11 @@ pub mod code {
     pub const FILTERED_OUT: u8 = 27;
 }
 
+/// Longest user key kept (particle type byte included); the bin encoding gives it 16 bits.
+pub const KEY_BYTES_MAX: usize = u16::MAX as usize;
+/// Bins one record may hold (the bin encoding counts them in 16 bits).
+pub const BINS_MAX: usize = u16::MAX as usize;
+
 /// TTLs above ten years are refused, as by the real server.
 const TTL_MAX_S: u32 = 10 * 365 * 24 * 3600;
 const TTL_NEVER: u32 = u32::MAX;
@@ -79,6 +84,10 @@ pub fn execute(ns: &Namespace, command: &Command<'_>) -> Outcome {
     let h = &command.header;
     if let Some(code) = check_ops(command.ops) {
         return Outcome::code(code);
+    }
+    let key_too_long = command.key.is_some_and(|k| k.len() > KEY_BYTES_MAX);
+    if command.set.len() > bins::SET_NAME_MAX || key_too_long {
+        return Outcome::code(code::PARAMETER);
     }
     if h.info2 & INFO2_WRITE != 0 {
         if h.info2 & INFO2_DELETE != 0 {
@@ -166,7 +175,11 @@ pub fn select_bins(stored: &StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) ->
     if header.info1 & INFO1_GET_ALL != 0 || ops.is_empty() {
         return stored.bins.iter().map(copy).collect();
     }
-    ops.iter().filter(|op| op.code == OP_READ && !op.name.is_empty()).filter_map(|op| stored.bin(op.name)).map(copy).collect()
+    ops.iter()
+        .filter(|op| op.code == OP_READ && !op.name.is_empty())
+        .filter_map(|op| stored.bin(op.name))
+        .map(copy)
+        .collect()
 }
 
 /// The TTL a write asks for, as the engine takes it (None = never expires).
@@ -300,6 +313,9 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
         if respond_all {
             replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
         }
+    }
+    if record.bins.len() > BINS_MAX {
+        return refuse(code::PARAMETER);
     }
     let ttl_s = match ttl_for(ns, h.record_ttl, existing) {
         Ok(ttl) => ttl,

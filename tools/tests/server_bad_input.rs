@@ -1,0 +1,230 @@
+//! Bad input to `spike-server`: oversized, truncated and malformed frames, an unknown
+//! namespace, a bin name over 15 bytes, a digest of the wrong length, garbage info
+//! commands, many connections at once and a client that sends nothing. Each gets the
+//! answer `../shared/aerospike-wire.md` gives, the server keeps serving others and
+//! nothing is written. Also replays the fuzz seeds and found inputs through the request
+//! path with no socket.
+
+#[path = "common/server.rs"]
+mod server;
+
+use aerospike::{Bins, Client, ClientPolicy, QueryPolicy, ReadPolicy, Statement};
+use futures::StreamExt;
+use server::ServerProcess;
+use spike::device::sim::SimDevice;
+use spike::device::Device;
+use spike::{Config, Durability, Engine};
+use spike_tools::server::wire::*;
+use spike_tools::server::{net, Limits, Namespace, Server};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = ProtoHeader::encode(kind, body.len()).to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A write message: namespace, set, digest and one WRITE op, as a client would send it.
+fn write_message(namespace: &[u8], digest: &[u8], bin: &[u8]) -> Vec<u8> {
+    let mut reply = Reply::default();
+    reply.message(&MsgHeader { info2: INFO2_WRITE, n_fields: 3, n_ops: 1, ..MsgHeader::default() });
+    reply.field(FIELD_NAMESPACE, namespace);
+    reply.field(FIELD_SET, b"bad");
+    reply.field(FIELD_DIGEST, digest);
+    reply.op(OP_WRITE, 1, bin, &7i64.to_be_bytes());
+    reply.finish()
+}
+
+fn connect(server: &ServerProcess) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Reads one reply frame: (type, body).
+fn read_frame(stream: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header)?;
+    let proto = ProtoHeader::decode(&header);
+    let mut body = vec![0u8; proto.body_bytes as usize];
+    stream.read_exact(&mut body)?;
+    Ok((proto.kind, body))
+}
+
+fn result_code_of(body: &[u8]) -> u8 {
+    MsgHeader::decode(body).unwrap().result_code
+}
+
+/// Whether the connection was closed by the server (EOF, not a timeout).
+fn closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0))
+        || matches!(stream.read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+async fn records_in_namespace(server: &ServerProcess) -> usize {
+    let client = Client::new(&ClientPolicy::default(), &server.host()).await.unwrap();
+    let rs = client
+        .query(
+            &QueryPolicy::default(),
+            aerospike::query::PartitionFilter::all(),
+            Statement::new("test", "", Bins::All),
+        )
+        .await
+        .unwrap();
+    let count = rs.into_stream().count().await;
+    client.close().await.unwrap();
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_the_protocols_answers_and_write_nothing() {
+    let server = ServerProcess::start("buffered", "");
+    // An oversized frame: PARAMETER, then the connection closes.
+    let mut stream = connect(&server);
+    stream.write_all(&ProtoHeader::encode(TYPE_MSG, 1 << 30)).unwrap();
+    let (kind, body) = read_frame(&mut stream).unwrap();
+    assert_eq!((kind, result_code_of(&body)), (TYPE_MSG, 4));
+    assert!(closed(&mut stream));
+    // A wrong protocol version: the same.
+    let mut stream = connect(&server);
+    let mut bad_version = frame(TYPE_MSG, &[0; 22]);
+    bad_version[0] = 9;
+    stream.write_all(&bad_version).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 4);
+    assert!(closed(&mut stream));
+    // A truncated frame then a hang-up: nothing is answered or written.
+    let mut stream = connect(&server);
+    let whole = write_message(b"test", &[1; 20], b"bin");
+    stream.write_all(&whole[..whole.len() - 5]).unwrap();
+    drop(stream);
+    // A message whose header size is wrong, and one with trailing bytes: PARAMETER.
+    let mut stream = connect(&server);
+    let mut bad_header = whole.clone();
+    bad_header[8] = 30;
+    stream.write_all(&bad_header).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 4);
+    let mut trailing = whole[8..].to_vec();
+    trailing.extend_from_slice(b"junk");
+    stream.write_all(&frame(TYPE_MSG, &trailing)).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 4);
+    // Unknown namespace 20, a 16-byte bin name 21, a 19-byte digest 4: on one connection.
+    stream.write_all(&write_message(b"nope", &[2; 20], b"bin")).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 20);
+    stream.write_all(&write_message(b"test", &[3; 20], b"sixteen-bytes-xx")).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 21);
+    stream.write_all(&write_message(b"test", &[4; 19], b"bin")).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 4);
+    // Garbage info commands: one error line each, echoed; the connection stays usable.
+    stream.write_all(&frame(TYPE_INFO, b"no-such-command\n\x01\x02\xff\nnode\n")).unwrap();
+    let (kind, body) = read_frame(&mut stream).unwrap();
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(kind, TYPE_INFO);
+    assert!(text.starts_with("no-such-command\tERROR:4:unrecognized command\n"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    // A well-formed write on the same connection still works, then nothing else was written.
+    stream.write_all(&write_message(b"test", &[5; 20], b"bin")).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 0);
+    assert_eq!(records_in_namespace(&server).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_and_silent_ones_do_not_stop_the_server() {
+    let server = ServerProcess::start("buffered", "");
+    // A client that connects and sends nothing, and one that sends half a header.
+    let silent = connect(&server);
+    let mut half = connect(&server);
+    half.write_all(&[2, 3, 0]).unwrap();
+    let mut streams: Vec<TcpStream> = (0..300).map(|_| connect(&server)).collect();
+    for stream in &mut streams {
+        stream.write_all(&frame(TYPE_INFO, b"node\n")).unwrap();
+    }
+    for stream in &mut streams {
+        let (kind, body) = read_frame(stream).unwrap();
+        assert_eq!(kind, TYPE_INFO);
+        assert!(body.starts_with(b"node\t"));
+    }
+    let client = Client::new(&ClientPolicy::default(), &server.host()).await.unwrap();
+    let key = aerospike::as_key!("test", "s", 1);
+    assert!(client.get(&ReadPolicy::default(), &key, Bins::All).await.is_err());
+    let stats = client.info(&aerospike::AdminPolicy::default(), &["statistics"]).await.unwrap();
+    assert!(stats["statistics"].contains("client_connections="), "{stats:?}");
+    client.close().await.unwrap();
+    drop((silent, half));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_reaped_after_the_configured_time() {
+    let mut server = ServerProcess::start("buffered", "");
+    // Rewrite the config with a one-second idle timeout and restart.
+    let text = std::fs::read_to_string(&server.config_path)
+        .unwrap()
+        .replace("threads = 4", "threads = 4\nidle_timeout_s = 1");
+    std::fs::write(&server.config_path, text).unwrap();
+    assert_eq!(server.stop(), Some(0));
+    server.launch();
+    let mut silent = connect(&server);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(closed(&mut silent), "an idle connection was not closed");
+}
+
+fn sim_server() -> Server {
+    let config = Config {
+        namespace: "test".into(),
+        write_block_size: 128 * 1024,
+        durability: Durability::Buffered,
+        ..Config::default()
+    };
+    let device: Arc<dyn Device> = Arc::new(SimDevice::new("replay", 16 << 20, 1));
+    Engine::format_devices(&config, std::slice::from_ref(&device), false).unwrap();
+    let engine = Engine::open_devices(config, vec![device]).unwrap();
+    let namespace = Namespace { name: "test".into(), engine, default_ttl_s: 0, store_keys: true };
+    Server::new(
+        vec![namespace],
+        "REPLAY".into(),
+        None,
+        Limits { frame_bytes_max: 1 << 20, ..Limits::default() },
+    )
+}
+
+/// The fuzz target's check, on every seed (frames the official client sent) and every
+/// saved finding, each also cut short at every length.
+#[test]
+fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
+    let server = sim_server();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut inputs = Vec::new();
+    for dir in ["seeds/server_request", "regressions/server_request"] {
+        // No findings yet is an absent directory (git keeps no empty ones).
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        for entry in entries {
+            inputs.push(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+    }
+    assert!(inputs.len() >= 10, "the seeds are missing");
+    let mut answered = 0;
+    for input in &inputs {
+        for len in 1..=input.len() {
+            let (selector, body) = input[..len].split_first().unwrap();
+            let kind = [1, 2, 3, 4, 3][*selector as usize % 5];
+            let mut send = |reply: &[u8]| {
+                let mut at = 0;
+                while at < reply.len() {
+                    let header: [u8; 8] = reply[at..at + 8].try_into().unwrap();
+                    let proto = ProtoHeader::decode(&header);
+                    assert_eq!(proto.version, 2);
+                    at += 8 + proto.body_bytes as usize;
+                }
+                assert_eq!(at, reply.len());
+                answered += 1;
+                Ok(())
+            };
+            net::respond(&server, kind, body, "127.0.0.1:3000", &mut send);
+        }
+    }
+    assert!(answered > inputs.len());
+}
