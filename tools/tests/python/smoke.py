@@ -1,0 +1,76 @@
+"""Smoke test of spike-server with the official Python client (which bundles Aerospike's
+C client): the operations of the Rust client tests, through an independent client.
+Usage: smoke.py PORT. Exits non-zero on the first mismatch."""
+import sys
+import time
+
+import aerospike
+from aerospike import exception as ex
+
+port = int(sys.argv[1])
+client = aerospike.client({"hosts": [("127.0.0.1", port)]}).connect()
+key = ("test", "py", "user-1")
+
+bins = {"name": "Grace", "n": 1, "f": 1.5, "ok": True, "l": [1, 2, "x"], "m": {"a": 1}, "blob": bytearray(b"\x00\x01")}
+client.put(key, bins)
+_, meta, got = client.get(key)
+assert meta["gen"] == 1, meta
+assert got["name"] == "Grace" and got["l"] == [1, 2, "x"] and got["m"] == {"a": 1}, got
+assert got["f"] == 1.5 and got["ok"] is True and got["blob"] == b"\x00\x01", got
+_, meta = client.exists(key)
+assert meta is not None
+
+client.increment(key, "n", 4)
+client.append(key, "name", " Hopper")
+client.prepend(key, "name", "Dr ")
+_, _, got = client.select(key, ["name", "n"])
+assert got == {"name": "Dr Grace Hopper", "n": 5}, got
+
+# Existence and generation policies.
+try:
+    client.put(key, {"x": 1}, policy={"exists": aerospike.POLICY_EXISTS_CREATE})
+    raise AssertionError("create-only on an existing record succeeded")
+except ex.RecordExistsError:
+    pass
+try:
+    client.put(key, {"x": 1}, meta={"gen": 1}, policy={"gen": aerospike.POLICY_GEN_EQ})
+    raise AssertionError("a stale generation was accepted")
+except ex.RecordGenerationError:
+    pass
+client.put(key, {"x": 1}, policy={"exists": aerospike.POLICY_EXISTS_REPLACE})
+_, _, got = client.get(key)
+assert got == {"x": 1}, got
+
+# TTL: a one-second record expires; touch renews a record.
+short = ("test", "py", "short")
+client.put(short, {"v": 1}, meta={"ttl": 1})
+client.touch(key, 3600)
+_, meta = client.exists(key)
+assert 3500 < meta["ttl"] <= 3600, meta
+time.sleep(2.2)
+_, meta = client.exists(short)
+assert meta is None, "a record outlived its TTL"
+
+# Batch reads with missing keys, and a scan of the set.
+for i in range(20):
+    client.put(("test", "pybatch", i), {"i": i})
+keys = [("test", "pybatch", i) for i in range(25)]
+records = client.batch_read(keys).batch_records
+found = {r.key[2]: r.record[2]["i"] for r in records if r.result == 0}
+assert found == {i: i for i in range(20)}, found
+assert sum(1 for r in records if r.result == 2) == 5
+scanned = sorted(rec[2]["i"] for rec in client.scan("test", "pybatch").results())
+assert scanned == list(range(20)), scanned
+
+# Delete is durable and final; truncate empties a set.
+client.remove(key)
+try:
+    client.get(key)
+    raise AssertionError("a deleted record came back")
+except ex.RecordNotFound:
+    pass
+client.truncate("test", "pybatch", 0)
+assert client.scan("test", "pybatch").results() == []
+assert "test" in client.info_all("namespaces")[next(iter(client.info_all("namespaces")))][1]
+client.close()
+print("python client smoke test: ok")
