@@ -4,6 +4,7 @@
 //! (CI installs it).
 
 #[path = "common/server.rs"]
+#[allow(dead_code)]
 mod server;
 
 use std::process::Command;

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod keys;
 pub mod options;
 pub mod raw;
+pub mod remote;
 pub mod report;
 pub mod workload;
 
@@ -37,6 +38,9 @@ const ACT_FILL_FRACTION: f64 = 0.5;
 const ACT_DEFRAG_LWM_PCT: u32 = 50;
 
 pub fn run(plan: Plan) -> Result<ExitCode> {
+    if let Some(address) = plan.server.clone() {
+        return run_server(plan, &address);
+    }
     let out = Out::new(plan.json);
     let prepared = devices::prepare(&plan, &out)?;
     let (namespace, write_block_size) = match (&prepared.existing, plan.format) {
@@ -194,35 +198,19 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
     }
 
     let mut settle_seconds = 0.0;
-    let ctx = Context::new(&engine, plan.value_sizes, plan.seed, if plan.load { 0 } else { records }, &out);
+    let ctx = Context::new(
+        workload::Target::Engine(&engine),
+        plan.value_sizes,
+        plan.seed,
+        if plan.load { 0 } else { records },
+        &out,
+    );
     let load = if plan.load {
-        out.line(&format!(
-            "load: {} records of {} ({} of records, {:.0}% of the device), {} threads",
-            report::count(records as f64),
-            plan.value_sizes,
-            report::bytes((records as f64 * plan.value_sizes.mean_record_bytes()) as u64),
-            records as f64 * plan.value_sizes.mean_record_bytes() * 100.0 / capacity_bytes,
-            plan.threads
-        ));
-        let spec = PhaseSpec {
-            work: Work::Load { records },
-            threads: plan.threads,
-            rate_ops_s: None,
-            duration: None,
-            ops_max: None,
-            batch: 1,
-            interval: plan.interval,
-        };
-        let load = run_phase(&ctx, &spec)?;
-        ctx.key_count.store(records, std::sync::atomic::Ordering::Relaxed);
-        let lat = latency_summary(&load.kind(OpKind::Insert).hist);
-        out.line(&format!(
-            "load: done in {:.1} s, {}/s, {:.0} MB/s of records, p99 {}",
-            load.seconds(),
-            report::count(lat.count as f64 / load.seconds()),
-            load.client_mb_s(),
-            report::latency(lat.p99_us)
-        ));
+        let share = format!(
+            "{:.0}% of the device",
+            records as f64 * plan.value_sizes.mean_record_bytes() * 100.0 / capacity_bytes
+        );
+        let load = load_phase(&ctx, &plan, records, &share)?;
         settle_seconds = settle(&engine, &out);
         Some(load)
     } else {
@@ -242,27 +230,8 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             }
             None => (plan.workload.mix, plan.keys, plan.rate_ops_s, false),
         };
-        out.line(&format!(
-            "run: {} ({mix}), {} keys over {} records, {} threads, batch {}{}{}{}",
-            plan.act.map_or(plan.workload.label.clone(), |n| format!("ACT {n}x")),
-            keys,
-            report::count(records as f64),
-            plan.threads,
-            plan.batch,
-            plan.duration.map_or(String::new(), |d| format!(", {:.0} s", d.as_secs_f64())),
-            plan.ops.map_or(String::new(), |n| format!(", {n} ops")),
-            rate.map_or(", full speed".into(), |r| format!(", target {}/s", report::count(r)))
-        ));
-        let spec = PhaseSpec {
-            work: Work::Mix { mix, keys, interleave },
-            threads: plan.threads,
-            rate_ops_s: rate,
-            duration: plan.duration,
-            ops_max: plan.ops,
-            batch: plan.batch,
-            interval: plan.interval,
-        };
-        Some(run_phase(&ctx, &spec)?)
+        let label = plan.act.map_or(plan.workload.label.clone(), |n| format!("ACT {n}x"));
+        Some(mixed_phase(&ctx, &plan, records, (mix, keys, rate, interleave), &label)?)
     } else {
         None
     };
@@ -326,6 +295,136 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
     let failed = load_failed.is_some() || run.as_ref().is_some_and(|r| r.stopped_early.is_some());
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
+
+/// Inserts ids `0..records`, printing a line before and after.
+fn load_phase(ctx: &Context<'_>, plan: &Plan, records: u64, share: &str) -> Result<workload::PhaseResult> {
+    ctx.out.line(&format!(
+        "load: {} records of {} ({} of records, {share}), {} threads",
+        report::count(records as f64),
+        plan.value_sizes,
+        report::bytes((records as f64 * plan.value_sizes.mean_record_bytes()) as u64),
+        plan.threads
+    ));
+    let spec = PhaseSpec {
+        work: Work::Load { records },
+        threads: plan.threads,
+        rate_ops_s: None,
+        duration: None,
+        ops_max: None,
+        batch: 1,
+        interval: plan.interval,
+    };
+    let load = run_phase(ctx, &spec)?;
+    ctx.key_count.store(records, std::sync::atomic::Ordering::Relaxed);
+    let lat = latency_summary(&load.kind(OpKind::Insert).hist);
+    ctx.out.line(&format!(
+        "load: done in {:.1} s, {}/s, {:.0} MB/s of records, p99 {}",
+        load.seconds(),
+        report::count(lat.count as f64 / load.seconds()),
+        load.client_mb_s(),
+        report::latency(lat.p99_us)
+    ));
+    Ok(load)
+}
+
+/// The mixed phase: `how` is the mix, key distribution, target rate and interleaving.
+fn mixed_phase(
+    ctx: &Context<'_>,
+    plan: &Plan,
+    records: u64,
+    how: (Mix, keys::KeyDistribution, Option<f64>, bool),
+    label: &str,
+) -> Result<workload::PhaseResult> {
+    let (mix, keys, rate, interleave) = how;
+    ctx.out.line(&format!(
+        "run: {label} ({mix}), {} keys over {} records, {} threads, batch {}{}{}{}",
+        keys,
+        report::count(records as f64),
+        plan.threads,
+        plan.batch,
+        plan.duration.map_or(String::new(), |d| format!(", {:.0} s", d.as_secs_f64())),
+        plan.ops.map_or(String::new(), |n| format!(", {n} ops")),
+        rate.map_or(", full speed".into(), |r| format!(", target {}/s", report::count(r)))
+    ));
+    let spec = PhaseSpec {
+        work: Work::Mix { mix, keys, interleave },
+        threads: plan.threads,
+        rate_ops_s: rate,
+        duration: plan.duration,
+        ops_max: plan.ops,
+        batch: plan.batch,
+        interval: plan.interval,
+    };
+    run_phase(ctx, &spec)
+}
+
+/// `--server`: the same phases through the wire, against a server's namespace.
+fn run_server(plan: Plan, address: &str) -> Result<ExitCode> {
+    let out = Out::new(plan.json);
+    let namespace = plan.namespace.clone().unwrap_or_else(|| "test".into());
+    let remote = remote::Remote::connect(address, &namespace)?;
+    out.line(&format!("server {address}, namespace {namespace}, set {} (official Rust client)", remote::SET));
+    let records = match (plan.load, plan.records) {
+        (true, records) => records.unwrap_or(SERVER_RECORDS_DEFAULT),
+        (false, Some(records)) => records,
+        (false, None) => match remote.objects()? {
+            0 => bail!(
+                "--no-load: namespace {namespace} on {address} holds no records; run once without --no-load"
+            ),
+            objects => objects,
+        },
+    };
+    if records > keys::KEY_ID_MAX {
+        bail!("--records {records} is above the bench's key space ({})", keys::KEY_ID_MAX);
+    }
+    let ctx = Context::new(
+        workload::Target::Server(&remote),
+        plan.value_sizes,
+        plan.seed,
+        if plan.load { 0 } else { records },
+        &out,
+    );
+    let load = if plan.load { Some(load_phase(&ctx, &plan, records, "through the wire")?) } else { None };
+    let load_failed = load.as_ref().and_then(|l| l.stopped_early.clone());
+    let run = match load_failed {
+        None => {
+            let how = (plan.workload.mix, plan.keys, plan.rate_ops_s, false);
+            Some(mixed_phase(&ctx, &plan, records, how, &plan.workload.label)?)
+        }
+        Some(_) => None,
+    };
+    drop(ctx);
+    let mut notes = vec![
+        "through the wire: device, space and write-amplification figures are the server's own (its info and metrics), not measured here".to_string(),
+    ];
+    if let Some(reason) = &load_failed {
+        notes.push(format!("the load stopped early: {reason}"));
+    }
+    let labels = [format!("server {address}")];
+    let report = Report {
+        plan: &plan,
+        labels: &labels,
+        device_sizes: Vec::new(),
+        backend: "wire".into(),
+        namespace,
+        write_block_size: 0,
+        defrag_lwm_pct: 0,
+        settle_seconds: 0.0,
+        records,
+        raw: None,
+        load: load.as_ref(),
+        run: run.as_ref(),
+        stats: None,
+        act: None,
+        notes,
+    };
+    print_report(&out, &report);
+    let failed = load_failed.is_some() || run.as_ref().is_some_and(|r| r.stopped_early.is_some());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Records a `--server` run loads when `--records` is not given: the anchor's 300 k.
+const SERVER_RECORDS_DEFAULT: u64 = 300_000;
 
 /// Waits (at most `SETTLE_MAX`) until the load's writes are on the device and defrag has
 /// nothing queued, so that the measured phase starts from a steady engine rather than

@@ -142,6 +142,11 @@ pub struct Args {
     /// Seed of every random choice (printed in the report, to replay a run).
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Drive a server speaking Aerospike's protocol (spike-server, or Aerospike itself)
+    /// through the official Rust client instead of an in-process engine; with
+    /// --namespace (default test). Records go to the set `bench`.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["devices", "format", "size", "raw", "act"])]
+    pub server: Option<String>,
 }
 
 /// Value sizes in bytes: each write draws uniformly from `min..=max`.
@@ -416,6 +421,8 @@ pub struct Plan {
     pub io_backend: IoBackend,
     pub interval: Duration,
     pub seed: u64,
+    /// Through the wire: the server's address (no device, no raw measurement).
+    pub server: Option<String>,
 }
 
 impl Plan {
@@ -445,7 +452,7 @@ impl Plan {
                 );
             }
         }
-        let owns_device = args.devices.is_empty();
+        let owns_device = args.devices.is_empty() && args.server.is_none();
         if args.no_load && owns_device {
             bail!("--no-load reuses a device filled by an earlier run: name it with --device");
         }
@@ -552,11 +559,12 @@ impl Plan {
             json: args.json,
             act: args.act,
             raw_only: args.raw,
-            raw: !args.no_raw,
+            raw: !args.no_raw && args.server.is_none(),
             raw_duration: args.raw_duration,
             io_backend: args.io_backend,
             interval: args.interval,
             seed,
+            server: args.server,
         })
     }
 

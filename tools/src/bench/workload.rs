@@ -14,6 +14,7 @@
 
 use super::keys::{key_of, KeyChooser, KeyDistribution, Rng, KEY_ID_MAX, KEY_LEN};
 use super::options::{Mix, OpKind, ValueSizes, OP_KINDS};
+use super::remote::{Remote, RemoteError};
 use super::report::{self, Out};
 use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
@@ -51,9 +52,26 @@ pub struct PhaseSpec {
     pub interval: Duration,
 }
 
-/// What the phases share: the engine, the values to write, the key space.
+/// What the phases drive: an engine in this process, or a server through the wire.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    Engine(&'a Engine),
+    Server(&'a Remote),
+}
+
+impl Target<'_> {
+    /// The engine's statistics; through the wire there are none (all zero).
+    pub fn stats(&self) -> Stats {
+        match self {
+            Target::Engine(engine) => engine.stats(),
+            Target::Server(_) => Stats::default(),
+        }
+    }
+}
+
+/// What the phases share: the target, the values to write, the key space.
 pub struct Context<'a> {
-    pub engine: &'a Engine,
+    pub target: Target<'a>,
     pub value_sizes: ValueSizes,
     /// Random bytes; a value is a slice of it at a random offset.
     pub values: Vec<u8>,
@@ -64,10 +82,10 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(engine: &'a Engine, value_sizes: ValueSizes, seed: u64, key_count: u64, out: &'a Out) -> Self {
+    pub fn new(target: Target<'a>, value_sizes: ValueSizes, seed: u64, key_count: u64, out: &'a Out) -> Self {
         let mut rng = Rng::new(seed, u64::MAX);
         let values = (0..value_sizes.max + 4096).map(|_| rng.next_u64() as u8).collect();
-        Context { engine, value_sizes, values, seed, key_count: AtomicU64::new(key_count), out }
+        Context { target, value_sizes, values, seed, key_count: AtomicU64::new(key_count), out }
     }
 
     fn value(&self, rng: &mut Rng) -> &[u8] {
@@ -206,7 +224,7 @@ enum Outcome {
     Ok,
     NotFound,
     /// Counted, and the phase goes on (e.g. an overloaded device).
-    Error(Error),
+    Error(String),
     /// The phase cannot go on (no space, failed device).
     Fatal(String),
 }
@@ -222,7 +240,15 @@ fn classify(result: spike::Result<()>) -> Outcome {
         Err(err @ (Error::DeviceFailed { .. } | Error::Io { .. } | Error::ShutDown)) => {
             Outcome::Fatal(err.to_string())
         }
-        Err(err) => Outcome::Error(err),
+        Err(err) => Outcome::Error(err.to_string()),
+    }
+}
+
+fn classify_remote(result: Result<(), RemoteError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(RemoteError::NotFound) => Outcome::NotFound,
+        Err(RemoteError::Failed(text)) => Outcome::Error(text),
     }
 }
 
@@ -246,7 +272,7 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
     for _ in 0..OP_KINDS {
         kinds.push(KindTotals { hist: new_histogram()?, not_found: 0, errors: 0 });
     }
-    let stats_before = ctx.engine.stats();
+    let stats_before = ctx.target.stats();
     let start = Instant::now();
     let mut intervals = Vec::new();
     std::thread::scope(|scope| -> Result<()> {
@@ -281,7 +307,7 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
         coordinated
     })?;
     let elapsed = start.elapsed();
-    let stats_after = ctx.engine.stats();
+    let stats_after = ctx.target.stats();
     let stopped_early = state.stop_reason.into_inner().unwrap_or_else(|e| e.into_inner());
     let first_error = state.first_error.into_inner().unwrap_or_else(|e| e.into_inner());
     Ok(PhaseResult { elapsed, kinds, first_error, stopped_early, stats_before, stats_after, intervals })
@@ -396,11 +422,21 @@ fn worker(
 }
 
 /// Runs a batch: writes one by one, then every read together (one `get_many`, its device
-/// reads in flight at once), and records each operation's latency from its own start.
+/// reads in flight at once, or one batch request to a server), and records each
+/// operation's latency from its own start.
 fn execute_batch(ctx: &Context<'_>, state: &PhaseState, thread: usize, batch: &[Pending], rng: &mut Rng) {
-    let engine = ctx.engine;
+    let results = match ctx.target {
+        Target::Engine(engine) => run_on_engine(ctx, engine, batch, rng),
+        Target::Server(remote) => run_on_server(ctx, remote, batch, rng),
+    };
+    record_results(state, thread, results);
+}
+
+type Done = (OpKind, Instant, Instant, Outcome);
+
+fn run_on_engine(ctx: &Context<'_>, engine: &Engine, batch: &[Pending], rng: &mut Rng) -> Vec<Done> {
     let options = WriteOptions::default();
-    let mut results: Vec<(OpKind, Instant, Instant, spike::Result<()>)> = Vec::with_capacity(batch.len());
+    let mut results: Vec<Done> = Vec::with_capacity(batch.len());
     for op in batch.iter().filter(|op| op.kind != OpKind::Read) {
         let key = key_of(op.id);
         let result = match op.kind {
@@ -412,14 +448,14 @@ fn execute_batch(ctx: &Context<'_>, state: &PhaseState, thread: usize, batch: &[
             },
             OpKind::Read => continue,
         };
-        results.push((op.kind, op.started, Instant::now(), result));
+        results.push((op.kind, op.started, Instant::now(), classify(result)));
     }
     let reads: Vec<&Pending> = batch.iter().filter(|op| op.kind == OpKind::Read).collect();
     match reads.as_slice() {
         [] => {}
         [op] => {
             let result = engine.get(&key_of(op.id)).map(|_| ());
-            results.push((OpKind::Read, op.started, Instant::now(), result));
+            results.push((OpKind::Read, op.started, Instant::now(), classify(result)));
         }
         many => {
             let keys: Vec<[u8; KEY_LEN]> = many.iter().map(|op| key_of(op.id)).collect();
@@ -427,16 +463,55 @@ fn execute_batch(ctx: &Context<'_>, state: &PhaseState, thread: usize, batch: &[
             let got = engine.get_many(&key_refs);
             let finished = Instant::now();
             for (op, result) in many.iter().zip(got) {
-                results.push((OpKind::Read, op.started, finished, result.map(|_| ())));
+                results.push((OpKind::Read, op.started, finished, classify(result.map(|_| ()))));
             }
         }
     }
+    results
+}
+
+fn run_on_server(ctx: &Context<'_>, remote: &Remote, batch: &[Pending], rng: &mut Rng) -> Vec<Done> {
+    let mut results: Vec<Done> = Vec::with_capacity(batch.len());
+    for op in batch.iter().filter(|op| op.kind != OpKind::Read) {
+        let key = key_of(op.id);
+        let result = match op.kind {
+            OpKind::Update | OpKind::Insert => remote.put(&key, ctx.value(rng)),
+            OpKind::Delete => remote.delete(&key),
+            OpKind::ReadModifyWrite => match remote.get(&key) {
+                Ok(()) | Err(RemoteError::NotFound) => remote.put(&key, ctx.value(rng)),
+                Err(err) => Err(err),
+            },
+            OpKind::Read => continue,
+        };
+        results.push((op.kind, op.started, Instant::now(), classify_remote(result)));
+    }
+    let reads: Vec<&Pending> = batch.iter().filter(|op| op.kind == OpKind::Read).collect();
+    match reads.as_slice() {
+        [] => {}
+        [op] => {
+            let result = remote.get(&key_of(op.id));
+            results.push((OpKind::Read, op.started, Instant::now(), classify_remote(result)));
+        }
+        many => {
+            let keys: Vec<[u8; KEY_LEN]> = many.iter().map(|op| key_of(op.id)).collect();
+            let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let got = remote.get_many(&key_refs);
+            let finished = Instant::now();
+            for (op, result) in many.iter().zip(got) {
+                results.push((OpKind::Read, op.started, finished, classify_remote(result)));
+            }
+        }
+    }
+    results
+}
+
+fn record_results(state: &PhaseState, thread: usize, results: Vec<Done>) {
     let mut slot = state.slots[thread].lock().unwrap_or_else(|e| e.into_inner());
-    for (kind, started, finished, result) in results {
+    for (kind, started, finished, outcome) in results {
         let latency_ns =
             finished.saturating_duration_since(started).as_nanos().min(LATENCY_NS_MAX as u128) as u64;
         let i = kind.index();
-        match classify(result) {
+        match outcome {
             outcome @ (Outcome::Ok | Outcome::NotFound) => {
                 if matches!(outcome, Outcome::NotFound) {
                     slot.not_found[i] += 1;
@@ -479,7 +554,7 @@ fn coordinate(
         interval.push(new_histogram()?);
     }
     let mut last_tick = start;
-    let mut last_device_bytes = ctx.engine.stats().device_bytes_written;
+    let mut last_device_bytes = ctx.target.stats().device_bytes_written;
     let mut last_progress_len = 0usize;
     loop {
         let all_done = state.finished.load(Relaxed) == spec.threads;
@@ -505,7 +580,7 @@ fn coordinate(
         let now = Instant::now();
         let seconds = now.duration_since(last_tick).as_secs_f64().max(1e-9);
         last_tick = now;
-        let device_bytes = ctx.engine.stats().device_bytes_written;
+        let device_bytes = ctx.target.stats().device_bytes_written;
         let device_mb_s = (device_bytes - last_device_bytes) as f64 / 1e6 / seconds;
         last_device_bytes = device_bytes;
         let mut all = new_histogram()?;
