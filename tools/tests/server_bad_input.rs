@@ -172,6 +172,25 @@ async fn idle_connections_are_reaped_after_the_configured_time() {
     assert!(closed(&mut silent), "an idle connection was not closed");
 }
 
+#[test]
+fn the_metrics_endpoint_serves_the_engines_stats_as_prometheus_text() {
+    let metrics_port = server::free_port();
+    let server =
+        ServerProcess::start_with("buffered", &format!("metrics = \"127.0.0.1:{metrics_port}\""), "");
+    let mut stream = connect(&server);
+    stream.write_all(&write_message(b"test", &[9; 20], b"bin")).unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 0);
+    let mut http = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("spike_objects{namespace=\"test\"} 1"), "{text}");
+    assert!(text.contains("spike_updates_total{namespace=\"test\"} 1"), "{text}");
+    assert!(text.contains("spike_restart_fast{namespace=\"test\"} 0"), "{text}");
+    assert!(text.contains("spike_get_latency_us_bucket{namespace=\"test\",le=\"+Inf\"}"), "{text}");
+}
+
 fn sim_server() -> Server {
     let config = Config {
         namespace: "test".into(),

@@ -23,10 +23,15 @@ impl ServerProcess {
     /// Starts a server with one namespace `test` on a 256 MiB file (`extra` is appended
     /// to the namespace's table).
     pub fn start(durability: &str, extra: &str) -> ServerProcess {
+        Self::start_with(durability, "", extra)
+    }
+
+    /// `start`, with `top` added to the configuration's top level.
+    pub fn start_with(durability: &str, top: &str, extra: &str) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = format!(
-            "listen = \"127.0.0.1:{port}\"\nthreads = 4\n\n[[namespace]]\nname = \"test\"\n\
+            "listen = \"127.0.0.1:{port}\"\nthreads = 4\n{top}\n\n[[namespace]]\nname = \"test\"\n\
              devices = [\"{}\"]\ndevice_size = \"256M\"\nformat = true\ndurability = \"{durability}\"\n\
              write_block_size = 131072\nflush_max_ms = 50\n{extra}\n",
             dir.path().join("test.dat").display()
