@@ -338,3 +338,52 @@ async fn sigkill_in_commit_to_device_mode_loses_no_acknowledged_write() {
     println!("{} acknowledged writes all found after kill -9", acknowledged.len());
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udf_modules_and_index_definitions_register_but_are_not_executed() {
+    use aerospike::{CollectionIndexType, IndexType, Task, UdfLang};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let body = b"function echo(rec, val)\n  return val\nend\n";
+    let task = client.register_udf(&AdminPolicy::default(), body, "echo.lua", UdfLang::Lua).await.unwrap();
+    task.wait_till_complete(None).await.unwrap();
+    assert!(info(&client, "udf-list").await.contains("filename=echo.lua"));
+    let index = client
+        .create_index_on_bin(
+            &AdminPolicy::default(),
+            "test",
+            "idx",
+            "n",
+            "test_idx_n",
+            IndexType::Numeric,
+            CollectionIndexType::Default,
+            None,
+        )
+        .await
+        .unwrap();
+    index.wait_till_complete(None).await.unwrap();
+    // Again, identically: not an error (as in Aerospike).
+    client
+        .create_index_on_bin(
+            &AdminPolicy::default(),
+            "test",
+            "idx",
+            "n",
+            "test_idx_n",
+            IndexType::Numeric,
+            CollectionIndexType::Default,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(info(&client, "sindex-list:ns=test").await.contains("indexname=test_idx_n"));
+    // Executing the module is not supported: result 16, and nothing is written.
+    let key = as_key!("test", "idx", 1);
+    let err = client
+        .execute_udf(&WritePolicy::default(), &key, "echo", "echo", &[Value::from(1)])
+        .await
+        .unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::UnsupportedFeature);
+    assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
+    client.close().await.unwrap();
+}

@@ -26,6 +26,7 @@ struct Row<'a> {
     namespace: &'a [u8],
     set: &'a [u8],
     key: Option<&'a [u8]>,
+    /// A filter expression or a UDF call: neither is supported (16).
     has_filter: bool,
     ops: Vec<Op<'a>>,
 }
@@ -112,7 +113,7 @@ fn decode_row<'a>(c: &mut Cursor<'a>, index: u32, digest: [u8; 20], kind: u8) ->
         namespace: field(FIELD_NAMESPACE).ok_or_else(|| WireError("batch row without a namespace".into()))?,
         set: field(FIELD_SET).unwrap_or(&[]),
         key: field(FIELD_KEY),
-        has_filter: field(FIELD_FILTER).is_some(),
+        has_filter: field(FIELD_FILTER).is_some() || field(FIELD_UDF_PACKAGE).is_some(),
         ops,
     })
 }

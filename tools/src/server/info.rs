@@ -3,7 +3,7 @@
 //! every tend (node, build, partition-generation, peers, replicas) have exactly the
 //! forms the fact sheet gives; unknown commands get `ERROR:4:unrecognized command`.
 
-use super::{Namespace, Server};
+use super::{catalog, Namespace, Server};
 use std::fmt::Write;
 
 pub const BUILD: &str = "8.1.2.0";
@@ -46,7 +46,28 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
         "status" => "ok".to_string(),
         "statistics" => statistics(server),
         "cluster-stable" => "5B1C3".to_string(),
-        "sindex-list" | "udf-list" | "sindex" => String::new(),
+        "udf-put" => server.catalog.udf_put(&catalog::args(args)),
+        "udf-list" => server.catalog.udf_list(),
+        "udf-get" => server.catalog.udf_get(&catalog::args(args)),
+        "udf-remove" => server.catalog.udf_remove(&catalog::args(args)),
+        "sindex-create" => {
+            let parsed = catalog::args(args);
+            let ns = parsed.get("namespace").or_else(|| parsed.get("ns"));
+            let known = ns.is_some_and(|n| server.namespace(n.as_bytes()).is_some());
+            server.catalog.index_create(&parsed, known)
+        }
+        "sindex-delete" => server.catalog.index_delete(&catalog::args(args)),
+        "sindex-stat" => {
+            let parsed = catalog::args(args);
+            let ns = parsed.get("namespace").or_else(|| parsed.get("ns")).map_or("", String::as_str);
+            server.catalog.index_stat(ns, parsed.get("indexname").map_or("", String::as_str))
+        }
+        "sindex-list" => {
+            let parsed = catalog::args(args);
+            server
+                .catalog
+                .index_list(parsed.get("ns").or_else(|| parsed.get("namespace")).map(String::as_str))
+        }
         "get-config" => {
             format!("batch-index-threads={};proto-fd-max={}", server.threads, server.connections_max)
         }
@@ -64,6 +85,8 @@ fn namespaced(server: &Server, line: &str) -> String {
             None => "type=unknown".to_string(),
         },
         (Some("sets"), ns, set) => sets(server, ns, set),
+        (Some("sindex"), Some(ns), Some(name)) => server.catalog.index_stat(ns, name),
+        (Some("sindex"), ns, None) => server.catalog.index_list(ns),
         _ => "ERROR:4:unrecognized command".to_string(),
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod batch;
 pub mod bins;
+pub mod catalog;
 pub mod compression;
 pub mod config;
 pub mod info;
@@ -74,6 +75,8 @@ pub struct Server {
     pub idle_timeout_s: u64,
     pub connections: AtomicUsize,
     pub started: Instant,
+    /// UDF modules and index definitions clients registered (kept in memory only).
+    pub catalog: catalog::Catalog,
 }
 
 /// The limits of `Server`, with the defaults of the example configuration.
@@ -108,6 +111,7 @@ impl Server {
             idle_timeout_s: limits.idle_timeout_s,
             connections: AtomicUsize::new(0),
             started: Instant::now(),
+            catalog: catalog::Catalog::default(),
         }
     }
 
