@@ -426,79 +426,81 @@ fn worker(
 /// operation's latency from its own start.
 fn execute_batch(ctx: &Context<'_>, state: &PhaseState, thread: usize, batch: &[Pending], rng: &mut Rng) {
     let results = match ctx.target {
-        Target::Engine(engine) => run_on_engine(ctx, engine, batch, rng),
-        Target::Server(remote) => run_on_server(ctx, remote, batch, rng),
+        Target::Engine(engine) => run_batch(ctx, engine, batch, rng),
+        Target::Server(remote) => run_batch(ctx, remote, batch, rng),
     };
     record_results(state, thread, results);
 }
 
 type Done = (OpKind, Instant, Instant, Outcome);
 
-fn run_on_engine(ctx: &Context<'_>, engine: &Engine, batch: &[Pending], rng: &mut Rng) -> Vec<Done> {
-    let options = WriteOptions::default();
-    let mut results: Vec<Done> = Vec::with_capacity(batch.len());
-    for op in batch.iter().filter(|op| op.kind != OpKind::Read) {
-        let key = key_of(op.id);
-        let result = match op.kind {
-            OpKind::Update | OpKind::Insert => engine.put(&key, ctx.value(rng), &options).map(|_| ()),
-            OpKind::Delete => engine.delete(&key),
-            OpKind::ReadModifyWrite => match engine.get(&key) {
-                Ok(_) | Err(Error::NotFound) => engine.put(&key, ctx.value(rng), &options).map(|_| ()),
-                Err(err) => Err(err),
-            },
-            OpKind::Read => continue,
-        };
-        results.push((op.kind, op.started, Instant::now(), classify(result)));
-    }
-    let reads: Vec<&Pending> = batch.iter().filter(|op| op.kind == OpKind::Read).collect();
-    match reads.as_slice() {
-        [] => {}
-        [op] => {
-            let result = engine.get(&key_of(op.id)).map(|_| ());
-            results.push((OpKind::Read, op.started, Instant::now(), classify(result)));
-        }
-        many => {
-            let keys: Vec<[u8; KEY_LEN]> = many.iter().map(|op| key_of(op.id)).collect();
-            let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            let got = engine.get_many(&key_refs);
-            let finished = Instant::now();
-            for (op, result) in many.iter().zip(got) {
-                results.push((OpKind::Read, op.started, finished, classify(result.map(|_| ()))));
-            }
-        }
-    }
-    results
+/// What a batch runs on: the engine in-process or a server through the wire.
+trait Store {
+    fn put(&self, key: &[u8], value: &[u8]) -> Outcome;
+    fn get(&self, key: &[u8]) -> Outcome;
+    fn delete(&self, key: &[u8]) -> Outcome;
+    fn get_many(&self, keys: &[&[u8]]) -> Vec<Outcome>;
 }
 
-fn run_on_server(ctx: &Context<'_>, remote: &Remote, batch: &[Pending], rng: &mut Rng) -> Vec<Done> {
+impl Store for Engine {
+    fn put(&self, key: &[u8], value: &[u8]) -> Outcome {
+        classify(Engine::put(self, key, value, &WriteOptions::default()).map(|_| ()))
+    }
+    fn get(&self, key: &[u8]) -> Outcome {
+        classify(Engine::get(self, key).map(|_| ()))
+    }
+    fn delete(&self, key: &[u8]) -> Outcome {
+        classify(Engine::delete(self, key))
+    }
+    fn get_many(&self, keys: &[&[u8]]) -> Vec<Outcome> {
+        Engine::get_many(self, keys).into_iter().map(|r| classify(r.map(|_| ()))).collect()
+    }
+}
+
+impl Store for Remote {
+    fn put(&self, key: &[u8], value: &[u8]) -> Outcome {
+        classify_remote(Remote::put(self, key, value))
+    }
+    fn get(&self, key: &[u8]) -> Outcome {
+        classify_remote(Remote::get(self, key))
+    }
+    fn delete(&self, key: &[u8]) -> Outcome {
+        classify_remote(Remote::delete(self, key))
+    }
+    fn get_many(&self, keys: &[&[u8]]) -> Vec<Outcome> {
+        Remote::get_many(self, keys).into_iter().map(classify_remote).collect()
+    }
+}
+
+fn run_batch(ctx: &Context<'_>, store: &impl Store, batch: &[Pending], rng: &mut Rng) -> Vec<Done> {
     let mut results: Vec<Done> = Vec::with_capacity(batch.len());
     for op in batch.iter().filter(|op| op.kind != OpKind::Read) {
         let key = key_of(op.id);
-        let result = match op.kind {
-            OpKind::Update | OpKind::Insert => remote.put(&key, ctx.value(rng)),
-            OpKind::Delete => remote.delete(&key),
-            OpKind::ReadModifyWrite => match remote.get(&key) {
-                Ok(()) | Err(RemoteError::NotFound) => remote.put(&key, ctx.value(rng)),
-                Err(err) => Err(err),
+        let outcome = match op.kind {
+            OpKind::Update | OpKind::Insert => store.put(&key, ctx.value(rng)),
+            OpKind::Delete => store.delete(&key),
+            OpKind::ReadModifyWrite => match store.get(&key) {
+                Outcome::Ok | Outcome::NotFound => store.put(&key, ctx.value(rng)),
+                failed => failed,
             },
             OpKind::Read => continue,
         };
-        results.push((op.kind, op.started, Instant::now(), classify_remote(result)));
+        results.push((op.kind, op.started, Instant::now(), outcome));
     }
     let reads: Vec<&Pending> = batch.iter().filter(|op| op.kind == OpKind::Read).collect();
     match reads.as_slice() {
         [] => {}
         [op] => {
-            let result = remote.get(&key_of(op.id));
-            results.push((OpKind::Read, op.started, Instant::now(), classify_remote(result)));
+            let outcome = store.get(&key_of(op.id));
+            results.push((OpKind::Read, op.started, Instant::now(), outcome));
         }
         many => {
             let keys: Vec<[u8; KEY_LEN]> = many.iter().map(|op| key_of(op.id)).collect();
             let key_refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
-            let got = remote.get_many(&key_refs);
+            let got = store.get_many(&key_refs);
             let finished = Instant::now();
-            for (op, result) in many.iter().zip(got) {
-                results.push((OpKind::Read, op.started, finished, classify_remote(result)));
+            for (op, outcome) in many.iter().zip(got) {
+                results.push((OpKind::Read, op.started, finished, outcome));
             }
         }
     }

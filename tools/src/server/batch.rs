@@ -31,36 +31,10 @@ struct Row<'a> {
     ops: Vec<Op<'a>>,
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
-        let end = end.ok_or_else(|| WireError(format!("batch row truncated at byte {}", self.at)))?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, WireError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-}
-
 /// Decodes the rows of a BATCH field.
 fn decode_rows(data: &[u8]) -> Result<Vec<Row<'_>>, (u8, WireError)> {
     let parameter = |e| (code::PARAMETER, e);
-    let mut c = Cursor { b: data, at: 0 };
+    let mut c = ByteReader::new(data);
     let count = c.u32().map_err(parameter)? as usize;
     let _flags = c.u8().map_err(parameter)?;
     if count > BATCH_ROWS_MAX {
@@ -82,7 +56,12 @@ fn decode_rows(data: &[u8]) -> Result<Vec<Row<'_>>, (u8, WireError)> {
     Ok(rows)
 }
 
-fn decode_row<'a>(c: &mut Cursor<'a>, index: u32, digest: [u8; 20], kind: u8) -> Result<Row<'a>, WireError> {
+fn decode_row<'a>(
+    c: &mut ByteReader<'a>,
+    index: u32,
+    digest: [u8; 20],
+    kind: u8,
+) -> Result<Row<'a>, WireError> {
     let mut header = MsgHeader::default();
     if kind == 0 {
         header.info1 = c.u8()?;

@@ -7,6 +7,8 @@
 //! lists, maps, GeoJSON and HLL come back byte for byte). The decoder never panics (the
 //! `server_request` fuzz target feeds it).
 
+use super::wire::{ByteReader, WireError};
+
 pub const BINS_VERSION: u8 = 1;
 pub const SET_NAME_MAX: usize = 63;
 
@@ -75,55 +77,35 @@ impl StoredRecord {
     }
 
     pub fn decode(b: &[u8]) -> Result<StoredRecord, String> {
-        let mut r = Reader { b, at: 0 };
+        Self::decode_fields(&mut ByteReader::new(b)).map_err(|e| format!("bin encoding: {e}"))
+    }
+
+    fn decode_fields(r: &mut ByteReader<'_>) -> Result<StoredRecord, WireError> {
+        let b = r.b;
         let version = r.u8()?;
         if version != BINS_VERSION {
-            return Err(format!("bin encoding version {version}, expected {BINS_VERSION}"));
+            return Err(WireError(format!("version {version}, expected {BINS_VERSION}")));
         }
         let set_len = r.u8()? as usize;
-        let set = r.bytes(set_len)?.to_vec();
+        let set = r.take(set_len)?.to_vec();
         let key_particle = r.u8()?;
         let key_len = r.u16()? as usize;
-        let key_bytes = r.bytes(key_len)?.to_vec();
+        let key_bytes = r.take(key_len)?.to_vec();
         let key = (key_particle != 0).then_some((key_particle, key_bytes));
         let count = r.u16()?;
         let mut bins = Vec::with_capacity(count.min(256) as usize);
         for _ in 0..count {
             let name_len = r.u8()? as usize;
-            let name = r.bytes(name_len)?.to_vec();
+            let name = r.take(name_len)?.to_vec();
             let particle = r.u8()?;
             let value_len = r.u32()? as usize;
-            let value = r.bytes(value_len)?.to_vec();
+            let value = r.take(value_len)?.to_vec();
             bins.push(Bin { name, particle, value });
         }
-        if r.at != b.len() {
-            return Err(format!("{} bytes after the last bin", b.len() - r.at));
+        if !r.is_done() {
+            return Err(WireError(format!("{} bytes after the last bin", b.len() - r.at)));
         }
         Ok(StoredRecord { set, key, bins })
-    }
-}
-
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or("bin encoding truncated")?;
-        let s = &self.b[self.at..end];
-        self.at = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.bytes(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, String> {
-        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
-    }
-    fn u32(&mut self) -> Result<u32, String> {
-        let b = self.bytes(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 

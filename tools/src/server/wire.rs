@@ -143,6 +143,40 @@ impl<'a> Message<'a> {
     }
 }
 
+/// Reads big-endian fields in order from a byte slice, each read checked against its end.
+pub struct ByteReader<'a> {
+    pub b: &'a [u8],
+    pub at: usize,
+}
+
+impl<'a> ByteReader<'a> {
+    pub fn new(b: &'a [u8]) -> Self {
+        ByteReader { b, at: 0 }
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len());
+        let end =
+            end.ok_or_else(|| bad(format!("{n} bytes wanted at byte {} of {}", self.at, self.b.len())))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    pub fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    pub fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn is_done(&self) -> bool {
+        self.at == self.b.len()
+    }
+}
+
 fn be_u16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
