@@ -118,6 +118,10 @@ pub enum BinOpError {
 
 /// `INCR`: adds an integer or float to the bin (a missing bin counts as zero).
 pub fn add(record: &mut StoredRecord, name: &[u8], particle: u8, value: &[u8]) -> Result<(), BinOpError> {
+    // Only numbers add (anything else is a type error, as in Aerospike); a number is 8 bytes.
+    if particle != PARTICLE_INTEGER && particle != PARTICLE_FLOAT {
+        return Err(BinOpError::IncompatibleType);
+    }
     let operand: [u8; 8] = value.try_into().map_err(|_| BinOpError::Parameter)?;
     let current = record.bin(name).map(|b| (b.particle, b.value.clone()));
     let sum = match (particle, current) {

@@ -286,6 +286,11 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
             record::execute(ns, &Command { header: h, set, key, digest, ops: &message.ops })
         }
     };
+    if outcome.code != code::OK && outcome.code != code::KEY_NOT_FOUND {
+        let ops: Vec<(u8, u8)> = message.ops.iter().map(|op| (op.code, op.particle)).collect();
+        let info = (h.info1, h.info2, h.info3);
+        log::debug!("result {} for info bits {info:?}, ops (code, particle) {ops:?}", outcome.code);
+    }
     let mut reply = Reply::default();
     let info1 = if outcome.bins.is_empty() { h.info1 & INFO1_NOBINDATA } else { 0 };
     record::write_outcome(&mut reply, &outcome, info1, 0);

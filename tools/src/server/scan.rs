@@ -2,7 +2,9 @@
 //! partitions of PID_ARRAY from their start and those of DIGEST_ARRAY strictly after
 //! their digest, in descending digest order (Aerospike's, so resume points carry over),
 //! for the namespace or one set. Records stream in frames of about `SCAN_FRAME_BYTES`,
-//! handed to `send` as they fill, then a LAST message.
+//! handed to `send` as they fill, then a LAST message. A scan with RECS_PER_SEC sends
+//! what it has and sleeps whenever it is ahead of that rate; it holds its event loop
+//! meanwhile, as every request does until its reply is written.
 
 use super::bins::StoredRecord;
 use super::record::{code, select_bins};
@@ -87,6 +89,10 @@ fn scan(
         .unwrap_or(u64::MAX);
     let header = message.header;
     let mut failure = None;
+    let records_per_s =
+        message.field(FIELD_RECS_PER_SEC).and_then(|r| r.try_into().ok()).map(u32::from_be_bytes);
+    let mut pace =
+        Pace { start: std::time::Instant::now(), records_per_s: records_per_s.unwrap_or(0), sent: 0 };
     for (partition, after) in wanted {
         let mut visit = |record: spike::Result<spike::Record>| {
             let record = match record {
@@ -105,7 +111,17 @@ fn scan(
             if wants_bins && bins.is_empty() && !message.ops.is_empty() {
                 return true;
             }
+            if let Some(wait) = pace.ahead_by() {
+                // Ahead of the asked rate: let the client have what is ready, then wait.
+                reply.end_frame();
+                if let Err(err) = send(&std::mem::take(&mut reply.out)) {
+                    failure = Some(err);
+                    return false;
+                }
+                std::thread::sleep(wait);
+            }
             write_record(reply, ns.name.as_bytes(), &record, &stored, &bins, wants_bins);
+            pace.sent += 1;
             budget -= 1;
             if reply.frame_bytes() >= SCAN_FRAME_BYTES {
                 reply.end_frame();
@@ -128,6 +144,23 @@ fn scan(
         }
     }
     Ok(code::OK)
+}
+
+/// A scan's rate limit (0 = none): how far ahead of it the records sent are.
+struct Pace {
+    start: std::time::Instant,
+    records_per_s: u32,
+    sent: u64,
+}
+
+impl Pace {
+    fn ahead_by(&self) -> Option<std::time::Duration> {
+        if self.records_per_s == 0 {
+            return None;
+        }
+        let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.records_per_s as f64);
+        due.checked_sub(self.start.elapsed()).filter(|wait| !wait.is_zero())
+    }
 }
 
 fn write_record(
