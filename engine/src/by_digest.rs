@@ -16,11 +16,12 @@
 //! are caught by the generation check and the update retries.
 
 use crate::config::{WriteOptions, WritePolicy};
-use crate::engine::{is_live, now_s, Engine, Pending, WriteRequest, Written};
+use crate::engine::{is_live, now_s, Engine};
 use crate::error::{Error, Result};
 use crate::format::Digest;
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::{Record, Verify};
+use crate::record_core::{Pending, WriteRequest, Written};
 
 /// Digests one `get_many_by_digest` reads together; larger batches are chunked.
 pub const BATCH_DIGESTS_MAX: usize = crate::engine::GET_MANY_KEYS_MAX;

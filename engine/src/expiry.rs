@@ -11,8 +11,9 @@
 //! restart either.
 
 use crate::config::WriteOptions;
-use crate::engine::{is_live, Shared, WriteRequest};
+use crate::engine::{is_live, Shared};
 use crate::index::{EntryInfo, PARTITION_COUNT};
+use crate::record_core::WriteRequest;
 use crate::stats::Counters;
 
 /// Marks every expired entry as a tombstone; returns how many.

@@ -12,11 +12,12 @@
 //! waits for a flush barrier. Cost: one read per live record of the partitions named and
 //! one tombstone per record deleted.
 
-use crate::engine::{now_ms, Engine, Pressure};
+use crate::engine::{now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::format::{Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::{Record, Verify};
+use crate::record_core::Pressure;
 use crate::stats::Counters;
 use crate::write::WriteKind;
 use crate::WriteOptions;
