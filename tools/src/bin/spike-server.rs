@@ -151,12 +151,13 @@ fn open_namespace(
             log::info!("namespace {}: formatted blank devices", ns.name);
             Engine::open(engine_config).map_err(|e| format!("namespace {}: {e}", ns.name))?
         }
-        Err(err) => {
+        Err(err @ spike::Error::Refused { .. }) if err.to_string().contains("blank device") => {
             return Err(format!(
-                "namespace {}: {err} (pass --format, or set format = true, to format blank devices)",
+                "namespace {}: {err} (pass --format, or set format = true, to format it)",
                 ns.name
             ))
         }
+        Err(err) => return Err(format!("namespace {}: {err}", ns.name)),
     };
     let recovery = engine.stats().recovery;
     log::info!(
