@@ -103,8 +103,8 @@ impl Shared {
             return Err(Error::EngineFailed { reason: "a thread panicked while updating the index".into() });
         }
         let existing = partition.get(tag);
-        if request.caller_digest && existing.is_some() && existing != verified {
-            return Ok(Attempt::Unverified(existing.unwrap_or_else(|| unreachable!())));
+        if let Some(entry) = existing.filter(|e| request.caller_digest && Some(*e) != verified) {
+            return Ok(Attempt::Unverified(entry));
         }
         let live = existing.filter(|e| is_live(e, now_s));
         match (options.policy, live) {
