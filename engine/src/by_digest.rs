@@ -22,6 +22,7 @@ use crate::format::Digest;
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::{Record, Verify};
 use crate::record_core::{Pending, WriteRequest, Written};
+use crate::stats::Op;
 
 /// Digests one `get_many_by_digest` reads together; larger batches are chunked.
 pub const BATCH_DIGESTS_MAX: usize = crate::engine::GET_MANY_KEYS_MAX;
@@ -45,7 +46,7 @@ impl Engine {
     /// Writes `value` under a caller's digest; returns the new generation and void time.
     pub fn put_by_digest(&self, digest: &Digest, value: &[u8], options: &WriteOptions) -> Result<Written> {
         let result = self.write_by_digest(digest, value, options, false, None);
-        self.count_op(&self.shared.counters.puts, &result);
+        self.count_op(Op::Put, &result);
         result
     }
 
@@ -74,7 +75,7 @@ impl Engine {
     /// Reads the live record with this digest.
     pub fn get_by_digest(&self, digest: &Digest) -> Result<Record> {
         let result = self.fetch_by_digest(digest).and_then(|r| r.map(|(_, r)| r).ok_or(Error::NotFound));
-        self.count_op(&self.shared.counters.gets, &result);
+        self.count_op(Op::Get, &result);
         result
     }
 
@@ -99,19 +100,19 @@ impl Engine {
     /// restart). `NotFound` if there is no live record.
     pub fn delete_by_digest(&self, digest: &Digest, options: &WriteOptions) -> Result<()> {
         let result = self.write_by_digest(digest, &[], options, true, None).map(|_| ());
-        self.count_op(&self.shared.counters.deletes, &result);
+        self.count_op(Op::Delete, &result);
         result
     }
 
     /// Gives the record a new time to live (None or 0 = never expires).
     pub fn touch_by_digest(&self, digest: &Digest, ttl_s: Option<u32>) -> Result<Written> {
         let result = self
-            .update_by_digest(digest, |record| match record {
+            .update_uncounted(digest, |record| match record {
                 Some(record) => Ok((Change::Put { value: record.value.clone(), ttl_s }, ())),
                 None => Err(Error::NotFound),
             })
             .map(|(_, written)| written);
-        self.count_op(&self.shared.counters.touches, &result);
+        self.count_op(Op::Touch, &result);
         result
     }
 
@@ -123,9 +124,18 @@ impl Engine {
     pub fn update_by_digest<T>(
         &self,
         digest: &Digest,
+        change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
+    ) -> Result<(T, Written)> {
+        let result = self.update_uncounted(digest, change);
+        self.count_op(Op::Update, &result);
+        result
+    }
+
+    fn update_uncounted<T>(
+        &self,
+        digest: &Digest,
         mut change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
     ) -> Result<(T, Written)> {
-        crate::stats::Counters::add(&self.shared.counters.updates, 1);
         let guard = self.update_lock(digest);
         for _ in 0..UPDATE_ATTEMPTS_MAX {
             let current = self.fetch_by_digest(digest)?;
@@ -190,6 +200,9 @@ impl Engine {
             results.extend(self.get_many_by_digest_chunk(chunk));
         }
         self.shared.counters.add_batch(digests.len() as u64);
+        for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            self.count_error(Op::Batch, err);
+        }
         results
     }
 
@@ -264,6 +277,7 @@ impl Engine {
         let start = after.map_or(0, |after| records.partition_point(|r| r.digest >= *after));
         self.shared.counters.add_scanned(records.len() as u64 - start as u64);
         for problem in problems {
+            self.count_error(Op::Scan, &problem);
             if !visit(Err(problem)) {
                 return Ok(false);
             }

@@ -19,7 +19,7 @@ use crate::namespace;
 use crate::read::{Record, Verify};
 use crate::record_core::WriteRequest;
 use crate::recovery::{self, device_of};
-use crate::stats::{Counters, DeviceStats, RecoveryStats, Stats};
+use crate::stats::{Counters, DeviceStats, Op, RecoveryStats, Stats};
 use crate::{expiry, snapshot, tombstone};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -260,7 +260,7 @@ impl Engine {
     pub fn put(&self, key: &[u8], value: &[u8], options: &WriteOptions) -> Result<u32> {
         let start = Instant::now();
         let result = self.put_inner(key, value, options, false);
-        self.count_op(&self.shared.counters.puts, &result);
+        self.count_op(Op::Put, &result);
         self.shared.counters.put_latency.record_since(start);
         result
     }
@@ -284,7 +284,7 @@ impl Engine {
     /// Deletes `key` by writing a tombstone, so that it stays deleted after any restart.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
         let result = self.put_inner(key, &[], &WriteOptions::default(), true).map(|_| ());
-        self.count_op(&self.shared.counters.deletes, &result);
+        self.count_op(Op::Delete, &result);
         result
     }
 
@@ -292,7 +292,7 @@ impl Engine {
     pub fn delete_if_generation(&self, key: &[u8], expected_generation: u32) -> Result<()> {
         let options = WriteOptions { expected_generation: Some(expected_generation), ..Default::default() };
         let result = self.put_inner(key, &[], &options, true).map(|_| ());
-        self.count_op(&self.shared.counters.deletes, &result);
+        self.count_op(Op::Delete, &result);
         result
     }
 
@@ -318,14 +318,14 @@ impl Engine {
                 break;
             }
         }
-        self.count_op(&self.shared.counters.touches, &result);
+        self.count_op(Op::Touch, &result);
         result
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Record> {
         let start = Instant::now();
         let result = self.get_inner(key);
-        self.count_op(&self.shared.counters.gets, &result);
+        self.count_op(Op::Get, &result);
         self.shared.counters.get_latency.record_since(start);
         result
     }
@@ -361,6 +361,10 @@ impl Engine {
         let mut results = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(GET_MANY_KEYS_MAX) {
             results.extend(self.get_many_chunk(chunk));
+        }
+        self.shared.counters.add_batch(keys.len() as u64);
+        for err in results.iter().filter_map(|r| r.as_ref().err()) {
+            self.count_error(Op::Batch, err);
         }
         results
     }
@@ -441,13 +445,33 @@ impl Engine {
         Ok(self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).count())
     }
 
-    pub(crate) fn count_op<T>(&self, counter: &std::sync::atomic::AtomicU64, result: &Result<T>) {
+    /// Counts one operation and, if it failed, its error by kind.
+    pub(crate) fn count_op<T>(&self, op: Op, result: &Result<T>) {
+        let c = &self.shared.counters;
+        let counter = match op {
+            Op::Get => &c.gets,
+            Op::Put => &c.puts,
+            Op::Delete => &c.deletes,
+            Op::Touch => &c.touches,
+            Op::Update => &c.updates,
+            Op::Apply => &c.applies,
+            Op::Batch => &c.batch_reads,
+            Op::Scan => &c.records_scanned,
+        };
         counter.fetch_add(1, Relaxed);
-        match result {
-            Ok(_) => {}
-            Err(Error::NotFound) => Counters::add(&self.shared.counters.not_found, 1),
-            Err(_) => Counters::add(&self.shared.counters.errors, 1),
+        if let Err(err) = result {
+            self.count_error(op, err);
         }
+    }
+
+    /// Counts a failed operation (or batch row, or scanned record) by kind.
+    pub(crate) fn count_error(&self, op: Op, err: &Error) {
+        let c = &self.shared.counters;
+        match err {
+            Error::NotFound => Counters::add(&c.not_found, 1),
+            _ => Counters::add(&c.errors, 1),
+        }
+        c.count_error(op, err);
     }
 
     pub fn stats(&self) -> Stats {
@@ -507,6 +531,7 @@ impl Engine {
             recovery: self.shared.recovery.clone(),
             put_latency_us_log2: c.put_latency.snapshot(),
             get_latency_us_log2: c.get_latency.snapshot(),
+            errors_by_op: c.errors_by_op(),
         }
     }
 

@@ -53,4 +53,4 @@ pub use read::Record;
 pub use record_core::Written;
 pub use recovery::device_of;
 pub use replica::{Applied, ReplicaCopy};
-pub use stats::{DeviceStats, RecoveryStats, Stats};
+pub use stats::{DeviceStats, OpErrors, RecoveryStats, Stats};

@@ -18,7 +18,7 @@ use crate::format::{Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::{Record, Verify};
 use crate::record_core::Pressure;
-use crate::stats::Counters;
+use crate::stats::{Counters, Op};
 use crate::write::WriteKind;
 use crate::WriteOptions;
 use std::ops::Range;
@@ -52,12 +52,9 @@ impl Engine {
     /// return in commit-to-device mode.
     pub fn apply(&self, copy: &ReplicaCopy<'_>) -> Result<Applied> {
         let result = self.apply_inner(copy);
-        Counters::add(&self.shared.counters.applies, 1);
+        self.count_op(Op::Apply, &result);
         if result.as_ref().is_ok_and(|a| *a == Applied::Stale) {
             Counters::add(&self.shared.counters.applies_stale, 1);
-        }
-        if result.is_err() {
-            Counters::add(&self.shared.counters.errors, 1);
         }
         result
     }

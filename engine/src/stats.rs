@@ -6,6 +6,68 @@ use std::time::Instant;
 
 const LATENCY_BUCKETS: usize = 32;
 
+/// The operations whose errors are counted by kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Get,
+    Put,
+    Delete,
+    Touch,
+    Update,
+    Apply,
+    Batch,
+    Scan,
+}
+
+pub const OP_NAMES: [&str; 8] = ["get", "put", "delete", "touch", "update", "apply", "batch", "scan"];
+pub const ERROR_KIND_NAMES: [&str; 15] = [
+    "not_found",
+    "already_exists",
+    "generation_mismatch",
+    "generation_exhausted",
+    "record_too_big",
+    "invalid_argument",
+    "out_of_space",
+    "device_overloaded",
+    "io",
+    "device_failed",
+    "in_doubt",
+    "engine_failed",
+    "corrupt",
+    "digest_collision",
+    "other",
+];
+
+/// The index of an error's kind in `ERROR_KIND_NAMES`.
+pub fn error_kind(err: &crate::Error) -> usize {
+    use crate::Error as E;
+    match err {
+        E::NotFound => 0,
+        E::AlreadyExists => 1,
+        E::GenerationMismatch { .. } => 2,
+        E::GenerationExhausted => 3,
+        E::RecordTooBig { .. } => 4,
+        E::InvalidKey(_) | E::InvalidArgument(_) | E::InvalidPartition { .. } => 5,
+        E::OutOfSpace { .. } => 6,
+        E::DeviceOverloaded { .. } => 7,
+        E::Io { .. } => 8,
+        E::DeviceFailed { .. } => 9,
+        E::InDoubt { .. } => 10,
+        E::EngineFailed { .. } | E::ShutDown => 11,
+        E::Corrupt { .. } => 12,
+        E::DigestCollision { .. } => 13,
+        _ => 14,
+    }
+}
+
+/// Errors of one kind from one operation (only non-zero counts are reported).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpErrors {
+    pub op: &'static str,
+    pub kind: &'static str,
+    pub count: u64,
+}
+
 /// Latency histogram with bucket i holding operations that took [2^i, 2^(i+1)) µs.
 #[derive(Default)]
 pub struct LatencyHistogram {
@@ -54,6 +116,8 @@ pub struct Counters {
     pub evicted: AtomicU64,
     pub put_latency: LatencyHistogram,
     pub get_latency: LatencyHistogram,
+    /// Errors per operation (`Op`) and kind (`error_kind`).
+    pub errors_by_op: [[AtomicU64; ERROR_KIND_NAMES.len()]; OP_NAMES.len()],
 }
 
 impl Counters {
@@ -67,6 +131,25 @@ impl Counters {
 
     pub fn add_scanned(&self, records: u64) {
         Self::add(&self.records_scanned, records);
+    }
+
+    /// Counts an error of operation `op` by its kind.
+    pub fn count_error(&self, op: Op, err: &crate::Error) {
+        Self::add(&self.errors_by_op[op as usize][error_kind(err)], 1);
+    }
+
+    /// The non-zero error counts.
+    pub fn errors_by_op(&self) -> Vec<OpErrors> {
+        let mut out = Vec::new();
+        for (op, kinds) in self.errors_by_op.iter().enumerate() {
+            for (kind, count) in kinds.iter().enumerate() {
+                let count = count.load(Relaxed);
+                if count > 0 {
+                    out.push(OpErrors { op: OP_NAMES[op], kind: ERROR_KIND_NAMES[kind], count });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -128,6 +211,8 @@ pub struct Stats {
     pub recovery: RecoveryStats,
     pub put_latency_us_log2: Vec<u64>,
     pub get_latency_us_log2: Vec<u64>,
+    /// Errors by operation and kind, not-found included (non-zero counts only).
+    pub errors_by_op: Vec<OpErrors>,
 }
 
 impl Stats {

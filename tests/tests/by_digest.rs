@@ -497,3 +497,32 @@ proptest! {
         check_model(&engine, &model)?;
     }
 }
+
+#[test]
+fn errors_are_counted_by_operation_and_kind() {
+    let (config, sims) = sim_namespace(1, 8 << 20, Durability::Buffered, 33);
+    let engine = open(&config, &sims);
+    let (a, b) = (digest_of(1), digest_of(2));
+    engine.put_by_digest(&a, b"v", &WriteOptions::default()).unwrap();
+    assert!(engine.get_by_digest(&b).is_err());
+    let create_only = WriteOptions { policy: spike::WritePolicy::CreateOnly, ..WriteOptions::default() };
+    assert!(engine.put_by_digest(&a, b"w", &create_only).is_err());
+    let wrong_generation = WriteOptions { expected_generation: Some(7), ..WriteOptions::default() };
+    assert!(engine.delete_by_digest(&a, &wrong_generation).is_err());
+    assert!(engine.get_many_by_digest(&[a, b, b]).iter().filter(|r| r.is_err()).count() == 2);
+    let refused: spike::Result<((), Written)> =
+        engine.update_by_digest(&a, |_| Err(Error::InvalidArgument("no".into())));
+    assert!(refused.is_err());
+    let counted: Vec<(&str, &str, u64)> =
+        engine.stats().errors_by_op.iter().map(|e| (e.op, e.kind, e.count)).collect();
+    assert_eq!(
+        counted,
+        vec![
+            ("get", "not_found", 1),
+            ("put", "already_exists", 1),
+            ("delete", "generation_mismatch", 1),
+            ("update", "invalid_argument", 1),
+            ("batch", "not_found", 2),
+        ]
+    );
+}

@@ -188,6 +188,27 @@ fn the_metrics_endpoint_serves_the_engines_stats_as_prometheus_text() {
     assert!(text.contains("spike_objects{namespace=\"test\"} 1"), "{text}");
     assert!(text.contains("spike_updates_total{namespace=\"test\"} 1"), "{text}");
     assert!(text.contains("spike_restart_fast{namespace=\"test\"} 0"), "{text}");
+    // A read of a missing record is counted by operation and kind.
+    stream
+        .write_all(&frame(TYPE_MSG, &{
+            let mut reply = Reply::default();
+            reply.message(&MsgHeader {
+                info1: INFO1_READ | INFO1_GET_ALL,
+                n_fields: 2,
+                ..MsgHeader::default()
+            });
+            reply.field(FIELD_NAMESPACE, b"test");
+            reply.field(FIELD_DIGEST, &[8; 20]);
+            reply.finish()[8..].to_vec()
+        }))
+        .unwrap();
+    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 2);
+    let mut http = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).unwrap();
+    let series = "spike_errors_by_op_total{namespace=\"test\",op=\"get\",kind=\"not_found\"} 1";
+    assert!(text.contains(series), "{text}");
     assert!(text.contains("spike_get_latency_us_bucket{namespace=\"test\",le=\"+Inf\"}"), "{text}");
 }
 

@@ -68,6 +68,16 @@ pub fn render(server: &Server) -> String {
             s.devices.iter().map(move |d| (format!("{l},device=\"{}\"", d.name), d.wblocks_free as f64))
         }),
     );
+    series(
+        "errors_by_op_total",
+        "Failed operations by operation and error kind.",
+        "counter",
+        &mut stats.iter().flat_map(|(l, s)| {
+            s.errors_by_op
+                .iter()
+                .map(move |e| (format!("{l},op=\"{}\",kind=\"{}\"", e.op, e.kind), e.count as f64))
+        }),
+    );
     let histograms: [Histogram; 2] =
         [("get", |s| &s.get_latency_us_log2), ("put", |s| &s.put_latency_us_log2)];
     for (op, get) in histograms {
