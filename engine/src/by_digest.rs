@@ -19,15 +19,13 @@ use crate::config::{WriteOptions, WritePolicy};
 use crate::engine::{is_live, now_s, Engine};
 use crate::error::{Error, Result};
 use crate::format::Digest;
-use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::index::{partition_of, DigestTag, EntryInfo};
 use crate::read::{Record, Verify};
-use crate::record_core::{Pending, WriteRequest, Written};
+use crate::record_core::{WriteRequest, Written};
 use crate::stats::Op;
 
 /// Digests one `get_many_by_digest` reads together; larger batches are chunked.
 pub const BATCH_DIGESTS_MAX: usize = crate::engine::GET_MANY_KEYS_MAX;
-/// Records read per device batch in a scan.
-const SCAN_BATCH: usize = 64;
 /// Attempts of an update whose record a plain put keeps changing.
 const UPDATE_ATTEMPTS_MAX: usize = 64;
 
@@ -142,11 +140,6 @@ impl Engine {
             let (entry, record) = current.map_or((None, None), |(e, r)| (Some(e), Some(r)));
             let (what, out) = change(record.as_ref())?;
             let generation = record.as_ref().map_or(0, |r| r.generation);
-            let options = |ttl_s| WriteOptions {
-                policy: WritePolicy::Upsert,
-                expected_generation: Some(generation),
-                ttl_s,
-            };
             let (value, ttl_s, tombstone) = match &what {
                 Change::Keep => {
                     let void_time = record.as_ref().map_or(0, |r| r.void_time);
@@ -156,7 +149,9 @@ impl Engine {
                 Change::Delete => (&[][..], None, true),
                 Change::Put { value, ttl_s } => (&value[..], *ttl_s, false),
             };
-            let options = options(ttl_s);
+            // Written only if no plain put changed the record since it was read.
+            let options =
+                WriteOptions { policy: WritePolicy::Upsert, expected_generation: Some(generation), ttl_s };
             let request = WriteRequest {
                 digest,
                 stored_key: &[],
@@ -169,7 +164,7 @@ impl Engine {
             match self.shared.write_pending(&request) {
                 Ok((written, pending)) => {
                     drop(guard);
-                    self.wait(pending)?;
+                    self.shared.wait_pending(pending)?;
                     return Ok((out, written));
                 }
                 Err(Error::GenerationMismatch { .. }) => {
@@ -183,10 +178,6 @@ impl Engine {
         })
     }
 
-    fn wait(&self, pending: Pending) -> Result<()> {
-        self.shared.wait_pending(pending)
-    }
-
     pub(crate) fn update_lock(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
         let stripe = &self.shared.update_locks[update_stripe(digest)];
         stripe.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -197,7 +188,7 @@ impl Engine {
     pub fn get_many_by_digest(&self, digests: &[Digest]) -> Vec<Result<Record>> {
         let mut results = Vec::with_capacity(digests.len());
         for chunk in digests.chunks(BATCH_DIGESTS_MAX) {
-            results.extend(self.get_many_by_digest_chunk(chunk));
+            results.extend(self.read_many(chunk));
         }
         self.shared.counters.add_batch(digests.len() as u64);
         for err in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -206,7 +197,10 @@ impl Engine {
         results
     }
 
-    fn get_many_by_digest_chunk(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+    /// Reads up to `BATCH_DIGESTS_MAX` digests, their device reads in flight together; the
+    /// record of another digest sharing an entry (a crafted collision) is not found.
+    pub(crate) fn read_many(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        debug_assert!(digests.len() <= BATCH_DIGESTS_MAX);
         let now_s = now_s();
         let mut results: Vec<Option<Result<Record>>> = digests.iter().map(|_| None).collect();
         let mut per_disk: Vec<Vec<(usize, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
@@ -240,39 +234,23 @@ impl Engine {
     /// that cannot be read or fails its checksum is passed as an `Err` and the scan goes
     /// on. Returns whether the partition was finished.
     ///
-    /// Cost: the partition's records are read in device order, in batches of 64 reads in
-    /// flight, and held in memory together to be sorted (records ÷ 4096 of them).
+    /// Cost: the partition's records are read in device order (`read_partition`, batches
+    /// of reads in flight) and held in memory together to be sorted (records ÷ 4096).
     pub fn scan_partition_by_digest(
         &self,
         partition: usize,
         after: Option<&Digest>,
         visit: &mut dyn FnMut(Result<Record>) -> bool,
     ) -> Result<bool> {
-        if partition >= PARTITION_COUNT {
-            return Err(Error::InvalidPartition { partition, count: PARTITION_COUNT });
-        }
-        let now_s = now_s();
-        let mut entries: Vec<EntryInfo> =
-            self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).collect();
-        entries.sort_by_key(|e| (e.location.device, e.location.offset_bytes));
-        let mut records = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
         let mut problems = Vec::new();
-        for chunk in entries.chunk_by(|a, b| a.location.device == b.location.device) {
-            let disk = &self.shared.disks[chunk[0].location.device as usize];
-            for batch in chunk.chunks(SCAN_BATCH) {
-                for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
-                    match verified {
-                        Ok(Verify::Ok(record)) => records.push(record),
-                        Ok(_) => match self.shared.fetch(partition, entry.tag) {
-                            Ok(Some(record)) => records.push(record),
-                            Ok(None) => {}
-                            Err(err) => problems.push(err),
-                        },
-                        Err(err) => problems.push(err),
-                    }
-                }
+        self.read_partition(partition, &mut |record| {
+            match record {
+                Ok(record) => records.push(record),
+                Err(err) => problems.push(err),
             }
-        }
+            true
+        })?;
         records.sort_unstable_by_key(|r| std::cmp::Reverse(r.digest));
         let start = after.map_or(0, |after| records.partition_point(|r| r.digest >= *after));
         self.shared.counters.add_scanned(records.len() as u64 - start as u64);

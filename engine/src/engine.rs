@@ -371,39 +371,37 @@ impl Engine {
 
     fn get_many_chunk(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
         debug_assert!(keys.len() <= GET_MANY_KEYS_MAX);
-        let now_s = now_s();
-        let mut results: Vec<Option<Result<Record>>> = keys.iter().map(|_| None).collect();
-        let mut per_disk: Vec<Vec<(usize, Digest, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
-        for (i, key) in keys.iter().enumerate() {
-            if let Err(err) = Self::check_key(key) {
-                results[i] = Some(Err(err));
-                continue;
-            }
-            let digest = self.digest(key);
-            match self.shared.index.partition(partition_of(&digest)).get(DigestTag::of(&digest)) {
-                Some(entry) if is_live(&entry, now_s) => {
-                    per_disk[entry.location.device as usize].push((i, digest, entry))
-                }
-                _ => results[i] = Some(Err(Error::NotFound)),
-            }
-        }
-        for (disk, items) in self.shared.disks.iter().zip(&per_disk) {
-            let entries: Vec<EntryInfo> = items.iter().map(|(_, _, e)| *e).collect();
-            for ((i, digest, _), verified) in items.iter().zip(disk.read_entries(&entries)) {
-                results[*i] = Some(match verified {
-                    Ok(Verify::Ok(record)) if record.digest == *digest => Ok(record),
-                    Ok(_) => self.get_inner(keys[*i]),
-                    Err(err) => Err(err),
-                });
-            }
-        }
+        let digests: Vec<Result<Digest>> =
+            keys.iter().map(|k| Self::check_key(k).map(|_| self.digest(k))).collect();
+        let valid: Vec<Digest> = digests.iter().filter_map(|d| d.as_ref().ok().copied()).collect();
+        let mut read = self.read_many(&valid).into_iter();
         Counters::add(&self.shared.counters.gets, keys.len() as u64);
-        results.into_iter().map(|r| r.unwrap_or(Err(Error::NotFound))).collect()
+        digests.into_iter().map(|d| d.and_then(|_| read.next().unwrap_or(Err(Error::NotFound)))).collect()
     }
 
     /// Calls `visit` with every live record of one partition (0..4096) until it returns
-    /// false. Records written during the scan may or may not be seen.
+    /// false. Records written during the scan may or may not be seen; the first record that
+    /// cannot be read ends the scan with its error.
     pub fn scan_partition(&self, partition: usize, visit: &mut dyn FnMut(Record) -> bool) -> Result<bool> {
+        let mut failure = None;
+        let finished = self.read_partition(partition, &mut |record| match record {
+            Ok(record) => visit(record),
+            Err(err) => {
+                failure = Some(err);
+                false
+            }
+        })?;
+        failure.map_or(Ok(finished), Err)
+    }
+
+    /// Reads every live record of one partition in device order, `SCAN_BATCH` reads in
+    /// flight, and passes each (or the error reading it) to `visit` until it returns false.
+    /// A record that moved meanwhile is looked up again; one deleted meanwhile is skipped.
+    pub(crate) fn read_partition(
+        &self,
+        partition: usize,
+        visit: &mut dyn FnMut(Result<Record>) -> bool,
+    ) -> Result<bool> {
         check_partition(partition)?;
         let now_s = now_s();
         let mut entries: Vec<EntryInfo> =
@@ -413,14 +411,18 @@ impl Engine {
             let disk = &self.shared.disks[chunk[0].location.device as usize];
             for batch in chunk.chunks(SCAN_BATCH) {
                 for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
-                    let record = match verified? {
-                        Verify::Ok(record) => Some(record),
-                        _ => self.shared.fetch(partition, entry.tag)?,
+                    let record = match verified {
+                        Ok(Verify::Ok(record)) => Ok(Some(record)),
+                        Ok(_) => self.shared.fetch(partition, entry.tag),
+                        Err(err) => Err(err),
                     };
-                    if let Some(record) = record {
-                        if !visit(record) {
-                            return Ok(false);
-                        }
+                    let go_on = match record {
+                        Ok(None) => true,
+                        Ok(Some(record)) => visit(Ok(record)),
+                        Err(err) => visit(Err(err)),
+                    };
+                    if !go_on {
+                        return Ok(false);
                     }
                 }
             }

@@ -10,7 +10,7 @@ use crate::engine::{is_live, now_ms, Shared, READ_RETRIES_MAX};
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, Partition, GENERATION_MAX};
-use crate::read::Verify;
+use crate::read::{Record, Verify};
 use crate::recovery::device_of;
 use crate::stats::Counters;
 use crate::write::WriteKind;
@@ -67,9 +67,16 @@ impl Shared {
     /// `Some(entry)` if so, `None` if the entry moved (look again), `DigestCollision` if
     /// it belongs to another digest.
     pub fn verify_identity(&self, digest: &Digest, entry: EntryInfo) -> Result<Option<EntryInfo>> {
+        Ok(self.read_own_copy(digest, entry)?.map(|_| entry))
+    }
+
+    /// The record `entry` names (live or a tombstone) if it is `digest`'s own; `None` if
+    /// the entry moved since it was looked up; `DigestCollision` if another digest holds
+    /// it; a corrupt or misplaced record the index still names is an error.
+    pub fn read_own_copy(&self, digest: &Digest, entry: EntryInfo) -> Result<Option<Record>> {
         let disk = &self.disks[entry.location.device as usize];
         match disk.read_entry(&entry)?.0 {
-            Verify::Ok(record) if record.digest == *digest => Ok(Some(entry)),
+            Verify::Ok(record) if record.digest == *digest => Ok(Some(record)),
             Verify::Ok(_) => Err(Error::DigestCollision { partition: partition_of(digest) }),
             Verify::Moved | Verify::Corrupt(_)
                 if self.index.partition(partition_of(digest)).get(entry.tag) != Some(entry) =>

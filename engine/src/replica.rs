@@ -16,8 +16,8 @@ use crate::engine::{now_ms, Engine};
 use crate::error::{Error, Result};
 use crate::format::{Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
-use crate::read::{Record, Verify};
-use crate::record_core::Pressure;
+use crate::read::Record;
+use crate::record_core::{Pending, Pressure};
 use crate::stats::{Counters, Op};
 use crate::write::WriteKind;
 use crate::WriteOptions;
@@ -44,6 +44,16 @@ pub enum Applied {
     Stale,
 }
 
+/// How one attempt of `apply` ended.
+enum ApplyAttempt {
+    /// The entry changed since the held copy was read: look again.
+    Moved,
+    /// The copy is not newer than the one held.
+    Stale,
+    /// Placed; durable once this position is.
+    Placed(Pending),
+}
+
 /// What `apply` compares: the held copy's order key and the entry it was read through.
 type Held = Option<(EntryInfo, (u32, u64))>;
 
@@ -67,15 +77,21 @@ impl Engine {
                 copy.generation
             )));
         }
-        let _update = self.update_lock(copy.digest);
+        let update = self.update_lock(copy.digest);
         let disk = self.shared.disk_of(copy.digest);
         let kind = if copy.tombstone { WriteKind::Delete } else { WriteKind::Client };
         let mut pressure = Pressure::new(disk, kind);
         for _ in 0..crate::engine::READ_RETRIES_MAX * 4 {
             let held = self.held_copy(copy.digest)?;
             match self.try_apply(copy, held) {
-                Ok(Some(applied)) => return Ok(applied),
-                Ok(None) => continue,
+                Ok(ApplyAttempt::Stale) => return Ok(Applied::Stale),
+                Ok(ApplyAttempt::Placed(pending)) => {
+                    // The update lock is never held across the durability wait.
+                    drop(update);
+                    self.shared.wait_pending(pending)?;
+                    return Ok(Applied::Written);
+                }
+                Ok(ApplyAttempt::Moved) => continue,
                 Err(err) => pressure.wait_or_fail(err)?,
             }
         }
@@ -85,37 +101,24 @@ impl Engine {
     /// The copy this node holds for `digest` (live or a tombstone), read to learn its
     /// last-update time and to prove the entry is this digest's.
     fn held_copy(&self, digest: &Digest) -> Result<Held> {
-        let partition = partition_of(digest);
-        let Some(entry) = self.shared.index.partition(partition).get(DigestTag::of(digest)) else {
+        let Some(entry) = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest)) else {
             return Ok(None);
         };
-        let disk = &self.shared.disks[entry.location.device as usize];
-        match disk.read_entry(&entry)?.0 {
-            Verify::Ok(record) if record.digest == *digest => {
-                Ok(Some((entry, (record.generation, record.last_update_ms))))
-            }
-            Verify::Ok(_) => Err(Error::DigestCollision { partition }),
+        Ok(Some(match self.shared.read_own_copy(digest, entry)? {
+            Some(record) => (entry, (record.generation, record.last_update_ms)),
             // Moved meanwhile: try_apply sees the entry changed and the caller looks again;
             // the order key is the highest, so that nothing is written on its strength.
-            Verify::Moved if self.shared.index.partition(partition).get(entry.tag) != Some(entry) => {
-                Ok(Some((entry, (u32::MAX, u64::MAX))))
-            }
-            Verify::Moved => Err(Error::corrupt(
-                disk.name(),
-                entry.location.offset_bytes,
-                "the record at this offset is not the one the index names",
-            )),
-            Verify::Corrupt(err) => Err(err),
-        }
+            None => (entry, (u32::MAX, u64::MAX)),
+        }))
     }
 
-    /// One attempt; `None` when the entry changed since `held` was read.
-    fn try_apply(&self, copy: &ReplicaCopy<'_>, held: Held) -> Result<Option<Applied>> {
+    /// One attempt, under the record's partition lock.
+    fn try_apply(&self, copy: &ReplicaCopy<'_>, held: Held) -> Result<ApplyAttempt> {
         let _poison_on_panic = self.shared.index.poison_on_panic();
         let mut partition = self.shared.index.partition(partition_of(copy.digest));
         let existing = partition.get(DigestTag::of(copy.digest));
         if existing != held.map(|(entry, _)| entry) {
-            return Ok(None);
+            return Ok(ApplyAttempt::Moved);
         }
         let newer = match held {
             Some((_, order)) => (copy.generation, copy.last_update_ms) > order,
@@ -123,7 +126,7 @@ impl Engine {
             None => copy.generation > partition.generation_floor(),
         };
         if !newer {
-            return Ok(Some(Applied::Stale));
+            return Ok(ApplyAttempt::Stale);
         }
         let meta = RecordMeta {
             digest: *copy.digest,
@@ -134,10 +137,7 @@ impl Engine {
             wblock_seq_lo: 0,
         };
         let value = if copy.tombstone { &[][..] } else { copy.value };
-        let pending = self.shared.place(&mut partition, existing, &meta, &[], value)?;
-        drop(partition);
-        self.shared.wait_pending(pending)?;
-        Ok(Some(Applied::Written))
+        Ok(ApplyAttempt::Placed(self.shared.place(&mut partition, existing, &meta, &[], value)?))
     }
 
     /// Deletes, durably, every live record of `partitions` last updated before
@@ -160,7 +160,7 @@ impl Engine {
         for partition in partitions {
             let mut doomed = Vec::new();
             let mut first_error = None;
-            self.scan_partition_by_digest(partition, None, &mut |record| {
+            self.read_partition(partition, &mut |record| {
                 match record {
                     Ok(record) if record.last_update_ms < updated_before_ms && matches(&record) => {
                         doomed.push((record.digest, record.generation))
