@@ -195,8 +195,13 @@ fn serve_readable(server: &Server, connection: &mut Connection, chunk: &mut [u8]
         if connection.buf.len() < total {
             return true;
         }
-        let frame: Vec<u8> = connection.buf.drain(..total).collect();
-        if !answer(server, connection, header.kind, &frame[PROTO_HEADER_SIZE..]) {
+        // The buffer is lent to the request (no copy of the frame), then the answered
+        // frame is dropped from its front.
+        let buf = std::mem::take(&mut connection.buf);
+        let keep_open = answer(server, connection, header.kind, &buf[PROTO_HEADER_SIZE..total]);
+        connection.buf = buf;
+        connection.buf.drain(..total);
+        if !keep_open {
             return false;
         }
     }

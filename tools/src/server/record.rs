@@ -128,11 +128,11 @@ fn read(ns: &Namespace, command: &Command<'_>) -> Outcome {
         Ok(record) => read_touch(ns, command.header.record_ttl, record),
         Err(err) => return Outcome::code(engine_error_code(&err)),
     };
-    let stored = match decode(ns, &record.value) {
+    let mut stored = match decode(ns, &record.value) {
         Ok(stored) => stored,
         Err(outcome) => return outcome,
     };
-    let bins = select_bins(&stored, &command.header, command.ops);
+    let bins = select_bins(&mut stored, &command.header, command.ops);
     Outcome { code: code::OK, generation: record.generation, void_time: record.void_time, bins }
 }
 
@@ -166,15 +166,19 @@ fn read_touch(ns: &Namespace, percent: u32, record: spike::Record) -> spike::Rec
 /// The bins a read returns: none for a header read, all for GET_ALL or no ops, else one
 /// result per READ op that names an existing bin, in op order (a bin named twice comes
 /// back twice, which the clients merge into one multi-result; an empty name, which Rust
-/// sends for a header read, names none).
-pub fn select_bins(stored: &StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+/// sends for a header read, names none). All bins are moved out of `stored`, not copied.
+pub fn select_bins(
+    stored: &mut StoredRecord,
+    header: &MsgHeader,
+    ops: &[Op<'_>],
+) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
     if header.info1 & INFO1_NOBINDATA != 0 {
         return Vec::new();
     }
-    let copy = |b: &bins::Bin| (b.particle, b.name.clone(), b.value.clone());
     if header.info1 & INFO1_GET_ALL != 0 || ops.is_empty() {
-        return stored.bins.iter().map(copy).collect();
+        return std::mem::take(&mut stored.bins).into_iter().map(|b| (b.particle, b.name, b.value)).collect();
     }
+    let copy = |b: &bins::Bin| (b.particle, b.name.clone(), b.value.clone());
     ops.iter()
         .filter(|op| op.code == OP_READ && !op.name.is_empty())
         .filter_map(|op| stored.bin(op.name))

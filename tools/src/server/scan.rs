@@ -102,11 +102,11 @@ fn scan(
                     return true;
                 }
             };
-            let Ok(stored) = StoredRecord::decode(&record.value) else { return true };
+            let Ok(mut stored) = StoredRecord::decode(&record.value) else { return true };
             if set.is_some_and(|s| s != stored.set) {
                 return true;
             }
-            let bins = select_bins(&stored, &header, &message.ops);
+            let bins = select_bins(&mut stored, &header, &message.ops);
             let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
             if wants_bins && bins.is_empty() && !message.ops.is_empty() {
                 return true;
