@@ -1,5 +1,6 @@
 //! The primary index: one partition's upsert and lookup at the size a partition has at
-//! 10 million records (about 2500 entries), and the whole index at 1 million entries.
+//! 10 million records (about 2500 entries) and at 300 million (73 000), and the whole index
+//! at 1 million entries.
 //!
 //! The headline figure is `index/lookup_1m`: lookups per second on one core, partition lock
 //! included, which bounds the read path's CPU budget (DESIGN.md: about 15 us per read).
@@ -13,6 +14,8 @@ use std::hint::black_box;
 
 /// Entries in one partition at 10 M records over 4096 partitions.
 const PARTITION_ENTRIES: u64 = 2500;
+/// Entries in one partition at 300 M records.
+const PARTITION_ENTRIES_300M: u64 = 73_000;
 const INDEX_ENTRIES: u64 = 1_000_000;
 /// Operations per timed iteration, so that the loop overhead is amortised.
 const BATCH: u64 = 1024;
@@ -53,12 +56,22 @@ fn filled_partition(entries: u64) -> Partition {
 fn partition(c: &mut Criterion) {
     let mut group = c.benchmark_group("partition");
     group.throughput(Throughput::Elements(BATCH));
+    // A partition's size at 10 M records and at 300 M: the sprigs make the two cost the same.
+    for (label, entries) in [("2500", PARTITION_ENTRIES), ("73k", PARTITION_ENTRIES_300M)] {
+        partition_at(&mut group, label, entries);
+    }
+    group.finish();
+}
 
-    // New entries: the amortised cost includes the merges of the recent-insert buffer.
-    let mut next = PARTITION_ENTRIES;
-    group.bench_function("insert_into_2500", |b| {
+fn partition_at(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    label: &str,
+    entries: u64,
+) {
+    let mut next = entries;
+    group.bench_function(format!("insert_into_{label}"), |b| {
         b.iter_batched(
-            || filled_partition(PARTITION_ENTRIES),
+            || filled_partition(entries),
             |mut partition| {
                 for _ in 0..BATCH {
                     next += 1;
@@ -70,9 +83,9 @@ fn partition(c: &mut Criterion) {
         )
     });
 
-    let mut partition = filled_partition(PARTITION_ENTRIES);
-    let present: Vec<EntryInfo> = (0..BATCH).map(|i| entry(i * 7 % PARTITION_ENTRIES)).collect();
-    group.bench_function("update_in_2500", |b| {
+    let mut partition = filled_partition(entries);
+    let present: Vec<EntryInfo> = (0..BATCH).map(|i| entry(i * 7919 % entries)).collect();
+    group.bench_function(format!("update_in_{label}"), |b| {
         b.iter(|| {
             for e in &present {
                 black_box(partition.upsert(*e));
@@ -80,22 +93,21 @@ fn partition(c: &mut Criterion) {
         })
     });
     let tags: Vec<DigestTag> = present.iter().map(|e| e.tag).collect();
-    group.bench_function("get_in_2500", |b| {
+    group.bench_function(format!("get_in_{label}"), |b| {
         b.iter(|| {
             for tag in &tags {
                 black_box(partition.get(*tag));
             }
         })
     });
-    let missing: Vec<DigestTag> = (0..BATCH).map(|i| entry(PARTITION_ENTRIES + 1_000_000 + i).tag).collect();
-    group.bench_function("get_missing_in_2500", |b| {
+    let missing: Vec<DigestTag> = (0..BATCH).map(|i| entry(entries + 1_000_000 + i).tag).collect();
+    group.bench_function(format!("get_missing_in_{label}"), |b| {
         b.iter(|| {
             for tag in &missing {
                 black_box(partition.get(*tag));
             }
         })
     });
-    group.finish();
 }
 
 fn index(c: &mut Criterion) {

@@ -1,11 +1,15 @@
-//! Measures the RAM index: bytes per record at N records (from the index's own accounting
-//! of allocated capacity and from process RSS) and lookups per second on one core.
+//! Measures the RAM index at N records on one core: bytes allocated per record (the index's
+//! own accounting of capacity), process RSS per record after a heap trim, and inserts,
+//! lookups, updates and removes per second. Prints one row of the table in issue 12.
 //!
 //! `cargo run --release -p spike --example index_footprint -- 10000000`
 
 use spike::device::sim::SimRng;
 use spike::index::{partition_of, DigestTag, EntryInfo, Index, Location};
 use std::time::Instant;
+
+/// Operations timed for lookups, updates and removes: enough to leave the caches cold.
+const SAMPLE_MAX: u64 = 10_000_000;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -20,55 +24,75 @@ fn digest(rng: &mut SimRng) -> [u8; 20] {
     d
 }
 
+fn entry(d: &[u8; 20], i: u64, generation: u32) -> EntryInfo {
+    let location = Location { device: 0, offset_bytes: i * 1088 % (1 << 40), size_bytes: 1088 };
+    EntryInfo { tag: DigestTag::of(d), generation, tombstone: false, location, void_time: 0 }
+}
+
+/// Runs `op` over `keys` and returns operations per second.
+fn timed(keys: &[[u8; 20]], mut op: impl FnMut(usize, &[u8; 20])) -> f64 {
+    let start = Instant::now();
+    for (i, d) in keys.iter().enumerate() {
+        op(i, d);
+    }
+    keys.len() as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let records: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(10_000_000);
-    // `presized`: as a fast restart does, size the partitions first (no regrowth holes).
-    let presized = std::env::args().nth(2).as_deref() == Some("presized");
     let rss_before = rss_bytes();
     let index = Index::default();
-    if presized {
-        index.reserve_total(records);
-    }
     let start = Instant::now();
     let mut rng = SimRng::new(1);
     for i in 0..records {
         let d = digest(&mut rng);
-        let location = Location { device: 0, offset_bytes: i * 1088 % (1 << 40), size_bytes: 1088 };
-        let entry =
-            EntryInfo { tag: DigestTag::of(&d), generation: 1, tombstone: false, location, void_time: 0 };
-        index.partition(partition_of(&d)).upsert(entry);
+        index.partition(partition_of(&d)).upsert(entry(&d, i, 1));
     }
-    let insert_s = start.elapsed().as_secs_f64();
+    let inserts_s = records as f64 / start.elapsed().as_secs_f64();
     let (entries, allocated) = index.usage();
-    let rss = rss_bytes() - rss_before;
-    println!("records:                 {entries}");
-    println!("index allocated bytes:   {allocated} ({:.2} bytes/record)", allocated as f64 / entries as f64);
-    println!("process RSS growth:      {rss} ({:.2} bytes/record)", rss as f64 / entries as f64);
+    let rss_grown = rss_bytes() - rss_before;
     spike::index::trim_heap();
-    let rss = rss_bytes() - rss_before;
-    println!("  after trim_heap:       {rss} ({:.2} bytes/record)", rss as f64 / entries as f64);
-    println!("inserts:                 {:.0}/s on one core", records as f64 / insert_s);
+    let rss_trimmed = rss_bytes() - rss_before;
 
-    let lookups = records.min(10_000_000);
+    // A sample of the keys in random order (regenerated: the same seed gives the same keys).
+    let sample = records.min(SAMPLE_MAX);
     let mut rng = SimRng::new(1);
-    let mut keys = Vec::with_capacity(lookups as usize);
-    for _ in 0..lookups {
-        keys.push(digest(&mut rng));
-    }
+    let mut keys: Vec<[u8; 20]> = (0..sample).map(|_| digest(&mut rng)).collect();
     let mut shuffle = SimRng::new(2);
     for i in (1..keys.len()).rev() {
         keys.swap(i, shuffle.below(i as u64 + 1) as usize);
     }
-    let start = Instant::now();
     let mut found = 0u64;
-    for d in &keys {
+    let lookups_s = timed(&keys, |_, d| {
         found += index.partition(partition_of(d)).get(DigestTag::of(d)).is_some() as u64;
-    }
-    let lookup_s = start.elapsed().as_secs_f64();
-    assert_eq!(found, lookups);
+    });
+    assert_eq!(found, sample, "every inserted key is found");
+    let updates_s = timed(&keys, |i, d| {
+        index.partition(partition_of(d)).upsert(entry(d, i as u64, 2));
+    });
+    let mut removed = 0u64;
+    let removes_s = timed(&keys, |_, d| {
+        removed += index.partition(partition_of(d)).remove(DigestTag::of(d)).is_some() as u64;
+    });
+    assert_eq!(removed, sample, "every inserted key is removed once");
+
+    let per = |bytes: u64| bytes as f64 / entries as f64;
+    println!("records:                 {entries}");
+    println!("index allocated bytes:   {allocated} ({:.2} bytes/record)", per(allocated));
+    println!("process RSS growth:      {rss_grown} ({:.2} bytes/record)", per(rss_grown));
+    println!("  after trim_heap:       {rss_trimmed} ({:.2} bytes/record)", per(rss_trimmed));
+    println!("inserts:                 {inserts_s:.0}/s on one core");
+    println!("lookups (random order):  {lookups_s:.0}/s ({:.0} ns each, lock included)", 1e9 / lookups_s);
+    println!("updates (random order):  {updates_s:.0}/s ({:.0} ns each)", 1e9 / updates_s);
+    println!("removes (random order):  {removes_s:.0}/s ({:.0} ns each)", 1e9 / removes_s);
     println!(
-        "lookups (random order):  {:.0}/s on one core ({:.0} ns each, lock included)",
-        lookups as f64 / lookup_s,
-        lookup_s * 1e9 / lookups as f64
+        "| {} M | {:.1} | {:.1} | {:.0} k | {:.0} k | {:.0} k | {:.0} k |",
+        entries / 1_000_000,
+        per(allocated),
+        per(rss_trimmed),
+        inserts_s / 1e3,
+        lookups_s / 1e3,
+        updates_s / 1e3,
+        removes_s / 1e3
     );
 }

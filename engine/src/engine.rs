@@ -129,7 +129,7 @@ fn restore(
     let start = Instant::now();
     if config.fast_restart {
         let disks = build_disks()?;
-        let index = Index::default();
+        let index = Index::new(disks.len() as u8);
         let loaded: Result<Vec<u64>> =
             disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
         match loaded {
@@ -152,7 +152,7 @@ fn restore(
         }
     }
     let disks = build_disks()?;
-    let index = Index::default();
+    let index = Index::new(disks.len() as u8);
     let stats = recovery::cold_start(&disks, &index, now_s())?;
     Ok((disks, index, stats))
 }

@@ -20,26 +20,10 @@ use crate::stats::Counters;
 pub fn expire_pass(shared: &Shared, now_s: u32) -> u64 {
     let mut expired = 0;
     for partition in 0..PARTITION_COUNT {
-        let mut p = shared.index.partition(partition);
-        // Partitions where nothing can be due are skipped unwalked: an idle engine's pass
+        // A partition where nothing can be due is skipped unwalked, and in one where
+        // something is, only the sprigs that may hold it are walked: an idle engine's pass
         // costs 4096 lock round trips, not a walk of every entry.
-        if !p.expiry_may_be_due(now_s) {
-            continue;
-        }
-        let mut due = Vec::new();
-        let mut next_expiry_s = 0u32;
-        for entry in p.entries().filter(|e| !e.tombstone && e.void_time != 0) {
-            if entry.void_time <= now_s {
-                due.push(entry);
-            } else if next_expiry_s == 0 || entry.void_time < next_expiry_s {
-                next_expiry_s = entry.void_time;
-            }
-        }
-        for entry in due {
-            p.upsert(EntryInfo { tombstone: true, ..entry });
-            expired += 1;
-        }
-        p.set_next_expiry(next_expiry_s);
+        expired += shared.index.partition(partition).expire_due(now_s);
     }
     Counters::add(&shared.counters.expired, expired);
     expired

@@ -253,7 +253,10 @@ impl DeviceHeader {
         if !wbs.is_power_of_two() || !(WBLOCK_SIZE_MIN..=WBLOCK_SIZE_MAX).contains(&wbs) {
             return Err(format!("write-block size {wbs} out of range"));
         }
-        if self.device_count == 0 || self.device_index >= self.device_count || self.device_count > 32 {
+        if self.device_count == 0
+            || self.device_index >= self.device_count
+            || self.device_count as usize > crate::index::DEVICES_MAX
+        {
             return Err(format!("device {} of {}", self.device_index, self.device_count));
         }
         if self.wblock_count == 0 || self.wblock_count > u32::MAX as u64 {

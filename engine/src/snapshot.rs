@@ -21,11 +21,14 @@ use crate::device::{AlignedBuf, Device};
 use crate::disk::{BlockState, Disk, Geometry};
 use crate::error::{Error, Result};
 use crate::format::{DeviceHeader, SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
-use crate::index::{Index, IndexEntry, PARTITION_COUNT};
+use crate::index::{Index, IndexEntry, ENTRY_BYTES, PARTITION_COUNT};
 use std::sync::atomic::Ordering;
 use xxhash_rust::xxh3::xxh3_64;
 
-const SNAPSHOT_MAGIC: [u8; 8] = *b"SPSNAP01";
+/// Version 2: the location packs no device (it is derived from the tag), and the tag is
+/// digest bytes 2..14. A version-1 snapshot is refused, so that open falls back to a cold
+/// start.
+const SNAPSHOT_MAGIC: [u8; 8] = *b"SPSNAP02";
 const CHAIN_HEADER_SIZE: usize = 16;
 const ENTRY_SIZE: usize = 32;
 const CHAIN_END: u32 = u32::MAX;
@@ -166,12 +169,17 @@ impl SnapshotContents<'_> {
         self.entries.len() / ENTRY_SIZE
     }
 
-    /// (partition, entry); `None` for an entry whose partition is out of range.
-    pub fn entries(&self) -> impl Iterator<Item = Option<(usize, crate::index::EntryInfo)>> + '_ {
-        self.entries.chunks_exact(ENTRY_SIZE).map(|raw| {
+    /// (partition, entry), with devices derived for `device_count` devices; `None` for an
+    /// entry whose partition is out of range.
+    pub fn entries(
+        &self,
+        device_count: u8,
+    ) -> impl Iterator<Item = Option<(usize, crate::index::EntryInfo)>> + '_ {
+        self.entries.chunks_exact(ENTRY_SIZE).map(move |raw| {
             let partition = u16::from_le_bytes([raw[0], raw[1]]) as usize;
-            let bytes: &[u8; 28] = raw[4..].try_into().ok()?;
-            (partition < PARTITION_COUNT).then(|| (partition, IndexEntry::from_bytes(bytes).info()))
+            let bytes: &[u8; ENTRY_BYTES] = raw[4..].try_into().ok()?;
+            (partition < PARTITION_COUNT)
+                .then(|| (partition, IndexEntry::from_bytes(bytes).info(device_count)))
         })
     }
 }
@@ -213,11 +221,10 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
     let payload = read_payload(device, &header)?;
     let contents = parse_payload(&payload, header.wblock_count)
         .map_err(|reason| bad(device, header.snapshot.offset, reason))?;
-    index.reserve_total(contents.entry_count() as u64 * header.device_count as u64);
     for (partition, floor) in contents.generation_floors.iter().enumerate() {
         index.partition(partition).raise_generation_floor(*floor);
     }
-    for item in contents.entries() {
+    for item in contents.entries(header.device_count as u8) {
         let Some((partition, entry)) = item.filter(|(_, e)| disk.location_is_valid(e.location)) else {
             return Err(bad(
                 device,

@@ -1,0 +1,438 @@
+//! One partition of the index: its entries in sprigs, small sorted runs that each cover a
+//! range of tags, found through a sorted directory of their first tags.
+//!
+//! Why sprigs: one sorted run per partition makes an insert move a share of the whole
+//! partition, so inserts slow down as the index grows (half as fast at 50 M records as at
+//! 10 M). A sprig holds at most [`SPRIG_ENTRIES_MAX`] entries and splits in two when it
+//! fills, so an insert moves at most a sprig (7 KiB, half that on average) at any index size, and a
+//! lookup costs a search of the directory (a few hundred first tags at a billion records)
+//! plus one of a sprig. A sprig that empties is dropped; two small neighbours merge.
+//!
+//! Memory: a sprig's capacity grows in steps of [`CAPACITY_STEP`] entries (about 4% slack
+//! on average, and few distinct block sizes for the allocator to reuse), and a sprig costs
+//! about 60 bytes of directory and allocator overhead, a fifth of a byte per entry.
+//!
+//! Invariants (checked by `check` in tests): sprig starts are strictly increasing and the
+//! first is the minimum tag; every entry of sprig i lies in [start(i), start(i+1));
+//! each sprig's entries are strictly sorted; `len` and `tombstones` count the entries; a
+//! sprig's `next_expiry_s` is at most the void time of each of its live entries with a TTL.
+
+use super::entry::{DigestTag, EntryInfo, IndexEntry};
+
+/// Entries a sprig holds before it splits in two.
+pub const SPRIG_ENTRIES_MAX: usize = 256;
+/// A sprig this small merges with its right neighbour if the two fit in half a sprig.
+const SPRIG_ENTRIES_MERGE: usize = SPRIG_ENTRIES_MAX / 8;
+/// Sprig capacities are multiples of this many entries: few distinct allocation sizes, so
+/// that the allocator reuses the blocks sprigs give up as they grow (RSS stays near the
+/// allocated bytes) while the slack stays under one step a sprig (about 4%).
+const CAPACITY_STEP: usize = 16;
+
+fn capacity_for(len: usize) -> usize {
+    len.next_multiple_of(CAPACITY_STEP).max(CAPACITY_STEP)
+}
+
+struct Sprig {
+    /// The first tag this sprig may hold (the minimum for the first sprig). Kept beside the
+    /// entries' pointer so that finding a sprig touches one cache line, not two arrays.
+    start: DigestTag,
+    entries: Vec<IndexEntry>,
+    /// A lower bound on the void time of every live entry with a TTL (0: none has one),
+    /// lowered by `upsert` and made exact by `expire_due`'s walk.
+    next_expiry_s: u32,
+}
+
+impl Sprig {
+    fn find(&self, tag: DigestTag, range: (u64, u64)) -> Result<usize, usize> {
+        let entries = &self.entries;
+        if entries.is_empty() {
+            return Err(0);
+        }
+        // Interpolation: tags are uniform over the sprig's range, so the guess lands within
+        // a few entries; gallop out from it and binary-search the bracket.
+        let span = (range.1 - range.0).max(1) as u128;
+        let guess =
+            (((tag.hi - range.0) as u128 * entries.len() as u128 / span) as usize).min(entries.len() - 1);
+        let (mut low, mut high) = (guess, guess + 1);
+        let mut step = 1;
+        while low > 0 && entries[low].tag() > tag {
+            low = low.saturating_sub(step);
+            step *= 2;
+        }
+        step = 1;
+        while high < entries.len() && entries[high - 1].tag() < tag {
+            high = (high + step).min(entries.len());
+            step *= 2;
+        }
+        match entries[low..high].binary_search_by(|e| e.tag().cmp(&tag)) {
+            Ok(i) => Ok(low + i),
+            Err(i) => Err(low + i),
+        }
+    }
+
+    /// Room for one more entry, growing by one capacity step rather than doubling.
+    fn reserve_one(&mut self) {
+        if self.entries.len() == self.entries.capacity() {
+            self.entries.reserve_exact(CAPACITY_STEP);
+        }
+    }
+
+    /// Gives back capacity beyond one step of slack.
+    fn trim_capacity(&mut self) {
+        let want = capacity_for(self.entries.len());
+        if self.entries.capacity() > want {
+            self.entries.shrink_to(want);
+        }
+    }
+
+    fn lower_expiry(&mut self, void_time: u32) {
+        if void_time != 0 && (self.next_expiry_s == 0 || void_time < self.next_expiry_s) {
+            self.next_expiry_s = void_time;
+        }
+    }
+}
+
+/// One partition's entries and the counts kept with them.
+pub struct Partition {
+    sprigs: Vec<Sprig>,
+    len: usize,
+    device_count: u8,
+    /// Highest generation of a tombstone reclaimed from this partition: a key re-created
+    /// after its tombstone is gone starts above it, so that it beats the tombstone's copy
+    /// should that copy still be on a device at the next cold start.
+    generation_floor: u32,
+    /// Live entries that are tombstones (or expired records kept as such).
+    tombstones: u32,
+    /// The minimum of the sprigs' `next_expiry_s` bounds (0: no entry has a TTL), so that
+    /// the expiry pass skips a partition where nothing can be due without looking further.
+    next_expiry_s: u32,
+}
+
+impl Default for Partition {
+    fn default() -> Self {
+        Partition::new(1)
+    }
+}
+
+impl Partition {
+    /// An empty partition of a namespace with `device_count` devices (entries derive their
+    /// device from their tag).
+    pub fn new(device_count: u8) -> Self {
+        Partition {
+            sprigs: vec![Sprig { start: DigestTag::MIN, entries: Vec::new(), next_expiry_s: 0 }],
+            len: 0,
+            device_count,
+            generation_floor: 0,
+            tombstones: 0,
+            next_expiry_s: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn generation_floor(&self) -> u32 {
+        self.generation_floor
+    }
+
+    pub fn raise_generation_floor(&mut self, generation: u32) {
+        self.generation_floor = self.generation_floor.max(generation);
+    }
+
+    pub fn tombstones(&self) -> u32 {
+        self.tombstones
+    }
+
+    /// Bytes allocated: entry capacity plus the directory.
+    pub fn allocated_bytes(&self) -> usize {
+        let entries: usize = self.sprigs.iter().map(|s| s.entries.capacity()).sum();
+        entries * std::mem::size_of::<IndexEntry>() + self.sprigs.capacity() * std::mem::size_of::<Sprig>()
+    }
+
+    /// The sprig whose range holds `tag`, and that range as (first, end) of `hi`. Sprig
+    /// starts are about uniform (tags are), so the first guess is within a step or two.
+    fn sprig_of(&self, tag: DigestTag) -> (usize, (u64, u64)) {
+        let sprigs = &self.sprigs;
+        let mut i = ((tag.hi as u128 * sprigs.len() as u128) >> 64) as usize;
+        while i > 0 && sprigs[i].start > tag {
+            i -= 1;
+        }
+        while i + 1 < sprigs.len() && sprigs[i + 1].start <= tag {
+            i += 1;
+        }
+        let end = sprigs.get(i + 1).map_or(u64::MAX, |next| next.start.hi);
+        (i, (sprigs[i].start.hi, end))
+    }
+
+    pub fn get(&self, tag: DigestTag) -> Option<EntryInfo> {
+        let (s, range) = self.sprig_of(tag);
+        let sprig = &self.sprigs[s];
+        sprig.find(tag, range).ok().map(|i| sprig.entries[i].info(self.device_count))
+    }
+
+    /// Inserts or replaces the entry for `info.tag`; returns the entry it replaced.
+    pub fn upsert(&mut self, info: EntryInfo) -> Option<EntryInfo> {
+        let entry = IndexEntry::new(info);
+        let (s, range) = self.sprig_of(info.tag);
+        let device_count = self.device_count;
+        let sprig = &mut self.sprigs[s];
+        if !info.tombstone {
+            sprig.lower_expiry(info.void_time);
+        }
+        let old = match sprig.find(info.tag, range) {
+            Ok(i) => Some(std::mem::replace(&mut sprig.entries[i], entry).info(device_count)),
+            Err(i) => {
+                sprig.reserve_one();
+                sprig.entries.insert(i, entry);
+                self.len += 1;
+                None
+            }
+        };
+        if !info.tombstone && info.void_time != 0 {
+            let bound = self.next_expiry_s;
+            self.next_expiry_s = if bound == 0 { info.void_time } else { bound.min(info.void_time) };
+        }
+        self.tombstones += info.tombstone as u32;
+        self.tombstones -= old.is_some_and(|old| old.tombstone) as u32;
+        if self.sprigs[s].entries.len() > SPRIG_ENTRIES_MAX {
+            self.split(s);
+        }
+        old
+    }
+
+    /// Removes the entry for `tag`; returns it.
+    pub fn remove(&mut self, tag: DigestTag) -> Option<EntryInfo> {
+        let (s, range) = self.sprig_of(tag);
+        let sprig = &mut self.sprigs[s];
+        let i = sprig.find(tag, range).ok()?;
+        let old = sprig.entries.remove(i).info(self.device_count);
+        if sprig.entries.capacity() >= sprig.entries.len() + 2 * CAPACITY_STEP {
+            sprig.trim_capacity();
+        }
+        self.len -= 1;
+        self.tombstones -= old.tombstone as u32;
+        self.merge_if_small(s);
+        Some(old)
+    }
+
+    /// Every live entry, in tag order.
+    pub fn entries(&self) -> impl Iterator<Item = EntryInfo> + '_ {
+        let device_count = self.device_count;
+        self.sprigs.iter().flat_map(move |s| s.entries.iter().map(move |e| e.info(device_count)))
+    }
+
+    /// Whether an entry of this partition may be past its void time at `now_s`.
+    pub fn expiry_may_be_due(&self, now_s: u32) -> bool {
+        self.next_expiry_s != 0 && self.next_expiry_s <= now_s
+    }
+
+    /// Turns every live entry past its void time into a tombstone in place; returns how
+    /// many. Walks only the sprigs whose bound says something may be due, so a pass costs
+    /// in proportion to what expires (times a sprig), not to the partition's size.
+    pub fn expire_due(&mut self, now_s: u32) -> u64 {
+        if !self.expiry_may_be_due(now_s) {
+            return 0;
+        }
+        let mut expired = 0u64;
+        let mut partition_bound = 0u32;
+        for sprig in &mut self.sprigs {
+            if sprig.next_expiry_s != 0 && sprig.next_expiry_s <= now_s {
+                let mut bound = 0u32;
+                for entry in sprig.entries.iter_mut().filter(|e| !e.is_tombstone() && e.void_time() != 0) {
+                    if entry.void_time() <= now_s {
+                        entry.mark_tombstone();
+                        expired += 1;
+                    } else if bound == 0 || entry.void_time() < bound {
+                        bound = entry.void_time();
+                    }
+                }
+                sprig.next_expiry_s = bound;
+            }
+            let b = sprig.next_expiry_s;
+            if b != 0 && (partition_bound == 0 || b < partition_bound) {
+                partition_bound = b;
+            }
+        }
+        self.tombstones += expired as u32;
+        self.next_expiry_s = partition_bound;
+        expired
+    }
+
+    /// Splits sprig `s` at its middle entry.
+    fn split(&mut self, s: usize) {
+        let sprig = &mut self.sprigs[s];
+        let half = sprig.entries.len() / 2;
+        let mut upper = Vec::with_capacity(capacity_for(sprig.entries.len() - half));
+        upper.extend_from_slice(&sprig.entries[half..]);
+        sprig.entries.truncate(half);
+        sprig.trim_capacity();
+        let start = upper[0].tag();
+        let next_expiry_s = sprig.next_expiry_s;
+        self.sprigs.insert(s + 1, Sprig { start, entries: upper, next_expiry_s });
+    }
+
+    /// Merges sprig `s` with its right neighbour (or drops it if it is empty) once it is
+    /// small, so that deletes do not leave a directory of near-empty sprigs.
+    fn merge_if_small(&mut self, s: usize) {
+        if self.sprigs.len() == 1 || self.sprigs[s].entries.len() > SPRIG_ENTRIES_MERGE {
+            return;
+        }
+        // Merge into the left neighbour when there is no right one.
+        let (left, right) = if s + 1 < self.sprigs.len() { (s, s + 1) } else { (s - 1, s) };
+        if self.sprigs[left].entries.len() + self.sprigs[right].entries.len() > SPRIG_ENTRIES_MAX / 2 {
+            return;
+        }
+        let moved = self.sprigs.remove(right);
+        let into = &mut self.sprigs[left];
+        into.entries
+            .reserve_exact(capacity_for(into.entries.len() + moved.entries.len()) - into.entries.len());
+        into.entries.extend_from_slice(&moved.entries);
+        into.lower_expiry(moved.next_expiry_s);
+    }
+
+    /// Checks the invariants of the module comment; for tests.
+    #[cfg(test)]
+    pub fn check(&self) {
+        assert_eq!(self.sprigs[0].start, DigestTag::MIN);
+        assert!(self.sprigs.windows(2).all(|w| w[0].start < w[1].start), "directory out of order");
+        let mut len = 0;
+        let mut tombstones = 0;
+        for (i, sprig) in self.sprigs.iter().enumerate() {
+            let end = self.sprigs.get(i + 1).map(|next| &next.start);
+            assert!(sprig.entries.windows(2).all(|w| w[0].tag() < w[1].tag()), "sprig {i} out of order");
+            for e in &sprig.entries {
+                assert!(
+                    e.tag() >= sprig.start && end.is_none_or(|end| e.tag() < *end),
+                    "entry outside its sprig"
+                );
+                if !e.is_tombstone() && e.void_time() != 0 {
+                    assert!(sprig.next_expiry_s != 0 && sprig.next_expiry_s <= e.void_time());
+                    assert!(self.next_expiry_s != 0 && self.next_expiry_s <= e.void_time());
+                }
+                tombstones += e.is_tombstone() as u32;
+            }
+            len += sprig.entries.len();
+        }
+        assert_eq!((len, tombstones), (self.len, self.tombstones));
+    }
+
+    /// Sprigs in the directory; for tests.
+    #[cfg(test)]
+    pub fn sprig_count(&self) -> usize {
+        self.sprigs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Location;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn info(key: u64, generation: u32) -> EntryInfo {
+        EntryInfo {
+            tag: DigestTag { hi: key.wrapping_mul(0x9E37_79B9_7F4A_7C15), lo: key as u32 },
+            generation,
+            tombstone: generation % 7 == 0,
+            location: Location { device: 0, offset_bytes: key * 16, size_bytes: 16 * (key as u32 % 1000) },
+            void_time: if generation % 3 == 0 { 100 + generation } else { 0 },
+        }
+    }
+
+    #[test]
+    fn a_partition_knows_when_no_ttl_can_be_due() {
+        let mut p = Partition::default();
+        assert!(!p.expiry_may_be_due(u32::MAX), "an empty partition has nothing to expire");
+        p.upsert(EntryInfo { void_time: 0, tombstone: false, ..info(1, 1) });
+        assert!(!p.expiry_may_be_due(u32::MAX), "no entry has a TTL");
+        p.upsert(EntryInfo { void_time: 500, tombstone: false, ..info(2, 1) });
+        p.upsert(EntryInfo { void_time: 300, tombstone: false, ..info(3, 1) });
+        assert!(!p.expiry_may_be_due(299));
+        assert_eq!(p.expire_due(299), 0);
+        assert_eq!(p.expire_due(300), 1);
+        assert!(!p.expiry_may_be_due(499), "the bound is exact after a walk");
+        assert_eq!(p.expire_due(500), 1);
+        assert_eq!(p.tombstones(), 2);
+        assert!(!p.expiry_may_be_due(u32::MAX), "tombstones never expire again");
+        p.check();
+    }
+
+    #[test]
+    fn expiry_walks_only_the_sprigs_where_something_is_due() {
+        let mut p = Partition::default();
+        for key in 0..20_000 {
+            p.upsert(EntryInfo { void_time: 0, tombstone: false, ..info(key, 1) });
+        }
+        let due = info(20_001, 1);
+        p.upsert(EntryInfo { void_time: 50, tombstone: false, ..due });
+        assert!(p.sprig_count() > 40, "{} sprigs", p.sprig_count());
+        let walked_before = p.sprigs.iter().filter(|s| s.next_expiry_s != 0).count();
+        assert_eq!(walked_before, 1, "one sprig holds the only TTL");
+        assert_eq!(p.expire_due(50), 1);
+        assert!(p.get(due.tag).is_some_and(|e| e.tombstone));
+        p.check();
+    }
+
+    #[test]
+    fn sprigs_split_as_the_partition_grows_and_merge_as_it_empties() {
+        let mut p = Partition::default();
+        for key in 0..50_000 {
+            p.upsert(info(key, 1));
+        }
+        p.check();
+        let grown = p.sprig_count();
+        assert!(grown >= 50_000 / SPRIG_ENTRIES_MAX, "{grown} sprigs");
+        assert!(p.sprigs.iter().all(|s| s.entries.len() <= SPRIG_ENTRIES_MAX));
+        for key in 0..49_990 {
+            assert!(p.remove(info(key, 1).tag).is_some());
+        }
+        p.check();
+        assert!(p.sprig_count() < grown / 4, "{} of {grown} sprigs left", p.sprig_count());
+        assert_eq!(p.len(), 10);
+    }
+
+    #[test]
+    fn memory_per_entry_stays_near_the_entry_size() {
+        let mut partition = Partition::default();
+        for key in 0..60_000 {
+            partition.upsert(info(key, 1));
+        }
+        let per_entry = partition.allocated_bytes() as f64 / partition.len() as f64;
+        assert!(per_entry < 30.0, "{per_entry} bytes per entry");
+    }
+
+    proptest! {
+        #[test]
+        fn partition_behaves_like_a_map(ops in proptest::collection::vec((0u8..4, 0u64..3000, 1u32..1000), 1..3000)) {
+            let mut partition = Partition::default();
+            let mut model = BTreeMap::new();
+            for (op, key, generation) in ops {
+                let e = info(key, generation);
+                match op {
+                    0 | 1 => prop_assert_eq!(partition.upsert(e), model.insert(e.tag, e)),
+                    2 => prop_assert_eq!(partition.remove(e.tag), model.remove(&e.tag)),
+                    _ => {
+                        let now_s = 100 + generation;
+                        let due: Vec<_> = model.values().filter(|m| !m.tombstone && m.void_time != 0 && m.void_time <= now_s).map(|m| m.tag).collect();
+                        prop_assert_eq!(partition.expire_due(now_s), due.len() as u64);
+                        for tag in due {
+                            model.get_mut(&tag).unwrap().tombstone = true;
+                        }
+                    }
+                }
+                prop_assert_eq!(partition.len(), model.len());
+            }
+            partition.check();
+            for (tag, e) in &model {
+                prop_assert_eq!(partition.get(*tag), Some(*e));
+            }
+            prop_assert_eq!(partition.entries().collect::<Vec<_>>(), model.values().copied().collect::<Vec<_>>());
+        }
+    }
+}
