@@ -8,7 +8,9 @@
 //! Eviction (optional): when a device's used blocks exceed `evict_used_pct`, delete the
 //! soonest-expiring records that have a TTL (never the others), `evict_per_pass_permille`
 //! of them per pass, with real tombstones: an evicted record must not come back after a
-//! restart either.
+//! restart either. The soonest-expiring are found with a histogram of void times (one walk,
+//! no list of every TTL record), so a pass evicts at least its quota and at most what the
+//! histogram bucket holding the quota's boundary adds (buckets are 1/16 of their magnitude).
 
 use crate::config::WriteOptions;
 use crate::engine::{is_live, Shared};
@@ -41,21 +43,20 @@ pub fn evict_pass(shared: &Shared, now_s: u32) -> u64 {
         if (total - free) * 100 < total * shared.config.evict_used_pct as u64 {
             continue;
         }
-        let mut void_times: Vec<u32> = Vec::new();
+        let mut histogram = VoidTimeHistogram::default();
         for partition in 0..PARTITION_COUNT {
             let p = shared.index.partition(partition);
-            void_times.extend(
-                p.entries()
-                    .filter(|e| e.location.device == disk.index && e.void_time != 0 && is_live(e, now_s))
-                    .map(|e| e.void_time),
-            );
+            for e in p.entries().filter(|e| e.location.device == disk.index && e.void_time != 0) {
+                if is_live(&e, now_s) {
+                    histogram.add(e.void_time - now_s);
+                }
+            }
         }
-        if void_times.is_empty() {
+        if histogram.total == 0 {
             continue;
         }
-        let quota =
-            (void_times.len() as u64 * shared.config.evict_per_pass_permille as u64 / 1000).max(1) as usize;
-        let threshold = *void_times.select_nth_unstable(quota - 1).1;
+        let quota = (histogram.total * shared.config.evict_per_pass_permille as u64 / 1000).max(1) as usize;
+        let threshold = now_s.saturating_add(histogram.bound_covering(quota as u64));
         let mut left = quota;
         for partition in 0..PARTITION_COUNT {
             let victims: Vec<EntryInfo> = shared
@@ -92,4 +93,85 @@ pub fn evict_pass(shared: &Shared, now_s: u32) -> u64 {
     }
     Counters::add(&shared.counters.evicted, evicted);
     evicted
+}
+
+/// Counts of remaining lifetimes in buckets of 1/16 of their magnitude (like HdrHistogram's
+/// log-linear buckets): 16 for each power of two of seconds.
+struct VoidTimeHistogram {
+    counts: [u64; 33 * SUB_BUCKETS],
+    total: u64,
+}
+
+const SUB_BUCKETS: usize = 16;
+
+impl Default for VoidTimeHistogram {
+    fn default() -> Self {
+        VoidTimeHistogram { counts: [0; 33 * SUB_BUCKETS], total: 0 }
+    }
+}
+
+impl VoidTimeHistogram {
+    fn bucket_of(left_s: u32) -> usize {
+        if (left_s as usize) < SUB_BUCKETS {
+            return left_s as usize;
+        }
+        let magnitude = 31 - left_s.leading_zeros() as usize; // ≥ 4
+        let sub = (left_s >> (magnitude - 4)) as usize & (SUB_BUCKETS - 1);
+        (magnitude - 3) * SUB_BUCKETS + sub
+    }
+
+    /// The largest lifetime a bucket holds.
+    fn upper_bound(bucket: usize) -> u32 {
+        if bucket < SUB_BUCKETS {
+            return bucket as u32;
+        }
+        let magnitude = bucket / SUB_BUCKETS + 3;
+        let sub = (bucket % SUB_BUCKETS) as u64;
+        (((SUB_BUCKETS as u64 + sub + 1) << (magnitude - 4)) - 1).min(u32::MAX as u64) as u32
+    }
+
+    fn add(&mut self, left_s: u32) {
+        self.counts[Self::bucket_of(left_s)] += 1;
+        self.total += 1;
+    }
+
+    /// The smallest bucket bound below which at least `quota` lifetimes lie.
+    fn bound_covering(&self, quota: u64) -> u32 {
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= quota {
+                return Self::upper_bound(bucket);
+            }
+        }
+        u32::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VoidTimeHistogram;
+
+    #[test]
+    fn each_lifetime_lands_in_a_bucket_whose_bound_covers_it_within_a_sixteenth() {
+        for left in (0..100_000u32).chain([u32::MAX / 3, u32::MAX - 1, u32::MAX]) {
+            let bucket = VoidTimeHistogram::bucket_of(left);
+            let bound = VoidTimeHistogram::upper_bound(bucket);
+            assert!(bound >= left, "{left} in bucket {bucket} bounded by {bound}");
+            assert!(bound as u64 <= left as u64 + left as u64 / 16 + 1, "{left}: bound {bound} too loose");
+            if bucket > 0 {
+                assert!(VoidTimeHistogram::upper_bound(bucket - 1) < left);
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_covers_the_quota_of_soonest_lifetimes() {
+        let mut histogram = VoidTimeHistogram::default();
+        for left in 1000..2000 {
+            histogram.add(left);
+        }
+        let bound = histogram.bound_covering(250);
+        assert!((1249..1249 + 1249 / 16 + 1).contains(&bound), "{bound}");
+    }
 }
