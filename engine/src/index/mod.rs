@@ -23,11 +23,12 @@ use crate::sync::{Mutex, MutexGuard};
 
 pub const PARTITION_COUNT: usize = 4096;
 
-/// Hands the pages of freed heap memory back to the kernel. A growing partition is
-/// reallocated and glibc keeps the old allocation's pages mapped, so an index grown insert
-/// by insert holds about 38 bytes of RSS per 29 allocated per entry (10 M entries) until
-/// this runs, 30 after. About 10 ms over a 300 MB heap the first time, 1 ms after; run after
-/// recovery and every `HEAP_TRIM_INTERVAL` by the janitor. A no-op off glibc.
+/// Hands the pages of freed heap memory back to the kernel. Growing sprigs are reallocated
+/// and glibc keeps the old allocations' pages mapped, so an index grown insert by insert
+/// holds more RSS than it allocates (at 10 M entries: 36.6 bytes a record for 29.7
+/// allocated; the holes are spread among live sprigs, so this gains little there, but it
+/// returns what mass deletes free). Run after recovery and every `HEAP_TRIM_INTERVAL` by
+/// the janitor. A no-op off glibc.
 pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
