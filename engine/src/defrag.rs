@@ -1,7 +1,8 @@
 //! The defragmenter: reclaims write blocks whose live bytes fell under the low-water mark.
 //!
-//! Mechanism and policy are apart: `pick_victims` (policy) chooses the emptiest in-use
-//! blocks under `defrag_lwm_pct`, already written to the device; `defrag_block`
+//! Mechanism and policy are apart: `pick_victims` asks the disk's policy
+//! (`defrag_policy`) for the emptiest in-use blocks under `defrag_lwm_pct`, already
+//! written to the device; `defrag_block`
 //! (mechanism) reads one victim whole (one direct read, or from the post-write cache),
 //! and moves every record the index still names at that copy into the write buffer,
 //! keeping its generation and last-update time. The index is repointed under the
@@ -42,30 +43,21 @@ pub fn lwm_bytes(wblock_size: u32, lwm_pct: u32) -> u32 {
     ((wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32
 }
 
-/// In-use, written, non-empty blocks under the low-water mark (raised to
-/// `URGENT_LWM_PCT` when free space is low), emptiest first, as (live bytes, block).
-/// The disk lock is held only to copy the block states, not for the walk.
-pub fn candidates(disk: &Disk, lwm_pct: u32) -> Vec<(u32, u32)> {
-    let lwm_pct = if is_urgent(disk) { lwm_pct.max(URGENT_LWM_PCT) } else { lwm_pct };
-    let lwm_bytes = lwm_bytes(disk.geometry.wblock_size, lwm_pct);
-    let (block_state, queued) = {
-        let state = disk.lock();
-        let queued: Vec<u32> = state.to_write.iter().map(|s| s.wblock).collect();
-        (state.block_state.clone(), queued)
-    };
-    let mut candidates: Vec<(u32, u32)> = (0..disk.geometry.wblock_count)
-        .filter(|&b| block_state[b as usize] == BlockState::InUse)
-        .map(|b| (disk.live_bytes[b as usize].load(Ordering::Relaxed), b))
-        .filter(|&(live, _)| live > 0 && live < lwm_bytes)
-        .filter(|&(_, b)| !queued.contains(&b))
-        .collect();
-    candidates.sort_unstable();
-    candidates
+/// The next victims: up to `VICTIMS_PER_PICK` written, in-use blocks under the low-water
+/// mark (raised to `URGENT_LWM_PCT` when free space is low), emptiest first, from the
+/// disk's event-driven policy (`defrag_policy`): no walk of the block table.
+pub fn pick_victims(disk: &Disk) -> Vec<u32> {
+    disk.victims.pick(lwm_now(disk), VICTIMS_PER_PICK, &disk.live_bytes)
 }
 
-/// The next victims: up to `VICTIMS_PER_PICK` of the candidates, emptiest first.
-pub fn pick_victims(disk: &Disk, lwm_pct: u32) -> Vec<u32> {
-    candidates(disk, lwm_pct).into_iter().take(VICTIMS_PER_PICK).map(|(_, b)| b).collect()
+/// How many blocks are defrag victims now.
+pub fn victim_count(disk: &Disk) -> usize {
+    disk.victims.count_below(lwm_now(disk), &disk.live_bytes)
+}
+
+/// The low-water mark in live bytes that applies now.
+fn lwm_now(disk: &Disk) -> u32 {
+    disk.defrag_lwm_bytes[is_urgent(disk) as usize]
 }
 
 /// Whether free space is low enough that defrag should not pause.
@@ -158,15 +150,7 @@ pub fn defrag_round(shared: &Shared, stop: &dyn Fn() -> bool) -> bool {
         if disk.failed.load(Ordering::Relaxed) {
             continue;
         }
-        if !disk.defrag_hint.swap(false, Ordering::AcqRel) {
-            continue;
-        }
-        let victims = pick_victims(disk, shared.config.defrag_lwm_pct);
-        if !victims.is_empty() {
-            // More may remain (at most VICTIMS_PER_PICK per pick): look again next round.
-            disk.defrag_hint.store(true, Ordering::Release);
-        }
-        for block in victims {
+        for block in pick_victims(disk) {
             if stop() {
                 return worked;
             }

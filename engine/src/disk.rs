@@ -14,6 +14,7 @@
 
 use crate::change_bitmap::ChangeBitmap;
 use crate::config::Config;
+use crate::defrag_policy::{DefragPolicy, EmptiestFirst};
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
 use crate::format::{DeviceHeader, RECORD_ALIGN, RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE};
@@ -130,10 +131,10 @@ pub struct Disk {
     pub failed: AtomicBool,
     /// Blocks in state `Quarantined`, kept so that stats need not walk the block table.
     pub quarantined: AtomicU32,
-    /// Set when something may have made a block a defrag candidate (live bytes crossed a
-    /// low-water mark, blocks were written, free space shrank); the defragmenter looks for
-    /// victims only then, so an idle engine does no work in proportion to its blocks.
-    pub defrag_hint: AtomicBool,
+    /// Defrag victims, kept up to date by events (a block written, its live bytes
+    /// dropping, a block leaving use), so that finding them costs nothing in proportion to
+    /// the device.
+    pub victims: Box<dyn DefragPolicy>,
     /// The low-water marks in live bytes: the configured one and the one used when free
     /// space is low (see `defrag`).
     pub defrag_lwm_bytes: [u32; 2],
@@ -176,7 +177,10 @@ impl Disk {
             progress: Condvar::new(),
             failed: AtomicBool::new(false),
             quarantined: AtomicU32::new(0),
-            defrag_hint: AtomicBool::new(true),
+            victims: Box::new(EmptiestFirst::new(
+                geometry.wblock_count,
+                geometry.wblock_size - WBLOCK_HEADER_SIZE as u32,
+            )),
             defrag_lwm_bytes: [
                 config.defrag_lwm_pct,
                 crate::defrag::URGENT_LWM_PCT.max(config.defrag_lwm_pct),
@@ -313,10 +317,8 @@ impl Disk {
         let before = self.live_bytes[block as usize].fetch_sub(location.size_bytes, Ordering::AcqRel);
         debug_assert!(before >= location.size_bytes, "live bytes of block {block} went negative");
         let after = before - location.size_bytes;
-        if self.defrag_lwm_bytes.iter().any(|&lwm| before >= lwm && after < lwm) {
-            self.defrag_hint.store(true, Ordering::Release);
-        }
-        if before == location.size_bytes {
+        self.victims.live_dropped(block, before, after, &self.live_bytes);
+        if after == 0 {
             let mut state = self.lock();
             self.queue_free_if_empty(&mut state, block);
         }
@@ -347,6 +349,17 @@ impl Disk {
             as u64
     }
 
+    /// Offers every in-use block to the defrag policy: after a restore, when the block
+    /// table was rebuilt from the device or a snapshot.
+    pub fn track_blocks_in_use(&self) {
+        let state = self.lock();
+        for (block, block_state) in state.block_state.iter().enumerate() {
+            if *block_state == BlockState::InUse {
+                self.victims.track(block as u32, &self.live_bytes);
+            }
+        }
+    }
+
     /// Takes `block` out of defrag after its header failed to verify; says so once per block.
     pub fn quarantine(&self, block: u32) -> bool {
         let mut state = self.lock();
@@ -354,6 +367,7 @@ impl Disk {
             return false;
         }
         state.block_state[block as usize] = BlockState::Quarantined;
+        self.victims.untrack(block);
         self.quarantined.fetch_add(1, Ordering::Relaxed);
         log::error!(
             "{}: write block {block} at offset {} has a header that no longer verifies; quarantined \

@@ -14,7 +14,7 @@ use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, DIGEST_SECRET_SIZE, KEY_SIZE_MAX};
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, PARTITION_COUNT};
-use crate::janitor::{self, JanitorControl};
+use crate::janitor::{self, BackgroundControl};
 use crate::namespace;
 use crate::read::{Record, Verify};
 use crate::record_core::WriteRequest;
@@ -91,8 +91,9 @@ impl Shared {
 pub struct Engine {
     pub(crate) shared: Arc<Shared>,
     flushers: Vec<JoinHandle<()>>,
-    janitor: Option<JoinHandle<()>>,
-    janitor_control: Arc<JanitorControl>,
+    /// The janitor and the reclaimer (`janitor`).
+    background: Vec<JoinHandle<()>>,
+    background_control: Arc<BackgroundControl>,
 }
 
 /// Starts a background thread. If its body panics, every disk is latched failed, so that
@@ -227,18 +228,24 @@ impl Engine {
         let update_locks = (0..crate::by_digest::UPDATE_STRIPES).map(|_| Default::default()).collect();
         let counters = Counters::default();
         let shared = Arc::new(Shared { config, disks, index, secret, counters, recovery, update_locks });
+        for disk in &shared.disks {
+            disk.track_blocks_in_use();
+        }
         let mut flushers = Vec::new();
         for i in 0..shared.disks.len() {
             flushers.push(spawn(&shared, &format!("spike-flush-{i}"), move |shared| {
                 crate::write::run_flusher(&shared.disks[i], &shared.counters)
             })?);
         }
-        let janitor_control = Arc::new(JanitorControl::default());
-        let janitor = {
-            let control = janitor_control.clone();
-            Some(spawn(&shared, "spike-janitor", move |shared| janitor::run(shared, &control))?)
-        };
-        Ok(Engine { shared, flushers, janitor, janitor_control })
+        let background_control = Arc::new(BackgroundControl::default());
+        let (janitor_control, reclaimer_control) = (background_control.clone(), background_control.clone());
+        let background = vec![
+            spawn(&shared, "spike-janitor", move |shared| janitor::run(shared, &janitor_control))?,
+            spawn(&shared, "spike-reclaim", move |shared| {
+                janitor::run_reclaimer(shared, &reclaimer_control)
+            })?,
+        ];
+        Ok(Engine { shared, flushers, background, background_control })
     }
 
     /// The keyed digest of `key` in this namespace.
@@ -485,8 +492,7 @@ impl Engine {
             .iter()
             .map(|disk| {
                 let (live_bytes, free, pending_free, queued) = disk.usage();
-                let defrag_queued =
-                    crate::defrag::pick_victims(disk, self.shared.config.defrag_lwm_pct).len() as u64;
+                let defrag_queued = crate::defrag::victim_count(disk) as u64;
                 DeviceStats {
                     name: disk.name().to_string(),
                     backend: disk.device.backend(),
@@ -543,9 +549,9 @@ impl Engine {
     }
 
     fn shutdown(&mut self) -> Result<()> {
-        self.janitor_control.request_stop();
-        if let Some(janitor) = self.janitor.take() {
-            let _ = janitor.join();
+        self.background_control.request_stop();
+        for thread in self.background.drain(..) {
+            let _ = thread.join();
         }
         for disk in &self.shared.disks {
             disk.request_shutdown();
@@ -595,9 +601,10 @@ impl Engine {
         all
     }
 
-    /// Runs a tombstone-reclaim scan now (the janitor also runs them on its schedule).
+    /// Runs a tombstone-reclaim scan now, on the calling thread (the reclaimer thread also
+    /// runs them on its schedule).
     pub fn reclaim_tombstones(&self) -> Result<u64> {
-        tombstone::reclaim_tombstones(&self.shared)
+        tombstone::reclaim_tombstones(&self.shared, &|| false)
     }
 
     /// Runs the expiry and eviction passes now; returns (expired, evicted).
@@ -609,7 +616,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if !self.flushers.is_empty() || self.janitor.is_some() {
+        if !self.flushers.is_empty() || !self.background.is_empty() {
             let _ = self.shutdown();
         }
     }

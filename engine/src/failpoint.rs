@@ -16,6 +16,9 @@ pub enum Action {
     Fail,
     /// Panics in the thread that reached it.
     Panic,
+    /// Holds the thread that reached it until the failpoint is disarmed: a step that
+    /// takes as long as a test needs (a scan of a large device, say).
+    Hold,
 }
 
 #[cfg(feature = "failpoints")]
@@ -24,11 +27,28 @@ mod armed {
     use std::sync::Mutex;
 
     pub static ARMED: Mutex<Vec<(&'static str, Action)>> = Mutex::new(Vec::new());
+    /// How often each armed failpoint was reached while armed.
+    pub static HITS: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
+
+    pub fn count_hit(name: &'static str) {
+        let mut hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
+        match hits.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => hits.push((name, 1)),
+        }
+    }
 
     pub fn action(name: &str) -> Option<Action> {
         let armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
         armed.iter().find(|(n, _)| *n == name).map(|&(_, a)| a)
     }
+}
+
+/// How many times the failpoint `name` was reached while armed, since the start.
+#[cfg(feature = "failpoints")]
+pub fn hits(name: &str) -> u64 {
+    let hits = armed::HITS.lock().unwrap_or_else(|e| e.into_inner());
+    hits.iter().find(|(n, _)| *n == name).map_or(0, |&(_, count)| count)
 }
 
 /// Disarms its failpoint when dropped.
@@ -54,14 +74,25 @@ impl Drop for Armed {
 pub(crate) fn hit(name: &'static str) -> Result<()> {
     #[cfg(feature = "failpoints")]
     match armed::action(name) {
+        Some(Action::Hold) => {
+            armed::count_hit(name);
+            // Hold: a test-only wait, polled because the guard's drop has no one to wake.
+            while armed::action(name) == Some(Action::Hold) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
         Some(Action::Fail) => {
+            armed::count_hit(name);
             return Err(crate::error::Error::io(
                 "failpoint",
                 0,
                 std::io::Error::other(format!("failpoint {name}")),
-            ))
+            ));
         }
-        Some(Action::Panic) => panic!("failpoint {name}"),
+        Some(Action::Panic) => {
+            armed::count_hit(name);
+            panic!("failpoint {name}")
+        }
         None => {}
     }
     let _ = name;

@@ -1,6 +1,16 @@
-//! The namespace's background thread: defrag rounds, the expiry and eviction passes,
-//! tombstone-reclaim scans and giving freed heap pages back, each on its own schedule. It sleeps on a condition variable
-//! when there is nothing to do, so an idle engine uses no CPU.
+//! The namespace's background threads and their schedules.
+//!
+//! - The janitor: defrag rounds, the expiry and eviction passes and giving freed heap
+//!   pages back. It sleeps on a condition variable when there is nothing to do, so an idle
+//!   engine uses no CPU.
+//! - The reclaimer: tombstone-reclaim scans (`tombstone`), once per
+//!   `tombstone_scan_interval_ms` when tombstones are worth reclaiming. A scan reads every
+//!   used block and can take minutes on a large device; on a thread of its own it never
+//!   holds up defrag, which is most needed exactly when a device is short of space, one of
+//!   the scan's own triggers.
+//!
+//! Both share one `BackgroundControl`: `request_stop` wakes them, and a scan in progress
+//! stops between two blocks.
 
 use crate::engine::{now_s, Shared};
 use crate::sync::{Condvar, Mutex};
@@ -11,34 +21,34 @@ use std::time::{Duration, Instant};
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
-pub struct JanitorControl {
+pub struct BackgroundControl {
     stop: Mutex<bool>,
     wake: Condvar,
 }
 
-impl JanitorControl {
+impl BackgroundControl {
     pub fn request_stop(&self) {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.wake.notify_all();
     }
 
-    fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         *self.stop.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn idle(&self) {
+    /// Sleeps for `wait` or until a stop is requested.
+    fn idle(&self, wait: Duration) {
         let stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         if !*stop {
-            let _ = self.wake.wait_timeout(stop, IDLE_WAIT);
+            let _ = self.wake.wait_timeout(stop, wait);
         }
     }
 }
 
-pub fn run(shared: &Shared, control: &JanitorControl) {
+/// The janitor thread's body.
+pub fn run(shared: &Shared, control: &BackgroundControl) {
     let expiry_every = Duration::from_millis(shared.config.expiry_interval_ms.max(1));
-    let tombstone_every = Duration::from_millis(shared.config.tombstone_scan_interval_ms.max(1));
     let mut last_expiry = Instant::now();
-    let mut last_tombstone_scan = Instant::now();
     let mut last_heap_trim = Instant::now();
     while !control.stopped() {
         if last_heap_trim.elapsed() >= index::HEAP_TRIM_INTERVAL {
@@ -51,18 +61,28 @@ pub fn run(shared: &Shared, control: &JanitorControl) {
             expiry::evict_pass(shared, now);
             last_expiry = Instant::now();
         }
-        // Decided once per interval, scan or not.
-        if last_tombstone_scan.elapsed() >= tombstone_every {
-            if tombstones_worth_reclaiming(shared) {
-                if let Err(err) = tombstone::reclaim_tombstones(shared) {
-                    log::warn!("tombstone reclaim scan failed: {err}");
-                }
-            }
-            last_tombstone_scan = Instant::now();
-        }
         if !defrag::defrag_round(shared, &|| control.stopped()) {
-            control.idle();
+            control.idle(IDLE_WAIT);
         }
+    }
+}
+
+/// The reclaimer thread's body: decides once per interval, scan or not.
+pub fn run_reclaimer(shared: &Shared, control: &BackgroundControl) {
+    let every = Duration::from_millis(shared.config.tombstone_scan_interval_ms.max(1));
+    let mut last_decision = Instant::now();
+    while !control.stopped() {
+        let since = last_decision.elapsed();
+        if since < every {
+            control.idle(every - since);
+            continue;
+        }
+        if tombstones_worth_reclaiming(shared) {
+            if let Err(err) = tombstone::reclaim_tombstones(shared, &|| control.stopped()) {
+                log::warn!("tombstone reclaim scan failed: {err}");
+            }
+        }
+        last_decision = Instant::now();
     }
 }
 

@@ -19,6 +19,7 @@ mod by_digest;
 pub mod change_bitmap;
 mod config;
 mod defrag;
+mod defrag_policy;
 pub mod device;
 mod disk;
 mod engine;

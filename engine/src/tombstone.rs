@@ -9,36 +9,46 @@
 //! generation so a re-created key outranks the tombstone's own copy, which stays on the
 //! device until its block is rewritten.
 //!
-//! Cost: one sequential read of the device's used blocks per scan, so scans are spaced
-//! by `tombstone_scan_interval_ms` and run only when tombstones are worth reclaiming.
+//! Cost: one sequential read of the device's used blocks per scan, streamed with
+//! `SCAN_IN_FLIGHT_BYTES` of whole-block reads in flight (blocks still in RAM are copied
+//! instead), so scans are spaced by `tombstone_scan_interval_ms` and run only when
+//! tombstones are worth reclaiming. Scans run on the reclaimer thread (`janitor`), never on
+//! the thread that defrags; a scan stops between two blocks when the engine closes.
 
-use crate::device::AlignedBuf;
+use crate::device::{AlignedBuf, StreamRead};
 use crate::disk::{BlockState, Disk};
 use crate::engine::Shared;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::{block_records, BlockItem};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::stats::Counters;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+
+/// Bytes of whole-block reads a scan keeps in flight (as a cold start does).
+const SCAN_IN_FLIGHT_BYTES: usize = 8 << 20;
 
 struct Candidate {
     entry: EntryInfo,
     older_copy_found: bool,
 }
 
+type Candidates = HashMap<(u16, DigestTag), Candidate>;
+
 /// Scans every device and reclaims the tombstones with no older copy left. Returns how
-/// many were reclaimed.
-pub fn reclaim_tombstones(shared: &Shared) -> Result<u64> {
+/// many were reclaimed. `stop` is asked between blocks: a stopped scan reclaims nothing
+/// and returns `ShutDown`.
+pub fn reclaim_tombstones(shared: &Shared, stop: &dyn Fn() -> bool) -> Result<u64> {
     let mut reclaimed = 0;
     for disk in &shared.disks {
-        reclaimed += reclaim_on_disk(shared, disk)?;
+        reclaimed += reclaim_on_disk(shared, disk, stop)?;
     }
     Counters::add(&shared.counters.tombstones_reclaimed, reclaimed);
     Ok(reclaimed)
 }
 
-fn reclaim_on_disk(shared: &Shared, disk: &Disk) -> Result<u64> {
-    let mut candidates: HashMap<(u16, DigestTag), Candidate> = HashMap::new();
+fn reclaim_on_disk(shared: &Shared, disk: &Disk, stop: &dyn Fn() -> bool) -> Result<u64> {
+    let mut candidates: Candidates = HashMap::new();
     for partition in 0..PARTITION_COUNT {
         for entry in shared.index.partition(partition).entries() {
             if entry.tombstone && entry.location.device == disk.index {
@@ -50,28 +60,7 @@ fn reclaim_on_disk(shared: &Shared, disk: &Disk) -> Result<u64> {
     if candidates.is_empty() {
         return Ok(0);
     }
-    let blocks: Vec<(u32, u64)> = {
-        let state = disk.lock();
-        (0..disk.geometry.wblock_count)
-            .filter(|&b| state.block_state[b as usize] != BlockState::Free)
-            .map(|b| (b, state.block_seq[b as usize]))
-            .collect()
-    };
-    let mut buf = AlignedBuf::zeroed(disk.geometry.wblock_size as usize);
-    for (block, seq) in blocks {
-        if !disk.copy_block_from_memory(block, seq, &mut buf) {
-            disk.device.read_at(&mut buf, disk.geometry.wblock_offset(block))?;
-        }
-        for item in block_records(&buf, seq) {
-            let BlockItem::Record { view, .. } = item else { continue };
-            let key = (partition_of(&view.meta.digest) as u16, DigestTag::of(&view.meta.digest));
-            if let Some(candidate) = candidates.get_mut(&key) {
-                if view.meta.generation < candidate.entry.generation {
-                    candidate.older_copy_found = true;
-                }
-            }
-        }
-    }
+    scan_used_blocks(disk, &mut candidates, stop)?;
     let mut reclaimed = 0;
     for ((partition, tag), candidate) in candidates {
         if candidate.older_copy_found {
@@ -87,6 +76,63 @@ fn reclaim_on_disk(shared: &Shared, disk: &Disk) -> Result<u64> {
         reclaimed += 1;
     }
     Ok(reclaimed)
+}
+
+/// Notes, for every candidate, whether a copy older than its tombstone is in a used block.
+/// Blocks in RAM are copied; the rest stream from the device in block order.
+fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() -> bool) -> Result<()> {
+    let wblock_size = disk.geometry.wblock_size as usize;
+    let used: Vec<(u32, u64)> = {
+        let state = disk.lock();
+        (0..disk.geometry.wblock_count)
+            .filter(|&b| state.block_state[b as usize] != BlockState::Free)
+            .map(|b| (b, state.block_seq[b as usize]))
+            .collect()
+    };
+    let mut on_device = Vec::with_capacity(used.len());
+    let mut buf = AlignedBuf::zeroed(wblock_size);
+    for (block, seq) in used {
+        if disk.copy_block_from_memory(block, seq, &mut buf) {
+            note_older_copies(&buf, seq, candidates);
+        } else {
+            on_device.push((block, seq));
+        }
+    }
+    let depth = (SCAN_IN_FLIGHT_BYTES / wblock_size).clamp(1, 128);
+    let spare = RefCell::new(vec![buf]);
+    let in_flight = RefCell::new(VecDeque::with_capacity(depth));
+    let mut pending = on_device.into_iter();
+    let mut next = || -> Result<Option<StreamRead>> {
+        crate::failpoint::hit("tombstone::scan::next_block")?;
+        if stop() {
+            return Err(Error::ShutDown);
+        }
+        let Some((block, seq)) = pending.next() else { return Ok(None) };
+        in_flight.borrow_mut().push_back(seq);
+        let buf = spare.borrow_mut().pop().unwrap_or_else(|| AlignedBuf::zeroed(wblock_size));
+        Ok(Some(StreamRead { offset: disk.geometry.wblock_offset(block), buf, len: wblock_size }))
+    };
+    let mut done = |read: StreamRead| -> Result<()> {
+        // Reads come back in the order `next` gave them.
+        let seq = in_flight.borrow_mut().pop_front().ok_or(Error::ShutDown)?;
+        note_older_copies(&read.buf, seq, candidates);
+        spare.borrow_mut().push(read.buf);
+        Ok(())
+    };
+    disk.device.read_stream(depth, &mut next, &mut done)
+}
+
+/// Marks the candidates that have a copy of a lower generation in this block.
+fn note_older_copies(buf: &[u8], seq: u64, candidates: &mut Candidates) {
+    for item in block_records(buf, seq) {
+        let BlockItem::Record { view, .. } = item else { continue };
+        let key = (partition_of(&view.meta.digest) as u16, DigestTag::of(&view.meta.digest));
+        if let Some(candidate) = candidates.get_mut(&key) {
+            if view.meta.generation < candidate.entry.generation {
+                candidate.older_copy_found = true;
+            }
+        }
+    }
 }
 
 impl Disk {

@@ -183,8 +183,6 @@ impl Disk {
             state.buffer_pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(self.geometry.wblock_size as usize));
         let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
         header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
-        // One free block fewer may make free space low, which raises the low-water mark.
-        self.defrag_hint.store(true, Ordering::Release);
         state.block_state[wblock as usize] = BlockState::Open;
         self.in_memory[wblock as usize].store(true, Ordering::Release);
         state.block_seq[wblock as usize] = seq;
@@ -336,9 +334,11 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
             durable = durable.max(Position { seq: state.next_seq, fill: 0 });
         }
         state.durable = durable;
-        if !blocks.is_empty() {
-            // Written blocks may be defrag candidates now (queued ones are not).
-            disk.defrag_hint.store(true, Ordering::Release);
+        for block in &blocks {
+            // Written, so a possible defrag victim now (a queued block is not).
+            if state.block_state[block.wblock as usize] == BlockState::InUse {
+                disk.victims.track(block.wblock, &disk.live_bytes);
+            }
         }
         trim_cache(disk, &mut state);
         disk.progress.notify_all();
@@ -433,6 +433,7 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
             disk.quarantined.fetch_sub(1, Ordering::Relaxed);
         }
         state.block_state[block as usize] = BlockState::Free;
+        disk.victims.untrack(block);
         state.block_seq[block as usize] = 0;
         state.free.push_back(block);
     }

@@ -1,7 +1,8 @@
 //! Failures between two steps that a simulated device alone cannot reach: a background
 //! thread that panics, a put that panics while it holds a partition lock, a failed sync
 //! between writing freed blocks' headers and putting them on the free list, and a failure
-//! between writing the shutdown snapshot and flipping the header.
+//! between writing the shutdown snapshot and flipping the header, and a tombstone-reclaim
+//! scan that takes as long as a test likes.
 //!
 //! Run with `cargo test -p spike-tests --features failpoints --test failpoints`. The
 //! failpoints are process-wide, so the tests take one lock and run one at a time.
@@ -9,7 +10,7 @@
 mod common;
 
 use common::*;
-use spike::failpoint::{arm, Action};
+use spike::failpoint::{arm, hits, Action};
 use spike::{Config, Durability, Error, WriteOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -128,4 +129,55 @@ fn a_failure_between_the_snapshot_and_the_header_flip_means_a_cold_start() {
     }
     engine.close().unwrap();
     assert_eq!(open(&config, &sims).stats().recovery.kind, "fast");
+}
+
+/// A reclaim scan of a large device takes minutes, and "a device is short of space" is one
+/// of its triggers: defrag must go on freeing blocks while it runs. The scan is held at its
+/// first block for the whole test while overwrites of twice the device's size
+/// need defrag to free blocks.
+#[test]
+fn defrag_keeps_freeing_blocks_while_a_tombstone_reclaim_scan_is_in_progress() {
+    let _serial = serial();
+    let (config, sims) = sim_namespace(1, 8 << 20, Durability::Buffered, 25);
+    let config = Config { defrag_sleep_us: 0, tombstone_scan_interval_ms: 20, ..config };
+    let engine = open(&config, &sims);
+    let scan_block = "tombstone::scan::next_block";
+    let held = arm(scan_block, Action::Hold);
+    let hits_before = hits(scan_block);
+    for k in 0..200 {
+        engine.put(&key(k), &value(k, 0, 3000), &WriteOptions::default()).unwrap();
+    }
+    for k in 0..100 {
+        engine.delete(&key(k)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hits(scan_block) == hits_before {
+        assert!(Instant::now() < deadline, "no reclaim scan started within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let defragged_before = engine.stats().blocks_defragged;
+    for round in 1..=60u64 {
+        for k in 100..200 {
+            let put = engine.put(&key(k), &value(k, round, 3000), &WriteOptions::default());
+            put.unwrap_or_else(|e| panic!("round {round}, key {k}, while the scan is held: {e}"));
+        }
+    }
+    let stats = engine.stats();
+    assert!(stats.blocks_defragged > defragged_before, "{stats:?}");
+    assert_eq!(stats.tombstones_reclaimed, 0, "the scan finished while held");
+    assert_eq!(hits(scan_block), hits_before + 1, "the scan moved past its first block");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().tombstones_reclaimed == 0 {
+        assert!(Instant::now() < deadline, "the released scan reclaimed nothing within 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for k in 0..200 {
+        let got = engine.get(&key(k));
+        if k < 100 {
+            assert!(matches!(got, Err(Error::NotFound)), "deleted key {k}: {got:?}");
+        } else {
+            assert_eq!(got.unwrap().value, value(k, 60, 3000), "key {k}");
+        }
+    }
 }
