@@ -13,7 +13,7 @@
 //! Payload layout (little-endian), split over the chained blocks after their 64-byte
 //! block header and a 16-byte chain header (next block u32 or `u32::MAX`, bytes of payload
 //! in this block u32, 8 zero bytes):
-//! magic `SPSNAP01`, entry count u64, next write sequence u64, block count u64, the write
+//! magic `SPSNAP02`, entry count u64, next write sequence u64, block count u64, the write
 //! sequence of every block (u64 each), 4096 generation floors (u32 each), then the entries,
 //! 32 bytes each: partition u16, zero u16, the 28-byte index entry.
 
@@ -250,4 +250,72 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
         }
     }
     Ok(entry_count)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::device::sim::SimDevice;
+    use crate::format::{test_header, HEADER_FLAG_CLEAN};
+    use crate::index::{DigestTag, EntryInfo, Location};
+    use std::sync::Arc;
+
+    fn disk_with_free_blocks() -> Disk {
+        let header = test_header();
+        let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
+        let device: Arc<dyn Device> = Arc::new(SimDevice::new("sim", size, 1));
+        let disk = Disk::new(0, device, header, &Config::default());
+        disk.lock().free.extend(0..disk.geometry.wblock_count);
+        disk
+    }
+
+    /// Writes a snapshot of one valid entry and `extra`, marks the header clean, and loads
+    /// it into a fresh disk and index.
+    fn round_trip(extra: Option<Location>) -> Result<u64> {
+        let disk = disk_with_free_blocks();
+        let record_at = disk.geometry.wblock_offset(1) + WBLOCK_HEADER_SIZE as u64;
+        let entry = |n: u64, location| EntryInfo {
+            tag: DigestTag { hi: n << 40, lo: 0 },
+            generation: 1,
+            tombstone: false,
+            location,
+            void_time: 0,
+        };
+        let index = Index::new(1);
+        index.partition(7).upsert(entry(1, Location { device: 0, offset_bytes: record_at, size_bytes: 128 }));
+        if let Some(location) = extra {
+            index.partition(9).upsert(entry(2, location));
+        }
+        let open_count = disk.header().open_count;
+        let snapshot = write_snapshot(&disk, &index, open_count)?.expect("room for the snapshot");
+        let mut header = disk.header().clone();
+        header.flags |= HEADER_FLAG_CLEAN;
+        header.snapshot = snapshot;
+        let loaded = Disk::new(0, disk.device.clone(), header, &Config::default());
+        load_snapshot(&loaded, &Index::new(1))
+    }
+
+    #[test]
+    fn entries_that_leave_their_block_are_refused_even_under_a_valid_checksum() {
+        assert_eq!(round_trip(None).unwrap(), 1);
+        let geometry = disk_with_free_blocks().geometry;
+        let (block_2, wbs) = (geometry.wblock_offset(2), geometry.wblock_size as u64);
+        let crafted = [
+            ("runs past its block's end", block_2 + wbs - 64, 128),
+            ("inside a block header", block_2, 128),
+            ("shorter than a record header", block_2 + WBLOCK_HEADER_SIZE as u64, 16),
+            ("past the last block", geometry.wblock_offset(geometry.wblock_count) + 4096, 128),
+            ("before the first block", 0, 128),
+        ];
+        for (what, offset_bytes, size_bytes) in crafted {
+            let location = Location { device: 0, offset_bytes, size_bytes };
+            match round_trip(Some(location)) {
+                Err(Error::Corrupt { reason, .. }) => {
+                    assert!(reason.contains("outside a record area"), "{what}: {reason}")
+                }
+                other => panic!("an entry that {what} was accepted: {other:?}"),
+            }
+        }
+    }
 }

@@ -186,6 +186,36 @@ fn a_read_stream_stops_at_the_first_error_and_returns_it() {
 /// started keeps the locked descriptor for a second, as a dead process's io_uring does
 /// for a moment after `kill -9`) is waited for, not refused; a live holder is refused at
 /// once.
+/// A file that shrinks to an unaligned size under an open device: every read of its last
+/// unit is a short transfer that moves less than one 4 KiB unit, so a retry loop without a
+/// bound would spin on it forever. Both backends must end in an error naming the stall.
+#[test]
+fn a_device_that_keeps_returning_short_transfers_ends_in_an_error() {
+    use device::AlignedBuf;
+    let dir = tempfile::tempdir().unwrap();
+    for backend in [IoBackend::Blocking, IoBackend::Uring] {
+        let device = patterned_device(dir.path(), 64, backend);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("stream"))
+            .unwrap()
+            .set_len(63 * 4096 + 100)
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = AlignedBuf::zeroed(4096);
+            let _ = tx.send(device.read_at(&mut buf, 63 * 4096).map_err(|e| e.to_string()));
+        });
+        let outcome = rx.recv_timeout(std::time::Duration::from_secs(20));
+        let err = match outcome {
+            Ok(Err(err)) => err,
+            Ok(Ok(())) => panic!("{backend:?}: a short read of the last unit succeeded"),
+            Err(_) => panic!("{backend:?}: the read still spins after 20 s"),
+        };
+        assert!(err.contains("no progress"), "{backend:?}: {err}");
+    }
+}
+
 #[test]
 fn a_lock_left_by_a_dead_process_is_waited_for_a_bounded_time() {
     let dir = tempfile::tempdir().unwrap();
