@@ -12,6 +12,7 @@ use crate::device::Device;
 use crate::disk::Disk;
 use crate::format::{decode_record, DeviceHeader, RecordMeta};
 use crate::index::{DigestTag, EntryInfo, Partition};
+use crate::record_core::{next_generation, place_on};
 use crate::sync::Mutex;
 use loom::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,13 +36,15 @@ fn digest_of(key: u8) -> [u8; 20] {
     [key; 20]
 }
 
-/// The steps of `Engine::put_inner` that touch shared state, in the same order.
+/// A put as the record core does it, through its own steps: the entry under the partition
+/// lock, the next generation, then `place_on` (append, index update, the old copy's
+/// accounting).
 fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
     let digest = digest_of(key);
     let tag = DigestTag::of(&digest);
     let mut partition = partition.lock().unwrap();
     let existing = partition.get(tag);
-    let generation = existing.map_or(1, |e| e.generation + 1);
+    let generation = next_generation(&partition, existing).unwrap();
     let meta = RecordMeta {
         digest,
         generation,
@@ -51,11 +54,7 @@ fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
         wblock_seq_lo: 0,
     };
     let value = vec![key; value_len];
-    let (location, _) = disk.append(&meta, &[], &value, crate::write::WriteKind::Client).unwrap();
-    partition.upsert(EntryInfo { tag, generation, tombstone: false, location, void_time: 0 });
-    if let Some(old) = existing {
-        disk.remove_live(old.location);
-    }
+    place_on(disk, &mut partition, existing, &meta, &[], &value).unwrap();
 }
 
 #[test]

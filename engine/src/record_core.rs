@@ -9,7 +9,7 @@ use crate::disk::{Disk, Position};
 use crate::engine::{is_live, now_ms, Shared, READ_RETRIES_MAX};
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, RecordMeta};
-use crate::index::{partition_of, DigestTag, EntryInfo, Partition, GENERATION_MAX};
+use crate::index::{partition_of, DigestTag, EntryInfo, Location, Partition, GENERATION_MAX};
 use crate::read::{Record, Verify};
 use crate::recovery::device_of;
 use crate::stats::Counters;
@@ -128,12 +128,7 @@ impl Shared {
                 return Err(Error::GenerationMismatch { expected, found });
             }
         }
-        // Generations continue across delete and re-create (and past reclaimed tombstones,
-        // through the partition's floor): the newest copy must win at recovery.
-        let generation = existing.map_or(partition.generation_floor(), |e| e.generation) + 1;
-        if generation > GENERATION_MAX {
-            return Err(Error::GenerationExhausted);
-        }
+        let generation = next_generation(&partition, existing)?;
         let void_time = match options.ttl_s {
             Some(ttl) if ttl > 0 && !tombstone => now_s.saturating_add(ttl),
             _ => 0,
@@ -156,27 +151,51 @@ impl Shared {
         value: &[u8],
     ) -> Result<Pending> {
         let device = device_of(&meta.digest, self.disks.len());
-        let disk = &self.disks[device];
-        let kind = if meta.tombstone { WriteKind::Delete } else { WriteKind::Client };
-        let (location, position) = disk.append(meta, stored_key, value, kind)?;
-        let tag = DigestTag::of(&meta.digest);
-        let void_time = meta.void_time;
-        partition.upsert(EntryInfo {
-            tag,
-            generation: meta.generation,
-            tombstone: meta.tombstone,
-            location,
-            void_time,
-        });
-        // Meant to be armed with `Action::Panic` (a panic holding the partition lock); an
-        // injected error here is ignored, as returning would skip the old copy's accounting.
-        let _ = crate::failpoint::hit("engine::write::after_index_update");
-        if let Some(old) = existing {
-            disk.remove_live(old.location);
-        }
+        let (location, position) =
+            place_on(&self.disks[device], partition, existing, meta, stored_key, value)?;
         Counters::add(&self.counters.client_bytes_written, location.size_bytes as u64);
         Ok(Pending { device, position })
     }
+}
+
+/// The generation of the next copy of a record whose entry is `existing`. Generations
+/// continue across delete and re-create (and past reclaimed tombstones, through the
+/// partition's floor): the newest copy must win at recovery.
+pub(crate) fn next_generation(partition: &Partition, existing: Option<EntryInfo>) -> Result<u32> {
+    let generation = existing.map_or(partition.generation_floor(), |e| e.generation) + 1;
+    if generation > GENERATION_MAX {
+        return Err(Error::GenerationExhausted);
+    }
+    Ok(generation)
+}
+
+/// The steps of a write that touch shared state, in their order, under the caller's
+/// partition lock: append the copy to the disk's write buffer, point the index at it,
+/// drop the replaced copy's live bytes. The loom model (`loom_model`) runs exactly this.
+pub(crate) fn place_on(
+    disk: &Disk,
+    partition: &mut Partition,
+    existing: Option<EntryInfo>,
+    meta: &RecordMeta,
+    stored_key: &[u8],
+    value: &[u8],
+) -> Result<(Location, Position)> {
+    let kind = if meta.tombstone { WriteKind::Delete } else { WriteKind::Client };
+    let (location, position) = disk.append(meta, stored_key, value, kind)?;
+    partition.upsert(EntryInfo {
+        tag: DigestTag::of(&meta.digest),
+        generation: meta.generation,
+        tombstone: meta.tombstone,
+        location,
+        void_time: meta.void_time,
+    });
+    // Meant to be armed with `Action::Panic` (a panic holding the partition lock); an
+    // injected error here is ignored, as returning would skip the old copy's accounting.
+    let _ = crate::failpoint::hit("engine::write::after_index_update");
+    if let Some(old) = existing {
+        disk.remove_live(old.location);
+    }
+    Ok((location, position))
 }
 
 /// One client write, as `Shared::write` takes it.
