@@ -10,6 +10,7 @@
 //! and the records loaded must fit the device. Memory: one HDR histogram (~150 KiB) per
 //! thread and operation kind in use, plus the engine's index.
 
+pub mod defrag_watch;
 pub mod devices;
 pub mod keys;
 pub mod options;

@@ -494,6 +494,15 @@ impl Report<'_> {
                 stats.blocks_freed,
                 stats.devices.iter().map(|d| d.wblocks_defrag_queued).sum::<u64>()
             );
+            if let Some(defrag) = self.run.and_then(|r| r.defrag).filter(|d| !d.short_for.is_zero()) {
+                let _ = writeln!(
+                    t,
+                    "            space short for {:.1} s of the run; longest time with victims \
+                     waiting but no block defragmented then: {} ms",
+                    defrag.short_for.as_secs_f64(),
+                    defrag.longest_stall.as_millis()
+                );
+            }
             let free: u64 = stats.devices.iter().map(|d| d.wblocks_free).sum();
             let wblocks: u64 = stats.devices.iter().map(|d| d.wblocks_total).sum();
             let _ = writeln!(
@@ -679,6 +688,15 @@ impl Report<'_> {
             fields.push(("first_error", run.first_error.clone().map_or(Json::Null, Json::String)));
             fields.push(("stopped_early", run.stopped_early.clone().map_or(Json::Null, Json::String)));
             fields.push(("run_write_amplification", opt_num(run.write_amplification(), 3)));
+            if let Some(defrag) = run.defrag {
+                fields.push((
+                    "defrag_while_space_short",
+                    obj(vec![
+                        ("short_s", num(defrag.short_for.as_secs_f64(), 2)),
+                        ("longest_stall_ms", num(defrag.longest_stall.as_secs_f64() * 1e3, 0)),
+                    ]),
+                ));
+            }
             fields.push((
                 "intervals",
                 Json::Array(

@@ -12,13 +12,14 @@
 //! wrk2 measure. An operation issued on time starts its clock when the thread wakes, so
 //! the sleep's own overshoot is not charged to the engine.
 
+use super::defrag_watch::{DefragStalls, DefragWatch};
 use super::keys::{key_of, KeyChooser, KeyDistribution, Rng, KEY_ID_MAX, KEY_LEN};
 use super::options::{Mix, OpKind, ValueSizes, OP_KINDS};
 use super::remote::{Remote, RemoteError};
 use super::report::{self, Out};
 use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
-use spike::{Engine, Error, Stats, WriteOptions};
+use spike::{Config, Engine, Error, Stats, WriteOptions};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -112,6 +113,8 @@ pub struct PhaseResult {
     pub stats_before: Stats,
     pub stats_after: Stats,
     pub intervals: Vec<IntervalLine>,
+    /// Defrag while space was short (in-process runs only).
+    pub defrag: Option<DefragStalls>,
 }
 
 impl PhaseResult {
@@ -275,6 +278,8 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
     let stats_before = ctx.target.stats();
     let start = Instant::now();
     let mut intervals = Vec::new();
+    // The bench's engine config keeps the default stop-writes mark (no option changes it).
+    let mut defrag = DefragWatch::new(&Config::default());
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::with_capacity(spec.threads);
         for t in 0..spec.threads {
@@ -296,7 +301,7 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
                 }
             }
         }
-        let coordinated = coordinate(ctx, spec, &state, start, &mut kinds, &mut intervals);
+        let coordinated = coordinate(ctx, spec, &state, start, &mut kinds, &mut intervals, &mut defrag);
         // Normally every thread is done already; after a coordinator error they must stop.
         state.stop.store(true, Relaxed);
         // Joined here, so that a panicked thread (already reported by its guard) does
@@ -310,7 +315,17 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
     let stats_after = ctx.target.stats();
     let stopped_early = state.stop_reason.into_inner().unwrap_or_else(|e| e.into_inner());
     let first_error = state.first_error.into_inner().unwrap_or_else(|e| e.into_inner());
-    Ok(PhaseResult { elapsed, kinds, first_error, stopped_early, stats_before, stats_after, intervals })
+    let defrag = matches!(ctx.target, Target::Engine(_)).then(|| defrag.seen());
+    Ok(PhaseResult {
+        elapsed,
+        kinds,
+        first_error,
+        stopped_early,
+        stats_before,
+        stats_after,
+        intervals,
+        defrag,
+    })
 }
 
 /// One operation of a batch: its kind, its key id and when its clock started.
@@ -550,6 +565,7 @@ fn coordinate(
     start: Instant,
     kinds: &mut [KindTotals],
     intervals: &mut Vec<IntervalLine>,
+    defrag: &mut DefragWatch,
 ) -> Result<()> {
     let mut interval: Vec<Histogram<u64>> = Vec::with_capacity(OP_KINDS);
     for _ in 0..OP_KINDS {
@@ -562,6 +578,11 @@ fn coordinate(
         let all_done = state.finished.load(Relaxed) == spec.threads;
         if spec.duration.is_some_and(|d| start.elapsed() >= d) {
             state.stop.store(true, Relaxed);
+        }
+        if let Target::Engine(engine) = ctx.target {
+            if defrag.due(Instant::now()) {
+                defrag.sample(&engine.stats(), Instant::now());
+            }
         }
         let due = last_tick.elapsed() >= spec.interval;
         if !(due || all_done) {
