@@ -16,11 +16,12 @@
 //! are caught by the generation check and the update retries.
 
 use crate::config::{WriteOptions, WritePolicy};
-use crate::engine::{is_live, now_s, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::Digest;
 use crate::index::{partition_of, DigestTag, EntryInfo};
 use crate::read::{Record, Verify};
+use crate::record_core::{is_live, now_s};
 use crate::record_core::{WriteRequest, Written};
 use crate::stats::Op;
 
@@ -43,8 +44,9 @@ pub enum Change {
 impl Engine {
     /// Writes `value` under a caller's digest; returns the new generation and void time.
     pub fn put_by_digest(&self, digest: &Digest, value: &[u8], options: &WriteOptions) -> Result<Written> {
+        let start = std::time::Instant::now();
         let result = self.write_by_digest(digest, value, options, false, None);
-        self.count_op(Op::Put, &result);
+        self.count_op(Op::Put, start, &result);
         result
     }
 
@@ -72,8 +74,9 @@ impl Engine {
 
     /// Reads the live record with this digest.
     pub fn get_by_digest(&self, digest: &Digest) -> Result<Record> {
+        let start = std::time::Instant::now();
         let result = self.fetch_by_digest(digest).and_then(|r| r.map(|(_, r)| r).ok_or(Error::NotFound));
-        self.count_op(Op::Get, &result);
+        self.count_op(Op::Get, start, &result);
         result
     }
 
@@ -97,20 +100,22 @@ impl Engine {
     /// Deletes the record with this digest by writing a tombstone (durable across any
     /// restart). `NotFound` if there is no live record.
     pub fn delete_by_digest(&self, digest: &Digest, options: &WriteOptions) -> Result<()> {
+        let start = std::time::Instant::now();
         let result = self.write_by_digest(digest, &[], options, true, None).map(|_| ());
-        self.count_op(Op::Delete, &result);
+        self.count_op(Op::Delete, start, &result);
         result
     }
 
     /// Gives the record a new time to live (None or 0 = never expires).
     pub fn touch_by_digest(&self, digest: &Digest, ttl_s: Option<u32>) -> Result<Written> {
+        let start = std::time::Instant::now();
         let result = self
             .update_uncounted(digest, |record| match record {
                 Some(record) => Ok((Change::Put { value: record.value.clone(), ttl_s }, ())),
                 None => Err(Error::NotFound),
             })
             .map(|(_, written)| written);
-        self.count_op(Op::Touch, &result);
+        self.count_op(Op::Touch, start, &result);
         result
     }
 
@@ -124,8 +129,9 @@ impl Engine {
         digest: &Digest,
         change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
     ) -> Result<(T, Written)> {
+        let start = std::time::Instant::now();
         let result = self.update_uncounted(digest, change);
-        self.count_op(Op::Update, &result);
+        self.count_op(Op::Update, start, &result);
         result
     }
 
@@ -186,6 +192,7 @@ impl Engine {
     /// Reads many digests, keeping their device reads in flight together,
     /// `BATCH_DIGESTS_MAX` at a time. Results are in the order of `digests`.
     pub fn get_many_by_digest(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        let start = std::time::Instant::now();
         let mut results = Vec::with_capacity(digests.len());
         for chunk in digests.chunks(BATCH_DIGESTS_MAX) {
             results.extend(self.read_many(chunk));
@@ -194,6 +201,7 @@ impl Engine {
         for err in results.iter().filter_map(|r| r.as_ref().err()) {
             self.count_error(Op::Batch, err);
         }
+        self.shared.counters.record_latency(Op::Batch, start);
         results
     }
 
@@ -237,6 +245,18 @@ impl Engine {
     /// Cost: the partition's records are read in device order (`read_partition`, batches
     /// of reads in flight) and held in memory together to be sorted (records ÷ 4096).
     pub fn scan_partition_by_digest(
+        &self,
+        partition: usize,
+        after: Option<&Digest>,
+        visit: &mut dyn FnMut(Result<Record>) -> bool,
+    ) -> Result<bool> {
+        let began = std::time::Instant::now();
+        let scanned = self.scan_sorted(partition, after, visit);
+        self.shared.counters.record_latency(Op::Scan, began);
+        scanned
+    }
+
+    fn scan_sorted(
         &self,
         partition: usize,
         after: Option<&Digest>,

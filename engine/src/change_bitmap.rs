@@ -190,7 +190,7 @@ impl Disk {
         if blocks.iter().all(|&b| change.is_set(b)) {
             return Ok(());
         }
-        let upcoming: Vec<u32> = self.lock().free.iter().take(MARK_AHEAD_BLOCKS).copied().collect();
+        let upcoming: Vec<u32> = self.lock().blocks.free_blocks().take(MARK_AHEAD_BLOCKS).collect();
         let mut pages: Vec<usize> = blocks.iter().chain(&upcoming).filter_map(|&b| change.set(b)).collect();
         pages.sort_unstable();
         pages.dedup();

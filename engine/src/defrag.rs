@@ -20,12 +20,12 @@
 //! most half a block), which bounds write amplification at 100 / (100 - lwm).
 
 use crate::disk::{BlockState, Disk};
-use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::format::{
     block_records, BlockItem, RecordView, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
 };
 use crate::index::{partition_of, DigestTag, EntryInfo, Location};
+use crate::record_core::Shared;
 use crate::stats::Counters;
 use crate::write::WriteKind;
 use std::sync::atomic::Ordering;
@@ -62,7 +62,7 @@ fn lwm_now(disk: &Disk) -> u32 {
 
 /// Whether free space is low enough that defrag should not pause.
 pub fn is_urgent(disk: &Disk) -> bool {
-    let free = disk.lock().free.len();
+    let free = disk.lock().blocks.free_count();
     free <= 2 * disk.stop_writes_blocks + disk.defrag_reserve_blocks + 1
 }
 
@@ -70,11 +70,11 @@ pub fn is_urgent(disk: &Disk) -> bool {
 pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
     let (seq, cached) = {
         let state = disk.lock();
-        if state.block_state[block as usize] != BlockState::InUse {
+        if state.blocks.state(block) != BlockState::InUse {
             return Ok(0);
         }
         let cached = state.cache.iter().rev().find(|b| b.wblock == block).cloned();
-        (state.block_seq[block as usize], cached)
+        (state.blocks.seq(block), cached)
     };
     let owned;
     let bytes: &[u8] = match &cached {

@@ -3,8 +3,9 @@
 //! (`write`) and the read path (`read`) share.
 //!
 //! Invariants:
-//! - A block is in exactly one state: free (in `free`), open (being filled in RAM),
-//!   or in use (sealed, possibly still queued for writing).
+//! - A block is in exactly one state (`block_table`): free (on the free list), open
+//!   (being filled in RAM), in use (sealed, possibly still queued for writing) or
+//!   quarantined; every change of state is a checked transition.
 //! - `live_bytes[b]` is the sum of the sizes of index entries pointing into block `b`.
 //!   A sealed block whose count reaches 0 stays at 0 (nothing is ever placed into a sealed
 //!   block), and is freed only once every write before that moment is durable and its
@@ -12,6 +13,7 @@
 //!   recovered).
 //! - After a failed write or sync the disk is latched failed and takes no more writes.
 
+use crate::block_table::BlockTable;
 use crate::change_bitmap::ChangeBitmap;
 use crate::config::Config;
 use crate::defrag_policy::{DefragPolicy, EmptiestFirst};
@@ -61,17 +63,7 @@ pub struct Position {
     pub fill: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockState {
-    Free,
-    Open,
-    InUse,
-    /// In use, but its header no longer verifies on the device (corrupted at rest): the
-    /// defragmenter leaves it alone (re-reading it would loop forever), its records stay
-    /// reachable through the index (each is checksummed on read), and it is freed like
-    /// any block once its live bytes reach zero.
-    Quarantined,
-}
+pub use crate::block_table::BlockState;
 
 /// The block being filled in RAM.
 pub struct OpenBlock {
@@ -97,10 +89,8 @@ pub struct DiskState {
     pub open: Option<OpenBlock>,
     pub to_write: VecDeque<Arc<SealedBlock>>,
     pub cache: VecDeque<Arc<SealedBlock>>,
-    pub free: VecDeque<u32>,
-    pub block_state: Vec<BlockState>,
-    /// Write sequence of each block's current contents (0 when free).
-    pub block_seq: Vec<u64>,
+    /// Every block's state and write sequence, and the free list.
+    pub blocks: BlockTable,
     pub next_seq: u64,
     pub durable: Position,
     /// Empty blocks waiting for everything written before them to be durable.
@@ -129,8 +119,6 @@ pub struct Disk {
     /// Wakes writers: durability advanced, room in the write queue, failure.
     pub progress: Condvar,
     pub failed: AtomicBool,
-    /// Blocks in state `Quarantined`, kept so that stats need not walk the block table.
-    pub quarantined: AtomicU32,
     /// Defrag victims, kept up to date by events (a block written, its live bytes
     /// dropping, a block leaving use), so that finding them costs nothing in proportion to
     /// the device.
@@ -162,9 +150,7 @@ impl Disk {
                 open: None,
                 to_write: VecDeque::new(),
                 cache: VecDeque::new(),
-                free: VecDeque::new(),
-                block_state: vec![BlockState::Free; count],
-                block_seq: vec![0; count],
+                blocks: BlockTable::new(geometry.wblock_count),
                 next_seq: 1,
                 durable: Position::default(),
                 pending_free: Vec::new(),
@@ -176,7 +162,6 @@ impl Disk {
             wake_flusher: Condvar::new(),
             progress: Condvar::new(),
             failed: AtomicBool::new(false),
-            quarantined: AtomicU32::new(0),
             victims: Box::new(EmptiestFirst::new(
                 geometry.wblock_count,
                 geometry.wblock_size - WBLOCK_HEADER_SIZE as u32,
@@ -328,7 +313,7 @@ impl Disk {
     /// write appended so far is durable: the writes that emptied it must not be lost
     /// while its old copies are already gone.
     pub fn queue_free_if_empty(&self, state: &mut DiskState, block: u32) {
-        if !matches!(state.block_state[block as usize], BlockState::InUse | BlockState::Quarantined)
+        if !matches!(state.blocks.state(block), BlockState::InUse | BlockState::Quarantined)
             || self.live_bytes[block as usize].load(Ordering::Acquire) != 0
             || state.pending_free.iter().any(|&(b, _)| b == block)
         {
@@ -343,19 +328,19 @@ impl Disk {
         self.header().device_count
     }
 
+    /// Blocks holding records (in use or quarantined).
     pub fn blocks_in_use(&self) -> u64 {
         let state = self.lock();
-        state.block_state.iter().filter(|s| matches!(s, BlockState::InUse | BlockState::Quarantined)).count()
-            as u64
+        (state.blocks.len() as usize - state.blocks.free_count() - state.open.is_some() as usize) as u64
     }
 
     /// Offers every in-use block to the defrag policy: after a restore, when the block
     /// table was rebuilt from the device or a snapshot.
     pub fn track_blocks_in_use(&self) {
         let state = self.lock();
-        for (block, block_state) in state.block_state.iter().enumerate() {
-            if *block_state == BlockState::InUse {
-                self.victims.track(block as u32, &self.live_bytes);
+        for block in 0..state.blocks.len() {
+            if state.blocks.state(block) == BlockState::InUse {
+                self.victims.track(block, &self.live_bytes);
             }
         }
     }
@@ -363,12 +348,10 @@ impl Disk {
     /// Takes `block` out of defrag after its header failed to verify; says so once per block.
     pub fn quarantine(&self, block: u32) -> bool {
         let mut state = self.lock();
-        if state.block_state[block as usize] != BlockState::InUse {
+        if !state.blocks.quarantine(block) {
             return false;
         }
-        state.block_state[block as usize] = BlockState::Quarantined;
         self.victims.untrack(block);
-        self.quarantined.fetch_add(1, Ordering::Relaxed);
         log::error!(
             "{}: write block {block} at offset {} has a header that no longer verifies; quarantined \
              (its records stay readable through the index, each checked on read)",
@@ -378,12 +361,28 @@ impl Disk {
         true
     }
 
-    /// Total live bytes and free blocks, for stats.
-    pub fn usage(&self) -> (u64, u64, u64, u64) {
-        let live: u64 = self.live_bytes.iter().map(|b| b.load(Ordering::Relaxed) as u64).sum();
+    /// For stats: live bytes, then free, pending-free, queued and quarantined blocks.
+    /// Takes the disk lock only for counters (O(1)); the live bytes are summed outside it.
+    pub fn usage(&self) -> DiskUsage {
+        let live_bytes: u64 = self.live_bytes.iter().map(|b| b.load(Ordering::Relaxed) as u64).sum();
         let state = self.lock();
-        (live, state.free.len() as u64, state.pending_free.len() as u64, state.to_write.len() as u64)
+        DiskUsage {
+            live_bytes,
+            free_blocks: state.blocks.free_count() as u64,
+            pending_free_blocks: state.pending_free.len() as u64,
+            queued_blocks: state.to_write.len() as u64,
+            quarantined_blocks: state.blocks.quarantined_count() as u64,
+        }
     }
+}
+
+/// A disk's space figures, for stats (`Disk::usage`).
+pub struct DiskUsage {
+    pub live_bytes: u64,
+    pub free_blocks: u64,
+    pub pending_free_blocks: u64,
+    pub queued_blocks: u64,
+    pub quarantined_blocks: u64,
 }
 
 #[cfg(all(test, not(loom)))]

@@ -12,80 +12,24 @@ use crate::config::{Config, WriteOptions, WritePolicy};
 use crate::device::{self, Device};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::format::{self, Digest, DIGEST_SECRET_SIZE, KEY_SIZE_MAX};
+use crate::format::{self, Digest, KEY_SIZE_MAX};
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, PARTITION_COUNT};
 use crate::janitor::{self, BackgroundControl};
 use crate::namespace;
 use crate::read::{Record, Verify};
-use crate::record_core::WriteRequest;
-use crate::recovery::{self, device_of};
+use crate::record_core::{is_live, now_s, Shared, WriteRequest, READ_RETRIES_MAX};
+use crate::recovery;
 use crate::stats::{Counters, DeviceStats, Op, RecoveryStats, Stats};
 use crate::{expiry, snapshot, tombstone};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-/// Lookups retried when a record moves between lookup and read.
-pub(crate) const READ_RETRIES_MAX: usize = 4;
 /// Keys whose reads one `get_many` keeps in flight together; larger batches are chunked.
 pub const GET_MANY_KEYS_MAX: usize = 1024;
 /// Records read per batch in a scan.
 const SCAN_BATCH: usize = 64;
-
-pub(crate) struct Shared {
-    pub config: Config,
-    pub disks: Vec<Disk>,
-    pub index: Index,
-    pub secret: [u8; DIGEST_SECRET_SIZE],
-    pub counters: Counters,
-    pub recovery: RecoveryStats,
-    /// Striped locks serialising read-modify-writes of one record (`by_digest`).
-    pub update_locks: Vec<std::sync::Mutex<()>>,
-}
-
-impl Shared {
-    /// Looks up and reads the live record with this tag, retrying when it moves under us.
-    pub fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
-        Ok(self.fetch_with_entry(partition, tag)?.map(|(_, record)| record))
-    }
-
-    /// `fetch`, with the index entry the record was read through.
-    pub fn fetch_with_entry(&self, partition: usize, tag: DigestTag) -> Result<Option<(EntryInfo, Record)>> {
-        let mut last_problem = None;
-        for _ in 0..READ_RETRIES_MAX {
-            let entry = self.index.partition(partition).get(tag);
-            let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
-            let disk = &self.disks[entry.location.device as usize];
-            let (verified, from_memory) = disk.read_entry(&entry)?;
-            let counter =
-                if from_memory { &self.counters.reads_from_memory } else { &self.counters.reads_from_device };
-            Counters::add(counter, 1);
-            match verified {
-                Verify::Ok(record) => return Ok(Some((entry, record))),
-                Verify::Moved | Verify::Corrupt(_)
-                    if self.index.partition(partition).get(tag) != Some(entry) =>
-                {
-                    continue
-                }
-                Verify::Moved => {
-                    last_problem = Some(Error::corrupt(
-                        disk.name(),
-                        entry.location.offset_bytes,
-                        "the record at this offset is not the one the index names",
-                    ))
-                }
-                Verify::Corrupt(err) => last_problem = Some(err),
-            }
-            break;
-        }
-        Err(last_problem.unwrap_or(Error::NotFound))
-    }
-
-    pub fn disk_of(&self, digest: &Digest) -> &Disk {
-        &self.disks[device_of(digest, self.disks.len())]
-    }
-}
 
 /// An open namespace. Dropping it shuts down as `close` does, ignoring errors.
 pub struct Engine {
@@ -156,18 +100,6 @@ fn restore(
     let index = Index::new(disks.len() as u8);
     let stats = recovery::cold_start(&disks, &index, now_s())?;
     Ok((disks, index, stats))
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-pub(crate) fn now_s() -> u32 {
-    (now_ms() / 1000) as u32
-}
-
-pub(crate) fn is_live(entry: &EntryInfo, now_s: u32) -> bool {
-    !entry.tombstone && (entry.void_time == 0 || entry.void_time > now_s)
 }
 
 impl Engine {
@@ -267,8 +199,7 @@ impl Engine {
     pub fn put(&self, key: &[u8], value: &[u8], options: &WriteOptions) -> Result<u32> {
         let start = Instant::now();
         let result = self.put_inner(key, value, options, false);
-        self.count_op(Op::Put, &result);
-        self.shared.counters.put_latency.record_since(start);
+        self.count_op(Op::Put, start, &result);
         result
     }
 
@@ -290,21 +221,24 @@ impl Engine {
 
     /// Deletes `key` by writing a tombstone, so that it stays deleted after any restart.
     pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let start = Instant::now();
         let result = self.put_inner(key, &[], &WriteOptions::default(), true).map(|_| ());
-        self.count_op(Op::Delete, &result);
+        self.count_op(Op::Delete, start, &result);
         result
     }
 
     /// Deletes `key` only if it is at `expected_generation`.
     pub fn delete_if_generation(&self, key: &[u8], expected_generation: u32) -> Result<()> {
+        let start = Instant::now();
         let options = WriteOptions { expected_generation: Some(expected_generation), ..Default::default() };
         let result = self.put_inner(key, &[], &options, true).map(|_| ());
-        self.count_op(Op::Delete, &result);
+        self.count_op(Op::Delete, start, &result);
         result
     }
 
     /// Gives `key` a new time to live (0 = never expires); returns the new generation.
     pub fn touch(&self, key: &[u8], ttl_s: u32) -> Result<u32> {
+        let start = Instant::now();
         let mut result = Err(Error::NotFound);
         for _ in 0..READ_RETRIES_MAX {
             let record = match self.get_inner(key) {
@@ -325,15 +259,14 @@ impl Engine {
                 break;
             }
         }
-        self.count_op(Op::Touch, &result);
+        self.count_op(Op::Touch, start, &result);
         result
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Record> {
         let start = Instant::now();
         let result = self.get_inner(key);
-        self.count_op(Op::Get, &result);
-        self.shared.counters.get_latency.record_since(start);
+        self.count_op(Op::Get, start, &result);
         result
     }
 
@@ -365,6 +298,7 @@ impl Engine {
     /// `GET_MANY_KEYS_MAX` at a time (a larger batch is read in chunks of that size, so
     /// the read buffers in flight stay bounded). Results are in the order of `keys`.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
+        let start = Instant::now();
         let mut results = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(GET_MANY_KEYS_MAX) {
             results.extend(self.get_many_chunk(chunk));
@@ -373,6 +307,7 @@ impl Engine {
         for err in results.iter().filter_map(|r| r.as_ref().err()) {
             self.count_error(Op::Batch, err);
         }
+        self.shared.counters.record_latency(Op::Batch, start);
         results
     }
 
@@ -390,6 +325,7 @@ impl Engine {
     /// false. Records written during the scan may or may not be seen; the first record that
     /// cannot be read ends the scan with its error.
     pub fn scan_partition(&self, partition: usize, visit: &mut dyn FnMut(Record) -> bool) -> Result<bool> {
+        let start = Instant::now();
         let mut failure = None;
         let finished = self.read_partition(partition, &mut |record| match record {
             Ok(record) => visit(record),
@@ -398,6 +334,7 @@ impl Engine {
                 false
             }
         })?;
+        self.shared.counters.record_latency(Op::Scan, start);
         failure.map_or(Ok(finished), Err)
     }
 
@@ -454,8 +391,9 @@ impl Engine {
         Ok(self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).count())
     }
 
-    /// Counts one operation and, if it failed, its error by kind.
-    pub(crate) fn count_op<T>(&self, op: Op, result: &Result<T>) {
+    /// Counts one operation begun at `start`, its latency and, if it failed, its error by
+    /// kind.
+    pub(crate) fn count_op<T>(&self, op: Op, start: Instant, result: &Result<T>) {
         let c = &self.shared.counters;
         let counter = match op {
             Op::Get => &c.gets,
@@ -468,6 +406,7 @@ impl Engine {
             Op::Scan => &c.records_scanned,
         };
         counter.fetch_add(1, Relaxed);
+        c.record_latency(op, start);
         if let Err(err) = result {
             self.count_error(op, err);
         }
@@ -491,19 +430,18 @@ impl Engine {
             .disks
             .iter()
             .map(|disk| {
-                let (live_bytes, free, pending_free, queued) = disk.usage();
-                let defrag_queued = crate::defrag::victim_count(disk) as u64;
+                let usage = disk.usage();
                 DeviceStats {
                     name: disk.name().to_string(),
                     backend: disk.device.backend(),
                     wblocks_total: disk.geometry.wblock_count as u64,
-                    wblocks_free: free,
-                    wblocks_pending_free: pending_free,
-                    wblocks_defrag_queued: defrag_queued,
+                    wblocks_free: usage.free_blocks,
+                    wblocks_pending_free: usage.pending_free_blocks,
+                    wblocks_defrag_queued: crate::defrag::victim_count(disk) as u64,
                     wblocks_reserved: disk.defrag_reserve_blocks as u64,
-                    live_bytes,
-                    write_queue_blocks: queued,
-                    wblocks_quarantined: disk.quarantined.load(Relaxed) as u64,
+                    live_bytes: usage.live_bytes,
+                    write_queue_blocks: usage.queued_blocks,
+                    wblocks_quarantined: usage.quarantined_blocks,
                 }
             })
             .collect();
@@ -537,8 +475,7 @@ impl Engine {
             index_bytes,
             devices,
             recovery: self.shared.recovery.clone(),
-            put_latency_us_log2: c.put_latency.snapshot(),
-            get_latency_us_log2: c.get_latency.snapshot(),
+            latencies: c.latencies(),
             errors_by_op: c.errors_by_op(),
         }
     }

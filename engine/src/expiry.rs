@@ -13,9 +13,9 @@
 //! histogram bucket holding the quota's boundary adds (buckets are 1/16 of their magnitude).
 
 use crate::config::WriteOptions;
-use crate::engine::{is_live, Shared};
 use crate::index::{EntryInfo, PARTITION_COUNT};
 use crate::record_core::WriteRequest;
+use crate::record_core::{is_live, Shared};
 use crate::stats::Counters;
 
 /// Marks every expired entry as a tombstone; returns how many.
@@ -39,7 +39,7 @@ pub fn evict_pass(shared: &Shared, now_s: u32) -> u64 {
     let mut evicted = 0;
     for disk in &shared.disks {
         let total = disk.geometry.wblock_count as u64;
-        let free = disk.lock().free.len() as u64;
+        let free = disk.lock().blocks.free_count() as u64;
         if (total - free) * 100 < total * shared.config.evict_used_pct as u64 {
             continue;
         }

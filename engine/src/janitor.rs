@@ -12,7 +12,7 @@
 //! Both share one `BackgroundControl`: `request_stop` wakes them, and a scan in progress
 //! stops between two blocks.
 
-use crate::engine::{now_s, Shared};
+use crate::record_core::{now_s, Shared};
 use crate::sync::{Condvar, Mutex};
 use crate::{defrag, expiry, index, tombstone};
 use std::time::{Duration, Instant};
@@ -69,6 +69,7 @@ pub fn run(shared: &Shared, control: &BackgroundControl) {
 
 /// The reclaimer thread's body: decides once per interval, scan or not.
 pub fn run_reclaimer(shared: &Shared, control: &BackgroundControl) {
+    lower_this_threads_priority();
     let every = Duration::from_millis(shared.config.tombstone_scan_interval_ms.max(1));
     let mut last_decision = Instant::now();
     while !control.stopped() {
@@ -94,3 +95,21 @@ fn tombstones_worth_reclaiming(shared: &Shared) -> bool {
     (tombstones >= 64 && tombstones * 100 >= entries)
         || (tombstones > 0 && shared.disks.iter().any(defrag::is_urgent))
 }
+
+/// Scans parse every record of every used block (checksums included), a core's worth of
+/// work for seconds on a large device. At the default priority that core is taken from
+/// the writers and from defrag; at nice 10 the scan gets what they leave. Linux applies
+/// `setpriority` to one thread when given its id; elsewhere (or if refused) it is a no-op.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid has no preconditions; setpriority only changes this thread's nice value.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, RECLAIMER_NICE) != 0 {
+            log::debug!("reclaimer thread keeps its priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+/// The reclaimer thread's nice value (the other threads keep the process's, normally 0).
+const RECLAIMER_NICE: libc::c_int = 10;

@@ -15,6 +15,7 @@
 //! # Ok::<(), spike::Error>(())
 //! ```
 
+mod block_table;
 mod by_digest;
 pub mod change_bitmap;
 mod config;
@@ -54,4 +55,4 @@ pub use read::Record;
 pub use record_core::Written;
 pub use recovery::device_of;
 pub use replica::{Applied, ReplicaCopy};
-pub use stats::{DeviceStats, OpErrors, RecoveryStats, Stats};
+pub use stats::{DeviceStats, OpErrors, OpLatency, RecoveryStats, Stats, OP_NAMES};

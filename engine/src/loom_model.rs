@@ -28,7 +28,7 @@ fn test_disk() -> Disk {
     };
     let device: std::sync::Arc<dyn Device> = std::sync::Arc::new(SimDevice::new("loom", WBS as u64 * 5, 1));
     let disk = Disk::new(0, device, header, &Config::default());
-    disk.lock().free.extend(0..4);
+    disk.lock().blocks.restore_all_free();
     disk
 }
 

@@ -1,20 +1,92 @@
-//! The record core's write path: one attempt under the record's partition lock (policy
-//! checks, generation, append, index update, the old copy's accounting), the bounded
-//! waits between attempts with no lock held, and the identity check of caller-supplied
-//! digests. The facade (`engine.rs`), `by_digest`, `replica` and `expiry` all write
-//! through it.
+//! The record core: `Shared`, what the engine's threads share (config, disks, index,
+//! counters), its read path (`fetch`: look up, read, verify, retry when the entry moved)
+//! and its write path: one attempt under the record's partition lock (policy checks,
+//! generation, append, index update, the old copy's accounting), the bounded waits
+//! between attempts with no lock held, and the identity check of caller-supplied digests.
+//! The facade (`engine.rs`, `by_digest`, `replica`) and every background task (`defrag`,
+//! `expiry`, `tombstone`, `janitor`) use it; it imports neither.
 
-use crate::config::{Durability, WriteOptions, WritePolicy};
+use crate::config::{Config, Durability, WriteOptions, WritePolicy};
 use crate::disk::{Disk, Position};
-use crate::engine::{is_live, now_ms, Shared, READ_RETRIES_MAX};
 use crate::error::{Error, Result};
-use crate::format::{self, Digest, RecordMeta};
-use crate::index::{partition_of, DigestTag, EntryInfo, Location, Partition, GENERATION_MAX};
+use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE};
+use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition, GENERATION_MAX};
 use crate::read::{Record, Verify};
 use crate::recovery::device_of;
-use crate::stats::Counters;
+use crate::stats::{Counters, RecoveryStats};
 use crate::write::WriteKind;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Lookups retried when a record moves between lookup and read.
+pub(crate) const READ_RETRIES_MAX: usize = 4;
+
+/// What the engine's threads share: the record core (fetch here, the write path below)
+/// that the facade (`Engine`) and every background task use.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub disks: Vec<Disk>,
+    pub index: Index,
+    pub secret: [u8; DIGEST_SECRET_SIZE],
+    pub counters: Counters,
+    pub recovery: RecoveryStats,
+    /// Striped locks serialising read-modify-writes of one record (`by_digest`).
+    pub update_locks: Vec<std::sync::Mutex<()>>,
+}
+
+impl Shared {
+    /// Looks up and reads the live record with this tag, retrying when it moves under us.
+    pub fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
+        Ok(self.fetch_with_entry(partition, tag)?.map(|(_, record)| record))
+    }
+
+    /// `fetch`, with the index entry the record was read through.
+    pub fn fetch_with_entry(&self, partition: usize, tag: DigestTag) -> Result<Option<(EntryInfo, Record)>> {
+        let mut last_problem = None;
+        for _ in 0..READ_RETRIES_MAX {
+            let entry = self.index.partition(partition).get(tag);
+            let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
+            let disk = &self.disks[entry.location.device as usize];
+            let (verified, from_memory) = disk.read_entry(&entry)?;
+            let counter =
+                if from_memory { &self.counters.reads_from_memory } else { &self.counters.reads_from_device };
+            Counters::add(counter, 1);
+            match verified {
+                Verify::Ok(record) => return Ok(Some((entry, record))),
+                Verify::Moved | Verify::Corrupt(_)
+                    if self.index.partition(partition).get(tag) != Some(entry) =>
+                {
+                    continue
+                }
+                Verify::Moved => {
+                    last_problem = Some(Error::corrupt(
+                        disk.name(),
+                        entry.location.offset_bytes,
+                        "the record at this offset is not the one the index names",
+                    ))
+                }
+                Verify::Corrupt(err) => last_problem = Some(err),
+            }
+            break;
+        }
+        Err(last_problem.unwrap_or(Error::NotFound))
+    }
+
+    pub fn disk_of(&self, digest: &Digest) -> &Disk {
+        &self.disks[device_of(digest, self.disks.len())]
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn now_s() -> u32 {
+    (now_ms() / 1000) as u32
+}
+
+pub(crate) fn is_live(entry: &EntryInfo, now_s: u32) -> bool {
+    !entry.tombstone && (entry.void_time == 0 || entry.void_time > now_s)
+}
 
 impl Shared {
     /// Places a record (or tombstone) for `digest` and points the index at it; in

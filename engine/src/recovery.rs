@@ -18,7 +18,7 @@
 //! before they go on the free list.
 
 use crate::device::{AlignedBuf, StreamRead};
-use crate::disk::{BlockState, Disk};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{
     block_records, decode_record, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
@@ -55,14 +55,15 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     // Parsing is what limits a scan of small records: the cores are shared among devices.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parsers = (cores / device_count.max(1)).clamp(1, PARSERS_PER_DEVICE_MAX);
-    std::thread::scope(|scope| {
+    let scanned: Vec<ScannedBlocks> = std::thread::scope(|scope| {
         let handles: Vec<_> = disks
             .iter()
             .map(|disk| scope.spawn(|| scan_disk(disk, device_count, parsers, index, now_s, &counts)))
             .collect();
         handles
             .into_iter()
-            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(Error::Config("scan thread panicked".into()))))
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Config("scan thread panicked".into()))))
+            .collect::<Result<_>>()
     })?;
 
     let mut stats = RecoveryStats { kind: "cold", ..Default::default() };
@@ -81,8 +82,8 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
             }
         }
     }
-    for disk in disks {
-        let (in_use, freed) = settle_blocks(disk)?;
+    for (disk, scanned) in disks.iter().zip(scanned) {
+        let (in_use, freed) = settle_blocks(disk, scanned)?;
         stats.blocks_in_use += in_use;
         stats.blocks_freed += freed;
     }
@@ -94,6 +95,13 @@ pub fn cold_start(disks: &[Disk], index: &Index, now_s: u32) -> Result<RecoveryS
     Ok(stats)
 }
 
+/// What a scan found of each block: its write sequence and whether it holds a valid data
+/// header of this device.
+struct ScannedBlocks {
+    seq: Vec<u64>,
+    valid: Vec<bool>,
+}
+
 fn scan_disk(
     disk: &Disk,
     device_count: usize,
@@ -101,7 +109,7 @@ fn scan_disk(
     index: &Index,
     now_s: u32,
     counts: &ScanCounts,
-) -> Result<()> {
+) -> Result<ScannedBlocks> {
     let wbs = disk.geometry.wblock_size as usize;
     let total = disk.geometry.wblock_count as usize;
     let depth = (SCAN_IN_FLIGHT_BYTES / wbs).clamp(2, 128);
@@ -189,13 +197,10 @@ fn scan_disk(
         parsed.into_iter().collect::<Result<()>>()?;
         read
     })?;
-    let mut state = disk.lock();
-    state.block_seq = block_seq.into_iter().map(AtomicU64::into_inner).collect();
-    state.next_seq = state.block_seq.iter().max().copied().unwrap_or(0) + 1;
-    for (block, valid) in block_valid.into_iter().enumerate() {
-        state.block_state[block] = if valid.into_inner() { BlockState::InUse } else { BlockState::Free };
-    }
-    Ok(())
+    Ok(ScannedBlocks {
+        seq: block_seq.into_iter().map(AtomicU64::into_inner).collect(),
+        valid: block_valid.into_iter().map(AtomicBool::into_inner).collect(),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,23 +290,19 @@ impl Disk {
 
 /// After the scan: blocks without live records are overwritten as free (if they held a
 /// valid data header) and go on the free list. Returns (in use, freed).
-fn settle_blocks(disk: &Disk) -> Result<(u64, u64)> {
+fn settle_blocks(disk: &Disk, scanned: ScannedBlocks) -> Result<(u64, u64)> {
     let mut state = disk.lock();
+    state.next_seq = scanned.seq.iter().max().copied().unwrap_or(0) + 1;
     let mut to_invalidate = Vec::new();
     let mut in_use = 0;
     for block in 0..disk.geometry.wblock_count {
-        let live = disk.live_bytes[block as usize].load(Relaxed);
-        if live > 0 {
-            state.block_state[block as usize] = BlockState::InUse;
+        let live = disk.live_bytes[block as usize].load(Relaxed) > 0;
+        state.blocks.restore(block, live, scanned.seq[block as usize]);
+        if live {
             in_use += 1;
-            continue;
-        }
-        if state.block_state[block as usize] == BlockState::InUse {
+        } else if scanned.valid[block as usize] {
             to_invalidate.push(block);
         }
-        state.block_state[block as usize] = BlockState::Free;
-        state.block_seq[block as usize] = 0;
-        state.free.push_back(block);
     }
     drop(state);
     if !to_invalidate.is_empty() {

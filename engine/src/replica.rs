@@ -12,11 +12,12 @@
 //! waits for a flush barrier. Cost: one read per live record of the partitions named and
 //! one tombstone per record deleted.
 
-use crate::engine::{now_ms, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::{Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::Record;
+use crate::record_core::now_ms;
 use crate::record_core::{Pending, Pressure};
 use crate::stats::{Counters, Op};
 use crate::write::WriteKind;
@@ -61,8 +62,9 @@ impl Engine {
     /// Writes `copy` if it is newer than the copy held, by recovery's order; durable on
     /// return in commit-to-device mode.
     pub fn apply(&self, copy: &ReplicaCopy<'_>) -> Result<Applied> {
+        let start = std::time::Instant::now();
         let result = self.apply_inner(copy);
-        self.count_op(Op::Apply, &result);
+        self.count_op(Op::Apply, start, &result);
         if result.as_ref().is_ok_and(|a| *a == Applied::Stale) {
             Counters::add(&self.shared.counters.applies_stale, 1);
         }
@@ -81,7 +83,7 @@ impl Engine {
         let disk = self.shared.disk_of(copy.digest);
         let kind = if copy.tombstone { WriteKind::Delete } else { WriteKind::Client };
         let mut pressure = Pressure::new(disk, kind);
-        for _ in 0..crate::engine::READ_RETRIES_MAX * 4 {
+        for _ in 0..crate::record_core::READ_RETRIES_MAX * 4 {
             let held = self.held_copy(copy.digest)?;
             match self.try_apply(copy, held) {
                 Ok(ApplyAttempt::Stale) => return Ok(Applied::Stale),

@@ -18,7 +18,7 @@
 //! 32 bytes each: partition u16, zero u16, the 28-byte index entry.
 
 use crate::device::{AlignedBuf, Device};
-use crate::disk::{BlockState, Disk, Geometry};
+use crate::disk::{Disk, Geometry};
 use crate::error::{Error, Result};
 use crate::format::{DeviceHeader, SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
 use crate::index::{Index, IndexEntry, ENTRY_BYTES, PARTITION_COUNT};
@@ -49,12 +49,13 @@ fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
         }
     }
     let state = disk.lock();
-    let mut payload = Vec::with_capacity(32 + state.block_seq.len() * 8 + floors.len() + entries.len());
+    let seqs = state.blocks.seqs();
+    let mut payload = Vec::with_capacity(32 + seqs.len() * 8 + floors.len() + entries.len());
     payload.extend_from_slice(&SNAPSHOT_MAGIC);
     payload.extend_from_slice(&((entries.len() / ENTRY_SIZE) as u64).to_le_bytes());
     payload.extend_from_slice(&state.next_seq.to_le_bytes());
-    payload.extend_from_slice(&(state.block_seq.len() as u64).to_le_bytes());
-    for seq in &state.block_seq {
+    payload.extend_from_slice(&(seqs.len() as u64).to_le_bytes());
+    for seq in seqs {
         payload.extend_from_slice(&seq.to_le_bytes());
     }
     payload.extend_from_slice(&floors);
@@ -69,7 +70,7 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
     let wbs = disk.geometry.wblock_size as usize;
     let per_block = wbs - WBLOCK_HEADER_SIZE - CHAIN_HEADER_SIZE;
     let needed = payload.len().div_ceil(per_block);
-    let blocks: Vec<u32> = disk.lock().free.iter().take(needed).copied().collect();
+    let blocks: Vec<u32> = disk.lock().blocks.free_blocks().take(needed).collect();
     if blocks.len() < needed {
         log::warn!(
             "{}: snapshot needs {needed} free blocks, {} free; next open will cold-start",
@@ -239,15 +240,9 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
     let entry_count = contents.entry_count() as u64;
     let mut state = disk.lock();
     state.next_seq = contents.next_seq.max(contents.block_seq.iter().max().copied().unwrap_or(0) + 1);
-    state.block_seq = contents.block_seq;
     for block in 0..count {
-        if disk.live_bytes[block].load(Ordering::Relaxed) > 0 {
-            state.block_state[block] = BlockState::InUse;
-        } else {
-            state.block_state[block] = BlockState::Free;
-            state.block_seq[block] = 0;
-            state.free.push_back(block as u32);
-        }
+        let in_use = disk.live_bytes[block].load(Ordering::Relaxed) > 0;
+        state.blocks.restore(block as u32, in_use, contents.block_seq[block]);
     }
     Ok(entry_count)
 }
@@ -266,7 +261,7 @@ mod tests {
         let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
         let device: Arc<dyn Device> = Arc::new(SimDevice::new("sim", size, 1));
         let disk = Disk::new(0, device, header, &Config::default());
-        disk.lock().free.extend(0..disk.geometry.wblock_count);
+        disk.lock().blocks.restore_all_free();
         disk
     }
 

@@ -1,5 +1,6 @@
 //! Counters and gauges a server exports. Counters are relaxed atomics bumped on the hot
-//! path (one `fetch_add` each); latency goes into power-of-two microsecond buckets.
+//! path (one `fetch_add` each); every operation's latency goes into power-of-two
+//! microsecond buckets.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
@@ -68,6 +69,14 @@ pub struct OpErrors {
     pub count: u64,
 }
 
+/// One operation's latency histogram, as `Stats` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpLatency {
+    pub op: &'static str,
+    /// Operations that took [2^i, 2^(i+1)) microseconds, for each i.
+    pub us_log2: Vec<u64>,
+}
+
 /// Latency histogram with bucket i holding operations that took [2^i, 2^(i+1)) µs.
 #[derive(Default)]
 pub struct LatencyHistogram {
@@ -114,8 +123,8 @@ pub struct Counters {
     pub tombstones_reclaimed: AtomicU64,
     pub expired: AtomicU64,
     pub evicted: AtomicU64,
-    pub put_latency: LatencyHistogram,
-    pub get_latency: LatencyHistogram,
+    /// Latency of every operation (`Op`): a batch or a scan call counts once.
+    pub latency_by_op: [LatencyHistogram; OP_NAMES.len()],
     /// Errors per operation (`Op`) and kind (`error_kind`).
     pub errors_by_op: [[AtomicU64; ERROR_KIND_NAMES.len()]; OP_NAMES.len()],
 }
@@ -131,6 +140,20 @@ impl Counters {
 
     pub fn add_scanned(&self, records: u64) {
         Self::add(&self.records_scanned, records);
+    }
+
+    /// Records how long one operation took, from `start`.
+    pub fn record_latency(&self, op: Op, start: Instant) {
+        self.latency_by_op[op as usize].record_since(start);
+    }
+
+    /// Latency histograms of every operation, in `OP_NAMES` order.
+    pub fn latencies(&self) -> Vec<OpLatency> {
+        self.latency_by_op
+            .iter()
+            .zip(OP_NAMES)
+            .map(|(histogram, op)| OpLatency { op, us_log2: histogram.snapshot() })
+            .collect()
     }
 
     /// Counts an error of operation `op` by its kind.
@@ -209,8 +232,9 @@ pub struct Stats {
     pub index_bytes: u64,
     pub devices: Vec<DeviceStats>,
     pub recovery: RecoveryStats,
-    pub put_latency_us_log2: Vec<u64>,
-    pub get_latency_us_log2: Vec<u64>,
+    /// Latency histograms of get, put, delete, touch, update, apply, batch (one per call)
+    /// and scan (one per call), in `OP_NAMES` order.
+    pub latencies: Vec<OpLatency>,
     /// Errors by operation and kind, not-found included (non-zero counts only).
     pub errors_by_op: Vec<OpErrors>,
 }

@@ -10,23 +10,25 @@
 //! device until its block is rewritten.
 //!
 //! Cost: one sequential read of the device's used blocks per scan, streamed with
-//! `SCAN_IN_FLIGHT_BYTES` of whole-block reads in flight (blocks still in RAM are copied
-//! instead), so scans are spaced by `tombstone_scan_interval_ms` and run only when
+//! `SCAN_IN_FLIGHT_BLOCKS` whole-block reads in flight (blocks still in RAM are copied
+//! instead), on a thread of lowered priority, so scans are spaced by `tombstone_scan_interval_ms` and run only when
 //! tombstones are worth reclaiming. Scans run on the reclaimer thread (`janitor`), never on
 //! the thread that defrags; a scan stops between two blocks when the engine closes.
 
 use crate::device::{AlignedBuf, StreamRead};
 use crate::disk::{BlockState, Disk};
-use crate::engine::Shared;
 use crate::error::{Error, Result};
 use crate::format::{block_records, BlockItem};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::record_core::Shared;
 use crate::stats::Counters;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
-/// Bytes of whole-block reads a scan keeps in flight (as a cold start does).
-const SCAN_IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Whole-block reads a scan keeps in flight: enough that the device never idles between
+/// two reads, few enough that a background scan leaves the device to the writers and to
+/// defrag (a cold start, which has the device to itself, keeps 8 MiB in flight).
+const SCAN_IN_FLIGHT_BLOCKS: usize = 2;
 
 struct Candidate {
     entry: EntryInfo,
@@ -85,8 +87,8 @@ fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() ->
     let used: Vec<(u32, u64)> = {
         let state = disk.lock();
         (0..disk.geometry.wblock_count)
-            .filter(|&b| state.block_state[b as usize] != BlockState::Free)
-            .map(|b| (b, state.block_seq[b as usize]))
+            .filter(|&b| state.blocks.state(b) != BlockState::Free)
+            .map(|b| (b, state.blocks.seq(b)))
             .collect()
     };
     let mut on_device = Vec::with_capacity(used.len());
@@ -98,7 +100,7 @@ fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() ->
             on_device.push((block, seq));
         }
     }
-    let depth = (SCAN_IN_FLIGHT_BYTES / wblock_size).clamp(1, 128);
+    let depth = SCAN_IN_FLIGHT_BLOCKS;
     let spare = RefCell::new(vec![buf]);
     let in_flight = RefCell::new(VecDeque::with_capacity(depth));
     let mut pending = on_device.into_iter();

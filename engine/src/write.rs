@@ -107,7 +107,7 @@ impl Disk {
     /// Whether a write of `kind` may proceed: client writes stop under the stop-writes
     /// mark, and opening a block must leave the defrag reserve to the defragmenter.
     fn space_allows(&self, state: &DiskState, kind: WriteKind, fits: bool) -> Result<()> {
-        let free = state.free.len();
+        let free = state.blocks.free_count();
         let reserve = if kind == WriteKind::Defrag { 0 } else { self.defrag_reserve_blocks };
         let detail = if kind == WriteKind::Client && free < self.stop_writes_blocks {
             format!(
@@ -167,13 +167,13 @@ impl Disk {
     /// Opens a free block (the previous one is already sealed).
     fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
         debug_assert!(state.open.is_none());
-        let Some(wblock) = state.free.pop_front() else {
+        let seq = state.next_seq;
+        let Some(wblock) = state.blocks.open_next(seq) else {
             return Err(Error::OutOfSpace {
                 device: self.name().to_string(),
                 detail: "no free write block".into(),
             });
         };
-        let seq = state.next_seq;
         state.next_seq += 1;
         // A recycled buffer keeps its old bytes: records overwrite every byte they cover,
         // and what lies past `fill` is zeroed when it leaves for the device (seal, partial
@@ -183,9 +183,7 @@ impl Disk {
             state.buffer_pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(self.geometry.wblock_size as usize));
         let header = self.wblock_header(WBLOCK_KIND_DATA, seq, wblock);
         header.encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
-        state.block_state[wblock as usize] = BlockState::Open;
         self.in_memory[wblock as usize].store(true, Ordering::Release);
-        state.block_seq[wblock as usize] = seq;
         debug_assert_eq!(self.live_bytes[wblock as usize].load(Ordering::Relaxed), 0);
         state.open = Some(OpenBlock {
             wblock,
@@ -209,7 +207,7 @@ impl Disk {
         // The block is written whole: no bytes of the buffer's earlier use may follow the
         // records (recovery would count them as stale or corrupt).
         open.buf[open.fill as usize..].fill(0);
-        state.block_state[open.wblock as usize] = BlockState::InUse;
+        state.blocks.seal(open.wblock);
         state.to_write.push_back(Arc::new(SealedBlock {
             wblock: open.wblock,
             seq: open.seq,
@@ -336,7 +334,7 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
         state.durable = durable;
         for block in &blocks {
             // Written, so a possible defrag victim now (a queued block is not).
-            if state.block_state[block.wblock as usize] == BlockState::InUse {
+            if state.blocks.state(block.wblock) == BlockState::InUse {
                 disk.victims.track(block.wblock, &disk.live_bytes);
             }
         }
@@ -429,13 +427,8 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
     disk.device.sync()?;
     let mut state = disk.lock();
     for &block in &ready {
-        if state.block_state[block as usize] == BlockState::Quarantined {
-            disk.quarantined.fetch_sub(1, Ordering::Relaxed);
-        }
-        state.block_state[block as usize] = BlockState::Free;
+        state.blocks.release(block);
         disk.victims.untrack(block);
-        state.block_seq[block as usize] = 0;
-        state.free.push_back(block);
     }
     Counters::add(&counters.blocks_freed, ready.len() as u64);
     disk.progress.notify_all();

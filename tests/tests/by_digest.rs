@@ -526,3 +526,43 @@ fn errors_are_counted_by_operation_and_kind() {
         ]
     );
 }
+
+#[test]
+fn every_operation_records_its_latency() {
+    let (config, sims) = sim_namespace(1, 8 << 20, Durability::Buffered, 34);
+    let engine = open(&config, &sims);
+    let (a, b) = (digest_of(1), digest_of(2));
+    engine.put_by_digest(&a, b"v", &WriteOptions::default()).unwrap();
+    engine.put(b"keyed", b"v", &WriteOptions::default()).unwrap();
+    engine.get_by_digest(&a).unwrap();
+    engine.get(b"keyed").unwrap();
+    engine.touch_by_digest(&a, Some(60)).unwrap();
+    engine.update_by_digest(&a, |_| Ok((Change::Keep, ()))).unwrap();
+    let copy = ReplicaCopy {
+        digest: &b,
+        generation: 1,
+        last_update_ms: 1,
+        void_time: 0,
+        tombstone: false,
+        value: b"c",
+    };
+    engine.apply(&copy).unwrap();
+    engine.get_many_by_digest(&[a, b]);
+    engine.scan_partition_by_digest(spike::index::partition_of(&a), None, &mut |_| true).unwrap();
+    engine.delete_by_digest(&b, &WriteOptions::default()).unwrap();
+    let counts: Vec<(&str, u64)> =
+        engine.stats().latencies.iter().map(|l| (l.op, l.us_log2.iter().sum())).collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("get", 2),
+            ("put", 2),
+            ("delete", 1),
+            ("touch", 1),
+            ("update", 1),
+            ("apply", 1),
+            ("batch", 1),
+            ("scan", 1)
+        ]
+    );
+}

@@ -11,7 +11,6 @@ use std::time::Duration;
 /// A series name, its help text and how to read it from the stats.
 type Counter = (&'static str, &'static str, fn(&spike::Stats) -> u64);
 type Gauge = (&'static str, &'static str, fn(&spike::Stats) -> f64);
-type Histogram = (&'static str, fn(&spike::Stats) -> &[u64]);
 
 /// The exposition text.
 pub fn render(server: &Server) -> String {
@@ -78,15 +77,14 @@ pub fn render(server: &Server) -> String {
                 .map(move |e| (format!("{l},op=\"{}\",kind=\"{}\"", e.op, e.kind), e.count as f64))
         }),
     );
-    let histograms: [Histogram; 2] =
-        [("get", |s| &s.get_latency_us_log2), ("put", |s| &s.put_latency_us_log2)];
-    for (op, get) in histograms {
+    for op in spike::OP_NAMES {
         let name = format!("{op}_latency_us");
         let _ =
             writeln!(out, "# HELP spike_{name} {op} latency, microseconds.\n# TYPE spike_{name} histogram");
         for (labels, s) in &stats {
+            let Some(latency) = s.latencies.iter().find(|l| l.op == op) else { continue };
             let mut cumulative = 0;
-            for (i, count) in get(s).iter().enumerate() {
+            for (i, count) in latency.us_log2.iter().enumerate() {
                 cumulative += count;
                 let _ =
                     writeln!(out, "spike_{name}_bucket{{{labels},le=\"{}\"}} {cumulative}", 1u64 << (i + 1));
