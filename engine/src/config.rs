@@ -58,6 +58,11 @@ pub struct Config {
     pub tombstone_scan_interval_ms: u64,
     /// Write an index snapshot at clean shutdown and restore from it at open.
     pub fast_restart: bool,
+    /// Run the janitor and reclaimer threads (defrag, expiry, eviction, tombstone reclaim).
+    /// Off, none of that runs unless the caller asks with `Engine::run_background_once`,
+    /// so that a test replaying a seed defragments at the same points of its history every
+    /// run. The flushers still run on their own (their timer is `flush_max_ms`).
+    pub background_threads: bool,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             evict_per_pass_permille: 10,
             tombstone_scan_interval_ms: 60_000,
             fast_restart: true,
+            background_threads: true,
         }
     }
 }

@@ -171,12 +171,16 @@ impl Engine {
         }
         let background_control = Arc::new(BackgroundControl::default());
         let (janitor_control, reclaimer_control) = (background_control.clone(), background_control.clone());
-        let background = vec![
-            spawn(&shared, "spike-janitor", move |shared| janitor::run(shared, &janitor_control))?,
-            spawn(&shared, "spike-reclaim", move |shared| {
-                janitor::run_reclaimer(shared, &reclaimer_control)
-            })?,
-        ];
+        let background = if shared.config.background_threads {
+            vec![
+                spawn(&shared, "spike-janitor", move |shared| janitor::run(shared, &janitor_control))?,
+                spawn(&shared, "spike-reclaim", move |shared| {
+                    janitor::run_reclaimer(shared, &reclaimer_control)
+                })?,
+            ]
+        } else {
+            Vec::new()
+        };
         Ok(Engine { shared, flushers, background, background_control })
     }
 
@@ -544,11 +548,37 @@ impl Engine {
         tombstone::reclaim_tombstones(&self.shared, &|| false)
     }
 
+    /// Runs one round of the background threads' work now, on the calling thread: the
+    /// expiry and eviction passes, one defrag round (up to 16 victims a device) and, if
+    /// tombstones are worth it, a reclaim scan. With `Config::background_threads` off this
+    /// is the only way that work runs, at points the caller chooses.
+    pub fn run_background_once(&self) -> Result<BackgroundRound> {
+        let (expired, evicted) = self.expire_now();
+        let defragged_before = self.shared.counters.blocks_defragged.load(Relaxed);
+        crate::defrag::defrag_round(&self.shared, &|| false);
+        let blocks_defragged = self.shared.counters.blocks_defragged.load(Relaxed) - defragged_before;
+        let tombstones_reclaimed = if janitor::tombstones_worth_reclaiming(&self.shared) {
+            tombstone::reclaim_tombstones(&self.shared, &|| false)?
+        } else {
+            0
+        };
+        Ok(BackgroundRound { expired, evicted, blocks_defragged, tombstones_reclaimed })
+    }
+
     /// Runs the expiry and eviction passes now; returns (expired, evicted).
     pub fn expire_now(&self) -> (u64, u64) {
         let now = now_s();
         (expiry::expire_pass(&self.shared, now), expiry::evict_pass(&self.shared, now))
     }
+}
+
+/// What one `Engine::run_background_once` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackgroundRound {
+    pub expired: u64,
+    pub evicted: u64,
+    pub blocks_defragged: u64,
+    pub tombstones_reclaimed: u64,
 }
 
 impl Drop for Engine {

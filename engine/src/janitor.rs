@@ -89,7 +89,7 @@ pub fn run_reclaimer(shared: &Shared, control: &BackgroundControl) {
 
 /// Tombstones are reclaimed when they are at least 1% of the index (and at least 64), or
 /// when a device is short of free blocks.
-fn tombstones_worth_reclaiming(shared: &Shared) -> bool {
+pub fn tombstones_worth_reclaiming(shared: &Shared) -> bool {
     let (entries, _) = shared.index.usage();
     let tombstones = shared.index.tombstone_count();
     (tombstones >= 64 && tombstones * 100 >= entries)

@@ -48,7 +48,7 @@ mod write;
 
 pub use by_digest::{Change, BATCH_DIGESTS_MAX};
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
-pub use engine::{Engine, GET_MANY_KEYS_MAX};
+pub use engine::{BackgroundRound, Engine, GET_MANY_KEYS_MAX};
 pub use error::{Error, Result};
 pub use format::{Digest, DIGEST_SIZE};
 pub use read::Record;

@@ -357,3 +357,29 @@ fn power_cuts_inside_the_shutdown_snapshot_fall_back_to_a_cold_start() {
         check(&engine, &model, 2000, &format!("power cut after {crash_after} writes of shutdown"));
     }
 }
+
+/// Without background threads nothing defragments until the caller runs a round: the
+/// mode deterministic tests use.
+#[test]
+fn without_background_threads_defrag_runs_only_when_asked() {
+    let (config, sims) = sim_namespace(1, 8 << 20, Durability::Buffered, 17);
+    let config = Config { background_threads: false, ..space_config(&config) };
+    let engine = open(&config, &sims);
+    // Every other key overwritten: the first blocks fall to about half live.
+    for round in 0..2u64 {
+        for k in (0..120).filter(|k| round == 0 || k % 2 == 0) {
+            engine.put(&key(k), &value(k, round, 3000), &WriteOptions::default()).unwrap();
+        }
+    }
+    engine.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = engine.stats();
+    assert_eq!(idle.blocks_defragged, 0, "defrag ran on its own");
+    assert!(idle.devices[0].wblocks_defrag_queued > 0, "no victim to test with: {idle:?}");
+    let round = engine.run_background_once().unwrap();
+    assert!(round.blocks_defragged > 0, "{round:?}");
+    assert_eq!(engine.stats().blocks_defragged, round.blocks_defragged);
+    for k in 0..120 {
+        assert_eq!(engine.get(&key(k)).unwrap().value, value(k, if k % 2 == 0 { 1 } else { 0 }, 3000));
+    }
+}
