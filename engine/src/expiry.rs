@@ -13,6 +13,7 @@
 //! histogram bucket holding the quota's boundary adds (buckets are 1/16 of their magnitude).
 
 use crate::config::WriteOptions;
+use crate::disk::Disk;
 use crate::index::{EntryInfo, PARTITION_COUNT};
 use crate::record_core::WriteRequest;
 use crate::record_core::{is_live, Shared};
@@ -56,42 +57,55 @@ pub fn evict_pass(shared: &Shared, now_s: u32) -> u64 {
             continue;
         }
         let quota = (histogram.total * shared.config.evict_per_pass_permille as u64 / 1000).max(1) as usize;
-        let threshold = now_s.saturating_add(histogram.bound_covering(quota as u64));
+        // Soonest first: every record of the buckets wholly under the quota, then the rest
+        // of the quota from the bucket it ends in (in index order: 1/16 of precision).
+        let (sure_s, bound_s) = histogram.bounds_covering(quota as u64);
         let mut left = quota;
-        for partition in 0..PARTITION_COUNT {
-            let victims: Vec<EntryInfo> = shared
-                .index
-                .partition(partition)
-                .entries()
-                .filter(|e| e.location.device == disk.index && e.void_time != 0 && e.void_time <= threshold)
-                .filter(|e| is_live(e, now_s))
-                .take(left)
-                .collect();
-            for entry in victims {
-                // The index keeps 96 bits of the digest; the record on the device has all of it.
-                let Ok(Some(record)) = shared.fetch(partition, entry.tag) else { continue };
-                let options =
-                    WriteOptions { expected_generation: Some(entry.generation), ..Default::default() };
-                let request = WriteRequest {
-                    digest: &record.digest,
-                    stored_key: &[],
-                    value: &[],
-                    options: &options,
-                    tombstone: true,
-                    caller_digest: false,
-                    verified: None,
-                };
-                if shared.write(&request).is_ok() {
-                    evicted += 1;
-                    left -= 1;
-                }
-            }
-            if left == 0 {
-                break;
+        if let Some(sure_s) = sure_s {
+            evicted += evict_until(shared, disk, now_s, (0, now_s.saturating_add(sure_s)), &mut left);
+        }
+        let from = sure_s.map_or(0, |s| now_s.saturating_add(s).saturating_add(1));
+        evicted += evict_until(shared, disk, now_s, (from, now_s.saturating_add(bound_s)), &mut left);
+    }
+    Counters::add(&shared.counters.evicted, evicted);
+    evicted
+}
+
+/// Evicts live records of `disk` whose void time lies in `void_range` (inclusive), in
+/// index order, until `left` reaches 0; returns how many.
+fn evict_until(shared: &Shared, disk: &Disk, now_s: u32, void_range: (u32, u32), left: &mut usize) -> u64 {
+    let mut evicted = 0;
+    for partition in 0..PARTITION_COUNT {
+        if *left == 0 {
+            break;
+        }
+        let victims: Vec<EntryInfo> = shared
+            .index
+            .partition(partition)
+            .entries()
+            .filter(|e| e.location.device == disk.index && e.void_time != 0)
+            .filter(|e| (void_range.0..=void_range.1).contains(&e.void_time) && is_live(e, now_s))
+            .take(*left)
+            .collect();
+        for entry in victims {
+            // The index keeps 96 bits of the digest; the record on the device has all of it.
+            let Ok(Some(record)) = shared.fetch(partition, entry.tag) else { continue };
+            let options = WriteOptions { expected_generation: Some(entry.generation), ..Default::default() };
+            let request = WriteRequest {
+                digest: &record.digest,
+                stored_key: &[],
+                value: &[],
+                options: &options,
+                tombstone: true,
+                caller_digest: false,
+                verified: None,
+            };
+            if shared.write(&request).is_ok() {
+                evicted += 1;
+                *left -= 1;
             }
         }
     }
-    Counters::add(&shared.counters.evicted, evicted);
     evicted
 }
 
@@ -135,16 +149,19 @@ impl VoidTimeHistogram {
         self.total += 1;
     }
 
-    /// The smallest bucket bound below which at least `quota` lifetimes lie.
-    fn bound_covering(&self, quota: u64) -> u32 {
+    /// The smallest bucket bound at or below which at least `quota` lifetimes lie, and the
+    /// bound of the bucket before it (fewer than `quota` lifetimes lie at or below that;
+    /// `None` when the quota is reached in the first bucket).
+    fn bounds_covering(&self, quota: u64) -> (Option<u32>, u32) {
         let mut seen = 0;
         for (bucket, count) in self.counts.iter().enumerate() {
             seen += count;
             if seen >= quota {
-                return Self::upper_bound(bucket);
+                let below = bucket.checked_sub(1).map(Self::upper_bound);
+                return (below, Self::upper_bound(bucket));
             }
         }
-        u32::MAX
+        (Some(u32::MAX), u32::MAX)
     }
 }
 
@@ -171,7 +188,13 @@ mod tests {
         for left in 1000..2000 {
             histogram.add(left);
         }
-        let bound = histogram.bound_covering(250);
+        let (below, bound) = histogram.bounds_covering(250);
         assert!((1249..1249 + 1249 / 16 + 1).contains(&bound), "{bound}");
+        let below = below.unwrap();
+        assert!((1249 - 1249 / 16 - 1..1249).contains(&below), "{below}");
+        assert_eq!(
+            histogram.bounds_covering(1).0,
+            Some(VoidTimeHistogram::upper_bound(VoidTimeHistogram::bucket_of(1000) - 1))
+        );
     }
 }

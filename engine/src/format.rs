@@ -376,6 +376,28 @@ pub struct RecordMeta {
     pub wblock_seq_lo: u32,
 }
 
+/// The one order of two copies of one record, used by cold start, `apply` and
+/// `spike-inspect check` alike: the higher generation is newer; between equal generations
+/// (a defrag copy, an interrupted defrag, another node's write) the later last-update
+/// time, then the copy in the block of higher write sequence. Field order is the rule:
+/// the derived `Ord` compares them in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CopyOrder {
+    pub generation: u32,
+    pub last_update_ms: u64,
+    /// The write sequence of the block holding the copy; 0 where the copy is not on this
+    /// device (another node's, in `apply`), so that an exact tie there is not newer.
+    pub block_seq: u64,
+}
+
+impl CopyOrder {
+    /// The order of a copy whose generation differs from the one it is compared with: the
+    /// other fields cannot matter, so they need not be read.
+    pub fn by_generation(generation: u32) -> Self {
+        CopyOrder { generation, last_update_ms: 0, block_seq: 0 }
+    }
+}
+
 /// A decoded, checksum-verified record borrowing from the block it was read from.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RecordView<'a> {

@@ -21,7 +21,7 @@ use crate::device::{AlignedBuf, StreamRead};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{
-    block_records, decode_record, BlockItem, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
+    block_records, decode_record, BlockItem, CopyOrder, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
     WBLOCK_KIND_FREE,
 };
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
@@ -245,17 +245,25 @@ fn scan_block(
             },
             void_time: meta.void_time,
         };
+        let candidate_order =
+            CopyOrder { generation: meta.generation, last_update_ms: meta.last_update_ms, block_seq: seq };
         let mut partition = index.partition(partition_of(&meta.digest));
         let newer = match partition.get(candidate.tag) {
             None => true,
             Some(current) if current.generation != candidate.generation => {
-                candidate.generation > current.generation
+                candidate_order > CopyOrder::by_generation(current.generation)
             }
+            // Equal generations: the held copy's last-update time is on the device (a rare
+            // read: only defrag copies tie).
             Some(current) => {
-                let current_lut = disk.last_update_ms_at(current.location)?;
-                let current_seq =
-                    disk.block_of(current.location).map_or(0, |b| block_seq[b as usize].load(Relaxed));
-                (meta.last_update_ms, seq) > (current_lut, current_seq)
+                let current_order = CopyOrder {
+                    generation: current.generation,
+                    last_update_ms: disk.last_update_ms_at(current.location)?,
+                    block_seq: disk
+                        .block_of(current.location)
+                        .map_or(0, |b| block_seq[b as usize].load(Relaxed)),
+                };
+                candidate_order > current_order
             }
         };
         if newer {

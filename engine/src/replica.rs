@@ -14,7 +14,7 @@
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::format::{Digest, RecordMeta};
+use crate::format::{CopyOrder, Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
 use crate::read::Record;
 use crate::record_core::now_ms;
@@ -56,7 +56,7 @@ enum ApplyAttempt {
 }
 
 /// What `apply` compares: the held copy's order key and the entry it was read through.
-type Held = Option<(EntryInfo, (u32, u64))>;
+type Held = Option<(EntryInfo, CopyOrder)>;
 
 impl Engine {
     /// Writes `copy` if it is newer than the copy held, by recovery's order; durable on
@@ -107,10 +107,12 @@ impl Engine {
             return Ok(None);
         };
         Ok(Some(match self.shared.read_own_copy(digest, entry)? {
-            Some(record) => (entry, (record.generation, record.last_update_ms)),
+            Some(record) => (entry, copy_order(record.generation, record.last_update_ms)),
             // Moved meanwhile: try_apply sees the entry changed and the caller looks again;
             // the order key is the highest, so that nothing is written on its strength.
-            None => (entry, (u32::MAX, u64::MAX)),
+            None => {
+                (entry, CopyOrder { generation: u32::MAX, last_update_ms: u64::MAX, block_seq: u64::MAX })
+            }
         }))
     }
 
@@ -123,7 +125,7 @@ impl Engine {
             return Ok(ApplyAttempt::Moved);
         }
         let newer = match held {
-            Some((_, order)) => (copy.generation, copy.last_update_ms) > order,
+            Some((_, held)) => copy_order(copy.generation, copy.last_update_ms) > held,
             // Older than a tombstone reclaimed from this partition.
             None => copy.generation > partition.generation_floor(),
         };
@@ -189,4 +191,10 @@ impl Engine {
         self.flush()?;
         Ok(deleted)
     }
+}
+
+/// Recovery's order (`CopyOrder`) for a copy compared across nodes: no block sequence
+/// (the held copy's block means nothing to the sender), so an exact tie is not newer.
+fn copy_order(generation: u32, last_update_ms: u64) -> CopyOrder {
+    CopyOrder { generation, last_update_ms, block_seq: 0 }
 }

@@ -139,3 +139,17 @@ fn digest_depends_on_the_namespace_secret() {
         assert_eq!(a, digest(&secret(1), key));
     }
 }
+
+#[test]
+fn copy_order_is_generation_then_update_time_then_block_sequence() {
+    let base = CopyOrder { generation: 5, last_update_ms: 100, block_seq: 7 };
+    // A higher generation wins whatever its time and block.
+    assert!(CopyOrder { generation: 6, last_update_ms: 0, block_seq: 0 } > base);
+    // Equal generations: the later update, then the later block.
+    assert!(CopyOrder { last_update_ms: 101, block_seq: 0, ..base } > base);
+    assert!(CopyOrder { block_seq: 8, ..base } > base);
+    assert!(CopyOrder { block_seq: 6, ..base } < base);
+    // Comparing by generation alone gives the same answer when generations differ.
+    assert!(base > CopyOrder::by_generation(4));
+    assert!(base < CopyOrder::by_generation(6));
+}

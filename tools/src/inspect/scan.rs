@@ -21,7 +21,7 @@ use crate::text::hex;
 use anyhow::{bail, Result};
 use spike::device::{AlignedBuf, Device, ReadRequest};
 use spike::format::{
-    DeviceHeader, Digest, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE, WBLOCK_KIND_SNAPSHOT,
+    CopyOrder, DeviceHeader, Digest, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE, WBLOCK_KIND_SNAPSHOT,
     WBLOCK_MAGIC,
 };
 use spike::index::{partition_of, DigestTag};
@@ -82,12 +82,20 @@ pub(super) struct RecordCopy {
     pub(super) copies: u32,
 }
 
-/// Whether `candidate` replaces `current` as the newest copy: recovery's rule, verbatim.
+/// Whether `candidate` replaces `current` as the newest copy: the engine's own order
+/// (`CopyOrder`, the one cold start and `apply` use).
 fn is_newer(candidate: &RecordCopy, current: &RecordCopy) -> bool {
-    if candidate.generation != current.generation {
-        return candidate.generation > current.generation;
+    candidate.order() > current.order()
+}
+
+impl RecordCopy {
+    fn order(&self) -> CopyOrder {
+        CopyOrder {
+            generation: self.generation,
+            last_update_ms: self.last_update_ms,
+            block_seq: self.block_seq,
+        }
     }
-    (candidate.last_update_ms, candidate.block_seq) > (current.last_update_ms, current.block_seq)
 }
 
 /// Unix seconds now, as the engine decides expiry.
