@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::format::{DeviceHeader, BITMAP_OFFSET};
 use xxhash_rust::xxh3::Xxh3Default;
 
-pub const PAGE_SIZE: usize = 4096;
+pub const PAGE_SIZE: usize = crate::limits::BITMAP_PAGE_SIZE;
 const PAGE_HEADER_SIZE: usize = 16;
 pub const BLOCKS_PER_PAGE: u64 = ((PAGE_SIZE - PAGE_HEADER_SIZE) * 8) as u64;
 /// Free blocks marked along with a block about to be written (the next ones to be used).

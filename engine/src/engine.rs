@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 /// Keys whose reads one `get_many` keeps in flight together; larger batches are chunked.
-pub const GET_MANY_KEYS_MAX: usize = 1024;
+pub const GET_MANY_KEYS_MAX: usize = crate::limits::BATCH_KEYS_MAX;
 /// Records read per batch in a scan.
 const SCAN_BATCH: usize = 64;
 

@@ -10,38 +10,28 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use crate::limits::{
+    DEVICE_HEADER_SIZE, DIGEST_SECRET_SIZE, DIGEST_SIZE, KEY_SIZE_MAX, NAMESPACE_NAME_MAX, RECORD_ALIGN,
+    RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN,
+};
+
 /// Version 2: records carry 20-byte digests (record version 2).
 pub const FORMAT_VERSION: u32 = 2;
 pub const DEVICE_MAGIC: [u8; 8] = *b"SPIKEDEV";
-pub const DEVICE_HEADER_SIZE: usize = 4096;
 /// Offset of the change bitmap: after the two header copies.
 pub const BITMAP_OFFSET: u64 = 2 * DEVICE_HEADER_SIZE as u64;
-pub const NAMESPACE_NAME_MAX: usize = 31;
-pub const DIGEST_SECRET_SIZE: usize = 192;
 
 pub const WBLOCK_MAGIC: u32 = u32::from_le_bytes(*b"SPWB");
-pub const WBLOCK_HEADER_SIZE: usize = 64;
-pub const WBLOCK_SIZE_MIN: u32 = 128 * 1024;
-pub const WBLOCK_SIZE_MAX: u32 = 8 * 1024 * 1024;
-pub const WBLOCK_SIZE_DEFAULT: u32 = 1024 * 1024;
 
 pub const RECORD_MAGIC: u16 = 0x5352;
 /// Version 2 widened the digest to 20 bytes (a caller's RIPEMD-160 digest, kept whole).
 pub const RECORD_VERSION: u8 = 2;
-pub const RECORD_HEADER_SIZE: usize = 64;
 /// Where a record header keeps the low 32 bits of its block's sequence (LE).
 pub const RECORD_SEQ_LO_OFFSET: usize = 40;
 /// Header bytes the checksum covers (everything before the checksum field).
 const RECORD_CHECKSUMMED_HEADER: usize = 56;
-pub const RECORD_ALIGN: usize = 16;
-pub const KEY_SIZE_MAX: usize = 1024;
 pub const FLAG_TOMBSTONE: u8 = 1;
 
-const _: () = assert!(WBLOCK_SIZE_MIN as usize % crate::device::IO_ALIGN == 0);
-const _: () = assert!(WBLOCK_HEADER_SIZE % RECORD_ALIGN == 0);
-const _: () = assert!(DIGEST_SECRET_SIZE >= 136, "xxh3 needs a secret of at least 136 bytes");
-
-pub const DIGEST_SIZE: usize = 20;
 /// A record's identity: a caller's 20-byte digest (Aerospike's RIPEMD-160), or the keyed
 /// xxh3-128 of a key in its first 16 bytes with zeros after.
 pub type Digest = [u8; DIGEST_SIZE];

@@ -33,6 +33,7 @@ mod failpoint;
 pub mod format;
 pub mod index;
 mod janitor;
+pub mod limits;
 #[cfg(all(test, loom))]
 mod loom_model;
 pub mod namespace;

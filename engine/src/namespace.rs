@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 /// Bytes inspected to tell a blank device from one holding data.
 const PROBE_BYTES: usize = 64 * 1024;
-/// A namespace needs at least this many write blocks per device.
-pub const WBLOCKS_MIN: u64 = 4;
+pub use crate::limits::WBLOCKS_MIN;
 
 /// What the start of a device holds.
 #[derive(Debug)]

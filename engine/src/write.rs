@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 /// Bound on a commit-to-device writer's wait for durability: a healthy device makes a
 /// record durable within one block write and one sync, far less than this.
-pub const COMMIT_WAIT_MAX: Duration = Duration::from_secs(30);
+pub use crate::limits::COMMIT_WAIT_MAX;
 
 /// Who appends a record: decides which space limits apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,7 +27,7 @@ pub struct FileDevice {
 /// How long an open waits for a device lock that no live process holds: after `kill -9`
 /// of a process with io_uring requests in flight, the kernel drops the dead ring's file
 /// references (and with them the lock) asynchronously, up to about half a second later.
-pub const DEVICE_LOCK_WAIT_MS_MAX: u64 = 3000;
+pub use crate::limits::DEVICE_LOCK_WAIT_MS_MAX;
 
 impl FileDevice {
     /// Opens and locks `path`. A lock held by a live process is refused at once
@@ -257,7 +257,7 @@ impl Device for FileDevice {
 /// Attempts of one transfer in a row that move it by no whole 4 KiB unit (`EINTR`,
 /// `EAGAIN`, a short transfer under one unit) before it fails: a device that keeps doing
 /// that ends in an error, not a spin.
-pub const STALLED_ATTEMPTS_MAX: u32 = 64;
+pub use crate::limits::STALLED_ATTEMPTS_MAX;
 
 pub(crate) fn stalled_error() -> io::Error {
     io::Error::other(format!(

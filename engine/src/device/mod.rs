@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Alignment of every direct I/O: offsets, lengths and buffer addresses.
-pub const IO_ALIGN: usize = 4096;
+pub use crate::limits::IO_ALIGN;
 /// Torn-write granularity we assume of the media (and inject in the simulator).
 pub const SECTOR_SIZE: usize = 512;
 const _: () = assert!(IO_ALIGN % SECTOR_SIZE == 0);

@@ -45,22 +45,10 @@ pub struct Location {
     pub size_bytes: u32,
 }
 
-/// Devices a namespace may have.
-pub const DEVICES_MAX: usize = 128;
+use crate::limits::LOCATION_SIZE_BITS as SIZE_BITS;
+pub use crate::limits::{DEVICES_MAX, DEVICE_BYTES_MAX, GENERATION_MAX};
+// The bit budget of a location is asserted in `limits`.
 const UNIT: u64 = crate::format::RECORD_ALIGN as u64;
-const OFFSET_BITS: u32 = 43;
-const SIZE_BITS: u32 = 19;
-/// Bytes of a device the index can address (a larger device is formatted to this size).
-pub const DEVICE_BYTES_MAX: u64 = (1 << OFFSET_BITS) * UNIT;
-const _: () = assert!(OFFSET_BITS + SIZE_BITS <= 64);
-const _: () = assert!(DEVICE_BYTES_MAX >= 64 << 40, "devices of 64 TiB must be addressable");
-const _: () = assert!(DEVICES_MAX <= u8::MAX as usize + 1 && DEVICES_MAX <= 1 << 16);
-const _: () = assert!(
-    ((crate::format::WBLOCK_SIZE_MAX as u64 - crate::format::WBLOCK_HEADER_SIZE as u64) / UNIT)
-        < (1 << SIZE_BITS)
-);
-// A device of the largest size in the smallest write blocks still counts its blocks in u32.
-const _: () = assert!(DEVICE_BYTES_MAX / crate::format::WBLOCK_SIZE_MIN as u64 <= u32::MAX as u64);
 
 impl Location {
     /// Packs offset and size. A location that does not fit is a bug upstream (sizes and
@@ -86,7 +74,7 @@ impl Location {
 }
 
 const TOMBSTONE_BIT: u32 = 1 << 31;
-pub const GENERATION_MAX: u32 = TOMBSTONE_BIT - 1;
+const _: () = assert!(GENERATION_MAX == TOMBSTONE_BIT - 1, "the generation shares 32 bits with the flag");
 
 /// One index entry: 28 bytes, 4-byte aligned.
 #[repr(C, packed(4))]

@@ -21,7 +21,7 @@ pub use partition::{Partition, SPRIG_ENTRIES_MAX};
 use crate::format::Digest;
 use crate::sync::{Mutex, MutexGuard};
 
-pub const PARTITION_COUNT: usize = 4096;
+pub use crate::limits::PARTITION_COUNT;
 
 /// Hands the pages of freed heap memory back to the kernel. Growing sprigs are reallocated
 /// and glibc keeps the old allocations' pages mapped, so an index grown insert by insert
