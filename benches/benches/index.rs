@@ -8,8 +8,8 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use spike::format::Digest;
-use spike::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition};
+use spike::offline::format::Digest;
+use spike::offline::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition};
 use std::hint::black_box;
 
 /// Entries in one partition at 10 M records over 4096 partitions.

@@ -5,7 +5,7 @@
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spike::format::{decode_record, encode_record, record_size, RecordMeta};
+use spike::offline::format::{decode_record, encode_record, record_size, RecordMeta};
 use std::hint::black_box;
 
 const VALUE_SIZES: [(&str, usize); 3] = [("100B", 100), ("1KiB", 1024), ("16KiB", 16 * 1024)];

@@ -2,10 +2,10 @@
 //! own accounting of capacity), process RSS per record after a heap trim, and inserts,
 //! lookups, updates and removes per second. Prints one row of the table in issue 12.
 //!
-//! `cargo run --release -p spike --example index_footprint -- 10000000`
+//! `cargo run --release -p spike --features offline --example index_footprint -- 10000000`
 
 use spike::device::sim::SimRng;
-use spike::index::{partition_of, DigestTag, EntryInfo, Index, Location};
+use spike::offline::index::{partition_of, DigestTag, EntryInfo, Index, Location};
 use std::time::Instant;
 
 /// Operations timed for lookups, updates and removes: enough to leave the caches cold.
@@ -51,7 +51,7 @@ fn main() {
     let inserts_s = records as f64 / start.elapsed().as_secs_f64();
     let (entries, allocated) = index.usage();
     let rss_grown = rss_bytes() - rss_before;
-    spike::index::trim_heap();
+    spike::offline::index::trim_heap();
     let rss_trimmed = rss_bytes() - rss_before;
 
     // A sample of the keys in random order (regenerated: the same seed gives the same keys).

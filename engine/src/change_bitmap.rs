@@ -54,6 +54,7 @@ impl ChangeBitmap {
         ChangeBitmap { generation, block_count, bits: vec![0; pages * (PAGE_SIZE - PAGE_HEADER_SIZE)] }
     }
 
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by spike-backup
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -107,6 +108,7 @@ impl ChangeBitmap {
     }
 
     /// Every block whose bit is set.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by spike-backup
     pub fn changed_blocks(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.block_count as u32).filter(|&b| self.is_set(b))
     }
@@ -144,6 +146,7 @@ impl ChangeBitmap {
 /// then the header records the generation and the image that started it. A crash between
 /// the two leaves pages and header of different generations: untrusted, so the next backup
 /// is full, never one that misses a change.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by spike-backup
 pub fn start_generation(
     device: &dyn Device,
     header: &mut DeviceHeader,

@@ -324,10 +324,6 @@ impl Disk {
         self.wake_flusher.notify_one();
     }
 
-    pub fn device_count(&self) -> u32 {
-        self.header().device_count
-    }
-
     /// Blocks holding records (in use or quarantined).
     pub fn blocks_in_use(&self) -> u64 {
         let state = self.lock();

@@ -285,6 +285,7 @@ impl DeviceHeader {
             .saturating_add(self.wblock_count.saturating_mul(self.write_block_size as u64))
     }
 
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by the tools (`offline`)
     pub fn wblock_offset(&self, wblock: u32) -> u64 {
         self.first_wblock_offset + wblock as u64 * self.write_block_size as u64
     }
@@ -503,8 +504,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
     })
 }
 
-/// One step of walking the records of a block.
+/// One step of walking the records of a block (the engine skips what is not a record;
+/// `spike-inspect` reports where and why).
 #[derive(Debug)]
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
 pub enum BlockItem<'a> {
     /// A verified record of this use of the block, at `offset` bytes into the block.
     Record { offset: usize, view: RecordView<'a> },

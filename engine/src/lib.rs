@@ -1,9 +1,12 @@
 //! Spike: a storage engine for raw flash devices.
 //!
-//! A primary index in RAM ([`index`]) points at records laid out in fixed-size write
-//! blocks ([`format`]) on one or more devices ([`device`]), written and read with direct
-//! I/O. See `ARCHITECTURE.md` at the repository root for how a write, a read and a restart
-//! flow through the modules.
+//! A primary index in RAM points at records laid out in fixed-size write blocks on one or
+//! more devices ([`device`]), written and read with direct I/O. See `ARCHITECTURE.md` at
+//! the repository root for how a write, a read and a restart flow through the modules.
+//!
+//! The public surface is [`Engine`] and what its methods take and return, [`device`] (the
+//! seam an embedding server's tests use with the simulated device) and [`limits`]. The
+//! bundled tools read devices offline through the `offline` feature's module.
 //!
 //! ```no_run
 //! use spike::{Config, Engine, WriteOptions};
@@ -17,7 +20,7 @@
 
 mod block_table;
 mod by_digest;
-pub mod change_bitmap;
+mod change_bitmap;
 mod config;
 mod defrag;
 mod defrag_policy;
@@ -30,18 +33,18 @@ mod expiry;
 pub mod failpoint;
 #[cfg(not(feature = "failpoints"))]
 mod failpoint;
-pub mod format;
-pub mod index;
+mod format;
+mod index;
 mod janitor;
 pub mod limits;
 #[cfg(all(test, loom))]
 mod loom_model;
-pub mod namespace;
+mod namespace;
 mod read;
 mod record_core;
 mod recovery;
 mod replica;
-pub mod snapshot;
+mod snapshot;
 mod stats;
 mod sync;
 mod tombstone;
@@ -51,9 +54,34 @@ pub use by_digest::{Change, BATCH_DIGESTS_MAX};
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
 pub use engine::{BackgroundRound, Engine, GET_MANY_KEYS_MAX};
 pub use error::{Error, Result};
-pub use format::{Digest, DIGEST_SIZE};
+pub use format::{record_size, Digest, DIGEST_SIZE};
+pub use index::{partition_of, DigestTag, EntryInfo, Location, PARTITION_COUNT};
 pub use read::Record;
 pub use record_core::Written;
 pub use recovery::device_of;
 pub use replica::{Applied, ReplicaCopy};
 pub use stats::{DeviceStats, OpErrors, OpLatency, RecoveryStats, Stats, OP_NAMES};
+
+/// The device layout and offline access to a namespace's devices, for the bundled tools
+/// (`spike-inspect`, `spike-backup`, `spike-bench`) and the project's own tests, benches
+/// and fuzz targets: byte formats, the index's internals, namespace probing and headers,
+/// the change bitmap and the snapshot codec. Behind the `offline` feature because it is
+/// not an API an embedding server should build on: it changes with the format.
+#[cfg(feature = "offline")]
+pub mod offline {
+    pub mod change_bitmap {
+        pub use crate::change_bitmap::*;
+    }
+    pub mod format {
+        pub use crate::format::*;
+    }
+    pub mod index {
+        pub use crate::index::*;
+    }
+    pub mod namespace {
+        pub use crate::namespace::*;
+    }
+    pub mod snapshot {
+        pub use crate::snapshot::*;
+    }
+}

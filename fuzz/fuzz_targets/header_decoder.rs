@@ -15,7 +15,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spike::format::{pick_header, DeviceHeader, WblockHeader, DEVICE_HEADER_SIZE, WBLOCK_HEADER_SIZE};
+use spike::offline::format::{pick_header, DeviceHeader, WblockHeader, DEVICE_HEADER_SIZE, WBLOCK_HEADER_SIZE};
 use std::ops::Range;
 use std::sync::OnceLock;
 use xxhash_rust::xxh3::xxh3_64;

@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spike::format::{
+use spike::offline::format::{
     block_records, decode_record, encode_record, record_size, BlockItem, FLAG_TOMBSTONE, RECORD_ALIGN,
     RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE,
 };

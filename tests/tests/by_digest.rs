@@ -96,7 +96,7 @@ fn crafted_digests_that_agree_in_every_indexed_bit_never_share_a_record() {
     engine.put_by_digest(&first, b"again", &WriteOptions::default()).unwrap();
     let mut seen = Vec::new();
     engine
-        .scan_partition_by_digest(spike::index::partition_of(&first), None, &mut |r| {
+        .scan_partition_by_digest(spike::partition_of(&first), None, &mut |r| {
             seen.push(r.unwrap().digest);
             true
         })
@@ -284,7 +284,7 @@ fn a_scan_resumes_strictly_after_a_digest_in_descending_order() {
     for (i, d) in digests.iter().enumerate() {
         engine.put_by_digest(d, &value(i as u64, 0, 64), &WriteOptions::default()).unwrap();
     }
-    let partition = spike::index::partition_of(&digests[0]);
+    let partition = spike::partition_of(&digests[0]);
     let mut first_half = Vec::new();
     engine
         .scan_partition_by_digest(partition, None, &mut |r| {
@@ -548,7 +548,7 @@ fn every_operation_records_its_latency() {
     };
     engine.apply(&copy).unwrap();
     engine.get_many_by_digest(&[a, b]);
-    engine.scan_partition_by_digest(spike::index::partition_of(&a), None, &mut |_| true).unwrap();
+    engine.scan_partition_by_digest(spike::partition_of(&a), None, &mut |_| true).unwrap();
     engine.delete_by_digest(&b, &WriteOptions::default()).unwrap();
     let counts: Vec<(&str, u64)> =
         engine.stats().latencies.iter().map(|l| (l.op, l.us_log2.iter().sum())).collect();

@@ -5,14 +5,14 @@
 mod common;
 
 use common::*;
-use spike::change_bitmap::{start_generation, ChangeBitmap};
 use spike::device::sim::{SimDevice, SimFaults, SimRng};
 use spike::device::Device;
-use spike::namespace::{probe, DeviceContent};
+use spike::offline::change_bitmap::{start_generation, ChangeBitmap};
+use spike::offline::namespace::{probe, DeviceContent};
 use spike::{Config, Durability, WriteOptions};
 use std::sync::Arc;
 
-fn header_of(device: &dyn Device) -> spike::format::DeviceHeader {
+fn header_of(device: &dyn Device) -> spike::offline::format::DeviceHeader {
     match probe(device).unwrap() {
         DeviceContent::Spike(header) => *header,
         other => panic!("not a Spike device: {other:?}"),
@@ -20,7 +20,7 @@ fn header_of(device: &dyn Device) -> spike::format::DeviceHeader {
 }
 
 /// Blocks whose bytes differ between two images of one device.
-fn differing_blocks(header: &spike::format::DeviceHeader, a: &[u8], b: &[u8]) -> Vec<u32> {
+fn differing_blocks(header: &spike::offline::format::DeviceHeader, a: &[u8], b: &[u8]) -> Vec<u32> {
     let wbs = header.write_block_size as usize;
     (0..header.wblock_count as u32)
         .filter(|&block| {
@@ -82,7 +82,7 @@ fn a_damaged_bitmap_is_not_trusted_and_asks_for_a_full_backup() {
     let (config, sims) = sim_namespace(1, 4 << 20, Durability::Buffered, 600);
     let mut header = header_of(sims[0].as_ref());
     start_generation(sims[0].as_ref(), &mut header, 7, [1; 16]).unwrap();
-    sims[0].corrupt_bit(spike::format::BITMAP_OFFSET + 100, 0);
+    sims[0].corrupt_bit(spike::offline::format::BITMAP_OFFSET + 100, 0);
     let engine = open(&config, &sims);
     engine.put(b"k", b"v", &WriteOptions::default()).unwrap();
     engine.close().unwrap();

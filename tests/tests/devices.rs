@@ -318,7 +318,7 @@ fn a_version_from_the_future_is_refused_by_name() {
     let mut bytes = std::fs::read(&config.devices[0]).unwrap();
     for slot in [0usize, 4096] {
         if bytes[slot..slot + 8] == *b"SPIKEDEV" {
-            let mut header = spike::format::DeviceHeader::decode(&bytes[slot..slot + 4096]).unwrap();
+            let mut header = spike::offline::format::DeviceHeader::decode(&bytes[slot..slot + 4096]).unwrap();
             header.format_version = 99;
             bytes[slot..slot + 4096].copy_from_slice(&header.encode());
         }

@@ -106,7 +106,7 @@ fn bad_keys_and_oversized_records_are_typed_errors() {
     assert!(matches!(engine.get(b""), Err(Error::InvalidKey(_))));
     let too_big = vec![0u8; 128 * 1024];
     assert!(matches!(engine.put(b"k", &too_big, &WriteOptions::default()), Err(Error::RecordTooBig { .. })));
-    let fits = vec![7u8; 128 * 1024 - 64 - spike::format::RECORD_HEADER_SIZE - 1];
+    let fits = vec![7u8; 128 * 1024 - 64 - spike::offline::format::RECORD_HEADER_SIZE - 1];
     engine.put(b"k", &fits, &WriteOptions::default()).unwrap();
     assert_eq!(engine.get(b"k").unwrap().value, fits);
 }

@@ -8,7 +8,7 @@
 
 use spike::device::sim::SimDevice;
 use spike::device::Device;
-use spike::format::{
+use spike::offline::format::{
     block_records, decode_record, encode_record, pick_header, record_size, DeviceHeader, HeaderProblem,
     RecordMeta, RecordProblem, WblockHeader, DEVICE_HEADER_SIZE, RECORD_HEADER_SIZE,
 };

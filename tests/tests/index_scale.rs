@@ -19,7 +19,7 @@ fn sims(count: usize) -> Vec<Arc<SimDevice>> {
 #[test]
 fn a_namespace_of_128_devices_spreads_records_and_finds_them_after_both_restarts() {
     let config = config();
-    let sims = sims(spike::index::DEVICES_MAX);
+    let sims = sims(spike::offline::index::DEVICES_MAX);
     Engine::format_devices(&config, &as_devices(&sims), false).expect("format 128 devices");
     let records = 3000u64;
     {
@@ -49,7 +49,7 @@ fn a_namespace_of_128_devices_spreads_records_and_finds_them_after_both_restarts
 
 #[test]
 fn a_namespace_of_129_devices_is_refused_by_name() {
-    let sims = sims(spike::index::DEVICES_MAX + 1);
+    let sims = sims(spike::offline::index::DEVICES_MAX + 1);
     match Engine::format_devices(&config(), &as_devices(&sims), false) {
         Err(Error::Config(message)) => assert!(message.contains("1 to 128 devices"), "{message}"),
         other => panic!("expected a refusal, got {other:?}"),

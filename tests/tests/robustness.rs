@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use spike::index::partition_of;
+use spike::offline::index::partition_of;
 use spike::{Config, Durability, Engine, Error, WriteOptions};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -90,11 +90,11 @@ fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
     // The first block: the one holding the lowest record offset, its header just before it.
     let entries = engine.index_entries();
     let first = entries.iter().map(|(_, e)| e.location.offset_bytes).min().unwrap();
-    let block_start = first - spike::format::WBLOCK_HEADER_SIZE as u64;
+    let block_start = first - spike::offline::format::WBLOCK_HEADER_SIZE as u64;
     let in_block: Vec<u64> = (0..60)
         .filter(|&k| {
             let digest = engine.digest(&key(k));
-            let tag = spike::index::DigestTag::of(&digest);
+            let tag = spike::offline::index::DigestTag::of(&digest);
             entries.iter().any(|(_, e)| e.tag == tag && e.location.offset_bytes < block_start + (128 << 10))
         })
         .collect();

@@ -177,7 +177,7 @@ fn deleted_records_stay_deleted_after_tombstone_reclaim_and_a_re_create_wins() {
         engine.index_entries().into_iter().map(|(_, e)| e.tag).collect();
     let gone = (0..200)
         .step_by(2)
-        .find(|&k| !indexed.contains(&spike::index::DigestTag::of(&engine.digest(&key(k)))))
+        .find(|&k| !indexed.contains(&spike::offline::index::DigestTag::of(&engine.digest(&key(k)))))
         .expect("a reclaimed tombstone");
     engine.put(&key(gone), b"re-created", &WriteOptions::default()).unwrap();
     let crashed = crash_all(&sims, 14);

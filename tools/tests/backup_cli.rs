@@ -7,8 +7,8 @@
 
 use spike::device::sim::{SimDevice, SimFaults, SimRng};
 use spike::device::{self, Device};
-use spike::format::{DeviceHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_FREE};
-use spike::namespace::{probe, DeviceContent};
+use spike::offline::format::{DeviceHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_FREE};
+use spike::offline::namespace::{probe, DeviceContent};
 use spike::{Config, Durability, Engine, WriteOptions};
 use spike_tools::backup::source::{classify, BlockUse};
 use std::collections::BTreeMap;
@@ -178,7 +178,7 @@ fn assert_blocks_match(source: &Path, target: &Path) {
                     BlockUse::Free,
                     "block {block} not free on the target"
                 );
-                let h = spike::format::WblockHeader::decode(&dst[..WBLOCK_HEADER_SIZE]);
+                let h = spike::offline::format::WblockHeader::decode(&dst[..WBLOCK_HEADER_SIZE]);
                 assert!(
                     h.is_some_and(|h| h.kind == WBLOCK_KIND_FREE) || dst[..4096].iter().all(|&x| x == 0),
                     "block {block}: neither a free header nor zeroes"
@@ -590,7 +590,8 @@ fn blocks_the_bitmap_missed_are_still_taken_by_their_write_sequence_and_reported
             other => panic!("{other:?}"),
         };
         let (generation, image) = (header.bitmap_generation, header.bitmap_reset_image_uuid);
-        spike::change_bitmap::start_generation(dev.as_ref(), &mut header, generation, image).expect("reset");
+        spike::offline::change_bitmap::start_generation(dev.as_ref(), &mut header, generation, image)
+            .expect("reset");
     }
     let incr2 = f.dir.path().join("incr2.img");
     let out = ok(backup(&["incr", "--device", s(&f.src), "--base", s(&f.incr), "--out", s(&incr2)]));

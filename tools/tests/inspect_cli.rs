@@ -5,7 +5,7 @@
 
 use spike::device::sim::{SimDevice, SimFaults};
 use spike::device::{self, Device};
-use spike::format::{
+use spike::offline::format::{
     block_records, decode_record, pick_header, BlockItem, DeviceHeader, WblockHeader, DEVICE_HEADER_SIZE,
     WBLOCK_KIND_DATA, WBLOCK_KIND_FREE,
 };

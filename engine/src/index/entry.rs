@@ -127,7 +127,7 @@ impl IndexEntry {
     }
 
     /// The bytes a snapshot stores, little-endian.
-    pub fn to_bytes(&self) -> [u8; ENTRY_BYTES] {
+    pub fn to_bytes(self) -> [u8; ENTRY_BYTES] {
         let mut out = [0u8; ENTRY_BYTES];
         let (tag_hi, tag_lo, generation, location, void_time) =
             (self.tag_hi, self.tag_lo, self.generation, self.location, self.void_time);

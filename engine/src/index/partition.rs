@@ -147,6 +147,7 @@ impl Partition {
         self.len
     }
 
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by the benches
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -19,7 +19,7 @@
 //! decompression is bounded by the write-block size, so a crafted stream cannot inflate.
 //! A file that lacks its trailer is never taken for an image.
 
-use spike::format::{WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
+use spike::offline::format::{WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -26,12 +26,12 @@ use super::image;
 use super::progress::{Progress, Throttle};
 use super::source::{classify, open_device, open_spike, read_blocks, BlockUse};
 use anyhow::{bail, Context, Result};
-use spike::change_bitmap::ChangeBitmap;
 use spike::device::{AlignedBuf, IO_ALIGN};
-use spike::format::{
+use spike::offline::change_bitmap::ChangeBitmap;
+use spike::offline::format::{
     pick_header, DeviceHeader, WblockHeader, DEVICE_HEADER_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_KIND_FREE,
 };
-use spike::namespace::{probe, write_header, DeviceContent};
+use spike::offline::namespace::{probe, write_header, DeviceContent};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;

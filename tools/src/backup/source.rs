@@ -18,8 +18,8 @@
 use super::progress::Throttle;
 use anyhow::{anyhow, bail, Context, Result};
 use spike::device::{self, AlignedBuf, Device, IoBackend, ReadRequest, StreamRead, IO_ALIGN};
-use spike::format::{DeviceHeader, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT};
-use spike::namespace::{probe, DeviceContent};
+use spike::offline::format::{DeviceHeader, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT};
+use spike::offline::namespace::{probe, DeviceContent};
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 

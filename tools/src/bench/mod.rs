@@ -22,7 +22,7 @@ pub mod workload;
 use anyhow::{anyhow, bail, Context as _, Result};
 use options::{Mix, OpKind, Plan, ACT_READS_PER_S_1X, ACT_WRITES_PER_S_1X, DEFAULT_FILL_FRACTION, OP_KINDS};
 use report::{act_verdict, latency_summary, ActOutcome, Out, Report};
-use spike::format::{WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT};
+use spike::offline::format::{WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT};
 use spike::{Config, Engine};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             plan.write_block_size.unwrap_or(WBLOCK_SIZE_DEFAULT),
         ),
     };
-    let record_max = spike::format::record_size(0, plan.value_sizes.max);
+    let record_max = spike::offline::format::record_size(0, plan.value_sizes.max);
     if record_max > write_block_size as usize - WBLOCK_HEADER_SIZE {
         bail!(
             "--value-size {} does not fit the device's {write_block_size}-byte write blocks",

@@ -8,7 +8,7 @@ use super::keys::KeyDistribution;
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use spike::device::IoBackend;
-use spike::format::{
+use spike::offline::format::{
     record_size, RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX,
     WBLOCK_SIZE_MIN,
 };
@@ -521,8 +521,8 @@ impl Plan {
             );
         }
         if let Some(name) = &args.namespace {
-            if name.is_empty() || name.len() > spike::format::NAMESPACE_NAME_MAX {
-                bail!("--namespace must be 1 to {} bytes", spike::format::NAMESPACE_NAME_MAX);
+            if name.is_empty() || name.len() > spike::offline::format::NAMESPACE_NAME_MAX {
+                bail!("--namespace must be 1 to {} bytes", spike::offline::format::NAMESPACE_NAME_MAX);
             }
         }
         let seed = match args.seed {

@@ -84,15 +84,16 @@ fn verify_snapshot(opened: &Opened, scan: &Scan) -> std::result::Result<Snapshot
             format!("{} bytes long, more than the device holds", snapshot.len_bytes),
         ));
     }
-    let payload = spike::snapshot::read_payload(opened.device.as_ref(), h).map_err(|err| match err {
-        // The engine's reasons start with "index snapshot: ", which the report line says.
-        spike::Error::Corrupt { offset, reason, .. } => {
-            (offset, reason.strip_prefix("index snapshot: ").unwrap_or(&reason).to_string())
-        }
-        spike::Error::Io { offset, source, .. } => (offset, format!("unreadable: {source}")),
-        other => (snapshot.offset, other.to_string()),
-    })?;
-    let contents = spike::snapshot::parse_payload(&payload, h.wblock_count)
+    let payload =
+        spike::offline::snapshot::read_payload(opened.device.as_ref(), h).map_err(|err| match err {
+            // The engine's reasons start with "index snapshot: ", which the report line says.
+            spike::Error::Corrupt { offset, reason, .. } => {
+                (offset, reason.strip_prefix("index snapshot: ").unwrap_or(&reason).to_string())
+            }
+            spike::Error::Io { offset, source, .. } => (offset, format!("unreadable: {source}")),
+            other => (snapshot.offset, other.to_string()),
+        })?;
+    let contents = spike::offline::snapshot::parse_payload(&payload, h.wblock_count)
         .map_err(|reason| (snapshot.offset, reason))?;
     Ok(SnapshotStatus::Valid {
         entries: contents.entry_count() as u64,

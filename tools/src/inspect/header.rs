@@ -5,7 +5,7 @@ use super::Opened;
 use crate::text::{hex, human_bytes, utc_time};
 use anyhow::{Context, Result};
 use spike::device::AlignedBuf;
-use spike::format::{DeviceHeader, HeaderProblem, DEVICE_HEADER_SIZE};
+use spike::offline::format::{DeviceHeader, HeaderProblem, DEVICE_HEADER_SIZE};
 use std::io::Write;
 use std::path::Path;
 
@@ -93,7 +93,7 @@ fn print_header(opened: &Opened, out: &mut dyn Write) -> Result<()> {
             s.offset, s.offset, s.len_bytes, s.checksum, s.open_count
         )?;
     }
-    writeln!(out, "bitmap offset         {}", spike::format::BITMAP_OFFSET)?;
+    writeln!(out, "bitmap offset         {}", spike::offline::format::BITMAP_OFFSET)?;
     writeln!(out, "bitmap length         {} bytes", h.bitmap_len_bytes)?;
     writeln!(out, "bitmap generation     {}", h.bitmap_generation)?;
     writeln!(out, "bitmap reset by image {}", hex(&h.bitmap_reset_image_uuid))?;

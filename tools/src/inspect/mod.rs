@@ -31,8 +31,8 @@ mod walk;
 
 use anyhow::{anyhow, bail, Context, Result};
 use spike::device::{self, Device, IoBackend};
-use spike::format::DeviceHeader;
-use spike::namespace::{probe, DeviceContent};
+use spike::offline::format::DeviceHeader;
+use spike::offline::namespace::{probe, DeviceContent};
 use std::path::Path;
 use std::sync::Arc;
 

@@ -20,11 +20,11 @@ use super::Opened;
 use crate::text::hex;
 use anyhow::{bail, Result};
 use spike::device::{AlignedBuf, Device, ReadRequest};
-use spike::format::{
+use spike::offline::format::{
     CopyOrder, DeviceHeader, Digest, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE, WBLOCK_KIND_SNAPSHOT,
     WBLOCK_MAGIC,
 };
-use spike::index::{partition_of, DigestTag};
+use spike::offline::index::{partition_of, DigestTag};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::mpsc;

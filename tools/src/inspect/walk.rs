@@ -14,7 +14,7 @@
 //! the block (the engine's walker hashes each record once to verify it).
 
 use spike::device::IO_ALIGN;
-use spike::format::{
+use spike::offline::format::{
     block_records, BlockItem, RecordView, RECORD_ALIGN, RECORD_MAGIC, RECORD_SEQ_LO_OFFSET, RECORD_VERSION,
     WBLOCK_HEADER_SIZE,
 };
@@ -117,7 +117,7 @@ pub(super) fn walk_block(buf: &[u8], seq: u64) -> BlockWalk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use spike::format::{encode_record, record_size, RecordMeta};
+    use spike::offline::format::{encode_record, record_size, RecordMeta};
 
     const WBS: usize = 128 * 1024;
 
@@ -191,7 +191,7 @@ mod tests {
     fn a_damaged_last_record_on_a_page_boundary_is_still_damage() {
         // The last record starts exactly at 4 KiB, so the padding rule alone would miss it:
         // its header still carries the block's sequence.
-        let first = IO_ALIGN - WBLOCK_HEADER_SIZE - spike::format::RECORD_HEADER_SIZE - 3;
+        let first = IO_ALIGN - WBLOCK_HEADER_SIZE - spike::offline::format::RECORD_HEADER_SIZE - 3;
         let (mut buf, offsets) = block_with(9, &[first, 300]);
         assert_eq!(offsets[1], IO_ALIGN);
         buf[offsets[1] + 100] ^= 1;

@@ -33,13 +33,13 @@ fn partitions(message: &Message<'_>) -> Result<Vec<PartitionStart>, u8> {
         }
         for d in digests.chunks(DIGEST_SIZE) {
             let digest: [u8; DIGEST_SIZE] = d.try_into().map_err(|_| code::PARAMETER)?;
-            wanted.push((spike::index::partition_of(&digest), Some(digest)));
+            wanted.push((spike::partition_of(&digest), Some(digest)));
         }
     }
     if message.field(FIELD_PID_ARRAY).is_none() && message.field(FIELD_DIGEST_ARRAY).is_none() {
         return Err(code::PARAMETER);
     }
-    let mut seen = vec![false; spike::index::PARTITION_COUNT];
+    let mut seen = vec![false; spike::PARTITION_COUNT];
     for (p, _) in &wanted {
         if *p >= seen.len() || std::mem::replace(&mut seen[*p], true) {
             return Err(code::PARAMETER);
