@@ -91,6 +91,13 @@ impl Disk {
         let start = open.fill as usize;
         let meta = RecordMeta { wblock_seq_lo: open.seq as u32, ..*meta };
         encode_record(&meta, key, value, &mut open.buf[start..start + size]);
+        // The pair of the read path's check, in debug builds: what was encoded decodes to
+        // the same metadata (in release the flusher checks every block header instead).
+        debug_assert!(
+            crate::format::decode_record(&open.buf[start..start + size]).is_ok_and(|view| view.meta == meta),
+            "record encoded at {start} of block {} does not decode to its metadata",
+            open.wblock
+        );
         open.fill += size as u32;
         // Counted under the disk lock: a block sealed by another writer a moment later must
         // not look empty (and be freed) before this record's bytes are in its count.
@@ -379,6 +386,7 @@ fn write_blocks(
     touched.extend(partial.and_then(|p| disk.geometry.locate(p.offset_bytes)).map(|(b, _)| b));
     disk.mark_changed(&touched)?;
     for block in blocks {
+        check_block_header(disk, block)?;
         disk.device.write_at(&block.buf, disk.geometry.wblock_offset(block.wblock))?;
         Counters::add(&counters.device_bytes_written, block.buf.len() as u64);
     }
@@ -387,6 +395,26 @@ fn write_blocks(
         Counters::add(&counters.device_bytes_written, partial.bytes.len() as u64);
     }
     disk.device.sync()
+}
+
+/// The pair of recovery's block check, right before the write: the block's header must be
+/// this device's data header for this block and this use of it. A mismatch is a bug in
+/// the engine (a buffer mixed up between blocks); writing it would lose the block's
+/// records at the next cold start, so the disk is latched failed instead.
+fn check_block_header(disk: &Disk, block: &SealedBlock) -> Result<()> {
+    let header = WblockHeader::decode(&block.buf[..WBLOCK_HEADER_SIZE]);
+    let expected = disk.wblock_header(WBLOCK_KIND_DATA, block.seq, block.wblock);
+    if header != Some(expected) {
+        return Err(Error::EngineFailed {
+            reason: format!(
+                "{}: block {} (write sequence {}) about to be written with header {header:?}",
+                disk.name(),
+                block.wblock,
+                block.seq
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Keeps at most `cache_blocks_max` written blocks for reads; recycles the rest's buffers.
@@ -433,4 +461,35 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
     Counters::add(&counters.blocks_freed, ready.len() as u64);
     disk.progress.notify_all();
     Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::device::sim::SimDevice;
+    use crate::device::Device;
+
+    #[test]
+    fn a_block_whose_header_names_another_block_or_use_is_not_written() {
+        let header = crate::format::test_header();
+        let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
+        let device: Arc<dyn Device> = Arc::new(SimDevice::new("sim", size, 1));
+        let disk = Disk::new(0, device, header, &Config::default());
+        let sealed = |wblock: u32, seq: u64, header_of: (u32, u64)| {
+            let mut buf = AlignedBuf::zeroed(disk.geometry.wblock_size as usize);
+            disk.wblock_header(WBLOCK_KIND_DATA, header_of.1, header_of.0)
+                .encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
+            SealedBlock { wblock, seq, buf, fill: WBLOCK_HEADER_SIZE as u32 }
+        };
+        assert!(check_block_header(&disk, &sealed(1, 7, (1, 7))).is_ok());
+        for (what, block) in [("another block", sealed(2, 7, (1, 7))), ("another use", sealed(1, 8, (1, 7)))]
+        {
+            let refused = check_block_header(&disk, &block);
+            assert!(matches!(refused, Err(Error::EngineFailed { .. })), "{what}: {refused:?}");
+        }
+        let mut zeroed = sealed(1, 7, (1, 7));
+        zeroed.buf[..WBLOCK_HEADER_SIZE].fill(0);
+        assert!(check_block_header(&disk, &zeroed).is_err(), "a block with no header was accepted");
+    }
 }
