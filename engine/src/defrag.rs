@@ -113,6 +113,19 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
     }
     Counters::add(&shared.counters.defrag_bytes_written, moved);
     Counters::add(&shared.counters.blocks_defragged, 1);
+    let stuck = disk.live_bytes[block as usize].load(Ordering::Acquire);
+    if stuck > 0 {
+        // The index still names records here that the walk could not read (corrupted at
+        // rest: each fails its checksum). Picking the block again would re-read it every
+        // round for nothing; it leaves the policy until those records are overwritten or
+        // deleted, when the ordinary free path takes it.
+        disk.victims.untrack(block);
+        log::error!(
+            "{}: write block {block} keeps {stuck} live bytes defrag could not move (unreadable \
+             records the index still names); left out of defrag until they are rewritten",
+            disk.name()
+        );
+    }
     Ok(moved)
 }
 

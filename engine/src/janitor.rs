@@ -79,8 +79,9 @@ pub fn run_reclaimer(shared: &Shared, control: &BackgroundControl) {
             continue;
         }
         if tombstones_worth_reclaiming(shared) {
-            if let Err(err) = tombstone::reclaim_tombstones(shared, &|| control.stopped()) {
-                log::warn!("tombstone reclaim scan failed: {err}");
+            match tombstone::reclaim_tombstones(shared, &|| control.stopped()) {
+                Ok(_) | Err(crate::error::Error::ShutDown) => {}
+                Err(err) => log::warn!("tombstone reclaim scan failed: {err}"),
             }
         }
         last_decision = Instant::now();
