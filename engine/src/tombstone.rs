@@ -10,8 +10,9 @@
 //! device until its block is rewritten.
 //!
 //! Cost: one sequential read of the device's used blocks per scan, streamed with
-//! `SCAN_IN_FLIGHT_BLOCKS` whole-block reads in flight (blocks still in RAM are copied
-//! instead), on a thread of lowered priority, so scans are spaced by `tombstone_scan_interval_ms` and run only when
+//! `SCAN_IN_FLIGHT_BLOCKS` whole-block reads in flight and at most
+//! `tombstone_scan_mib_s` (blocks still in RAM are copied instead), on a thread of lowered
+//! priority, so scans are spaced by `tombstone_scan_interval_ms` and run only when
 //! tombstones are worth reclaiming. Scans run on the reclaimer thread (`janitor`), never on
 //! the thread that defrags; a scan stops between two blocks when the engine closes.
 
@@ -62,7 +63,7 @@ fn reclaim_on_disk(shared: &Shared, disk: &Disk, stop: &dyn Fn() -> bool) -> Res
     if candidates.is_empty() {
         return Ok(0);
     }
-    scan_used_blocks(disk, &mut candidates, stop)?;
+    scan_used_blocks(disk, &mut candidates, shared.config.tombstone_scan_mib_s, stop)?;
     let mut reclaimed = 0;
     for ((partition, tag), candidate) in candidates {
         if candidate.older_copy_found {
@@ -82,7 +83,12 @@ fn reclaim_on_disk(shared: &Shared, disk: &Disk, stop: &dyn Fn() -> bool) -> Res
 
 /// Notes, for every candidate, whether a copy older than its tombstone is in a used block.
 /// Blocks in RAM are copied; the rest stream from the device in block order.
-fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() -> bool) -> Result<()> {
+fn scan_used_blocks(
+    disk: &Disk,
+    candidates: &mut Candidates,
+    mib_s: u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<()> {
     let wblock_size = disk.geometry.wblock_size as usize;
     let used: Vec<(u32, u64)> = {
         let state = disk.lock();
@@ -104,12 +110,14 @@ fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() ->
     let spare = RefCell::new(vec![buf]);
     let in_flight = RefCell::new(VecDeque::with_capacity(depth));
     let mut pending = on_device.into_iter();
+    let mut pace = Pace::new(mib_s);
     let mut next = || -> Result<Option<StreamRead>> {
         crate::failpoint::hit("tombstone::scan::next_block")?;
         if stop() {
             return Err(Error::ShutDown);
         }
         let Some((block, seq)) = pending.next() else { return Ok(None) };
+        pace.before_read(wblock_size as u64, stop)?;
         in_flight.borrow_mut().push_back(seq);
         let buf = spare.borrow_mut().pop().unwrap_or_else(|| AlignedBuf::zeroed(wblock_size));
         Ok(Some(StreamRead { offset: disk.geometry.wblock_offset(block), buf, len: wblock_size }))
@@ -122,6 +130,36 @@ fn scan_used_blocks(disk: &Disk, candidates: &mut Candidates, stop: &dyn Fn() ->
         Ok(())
     };
     disk.device.read_stream(depth, &mut next, &mut done)
+}
+
+/// Keeps a scan's reads under a rate: before each read, sleeps until the bytes read so far
+/// are within the budget of the time elapsed (in slices, so that a close stops it soon).
+struct Pace {
+    bytes_per_s: u64,
+    start: std::time::Instant,
+    bytes: u64,
+}
+
+impl Pace {
+    fn new(mib_s: u32) -> Self {
+        Pace { bytes_per_s: mib_s as u64 * (1 << 20), start: std::time::Instant::now(), bytes: 0 }
+    }
+
+    fn before_read(&mut self, len: u64, stop: &dyn Fn() -> bool) -> Result<()> {
+        if self.bytes_per_s == 0 {
+            return Ok(());
+        }
+        let due = std::time::Duration::from_secs_f64(self.bytes as f64 / self.bytes_per_s as f64);
+        while let Some(wait) = due.checked_sub(self.start.elapsed()).filter(|w| !w.is_zero()) {
+            if stop() {
+                return Err(Error::ShutDown);
+            }
+            // Pacing a background scan is the point of this sleep.
+            std::thread::sleep(wait.min(std::time::Duration::from_millis(50)));
+        }
+        self.bytes += len;
+        Ok(())
+    }
 }
 
 /// Marks the candidates that have a copy of a lower generation in this block.

@@ -383,3 +383,30 @@ fn without_background_threads_defrag_runs_only_when_asked() {
         assert_eq!(engine.get(&key(k)).unwrap().value, value(k, if k % 2 == 0 { 1 } else { 0 }, 3000));
     }
 }
+
+/// A reclaim scan reads at most `tombstone_scan_mib_s`: background work must leave the
+/// device to the writers. 8 MiB of blocks at 16 MiB/s cannot take less than about 0.5 s
+/// (unthrottled, the simulated device scans them in milliseconds).
+#[test]
+fn a_tombstone_scan_keeps_to_its_read_rate() {
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 19);
+    let config = Config { background_threads: false, tombstone_scan_mib_s: 16, ..space_config(&config) };
+    let engine = open(&config, &sims);
+    for k in 0..2000 {
+        engine.put(&key(k), &value(k, 0, 4000), &WriteOptions::default()).unwrap();
+    }
+    for k in 0..100 {
+        engine.delete(&key(k)).unwrap();
+    }
+    engine.close().unwrap();
+    let engine = open(&config, &sims);
+    let used_bytes: u64 =
+        engine.stats().devices.iter().map(|d| (d.wblocks_total - d.wblocks_free) * 128 * 1024).sum();
+    assert!(used_bytes >= 7 << 20, "only {used_bytes} bytes in use");
+    let start = Instant::now();
+    engine.reclaim_tombstones().unwrap();
+    let took = start.elapsed();
+    // The first read goes at once, and blocks still in RAM are copied, not read.
+    let floor = Duration::from_secs_f64((used_bytes - (4 << 17)) as f64 / (16u64 << 20) as f64);
+    assert!(took >= floor.mul_f64(0.9), "scanned {used_bytes} bytes in {took:?}, under the floor {floor:?}");
+}
