@@ -97,9 +97,10 @@ pub fn tombstones_worth_reclaiming(shared: &Shared) -> bool {
         || (tombstones > 0 && shared.disks.iter().any(defrag::is_urgent))
 }
 
-/// Scans parse every record of every used block (checksums included), a core's worth of
-/// work for seconds on a large device. At the default priority that core is taken from
-/// the writers and from defrag; at nice 10 the scan gets what they leave. Linux applies
+/// Scans parse and checksum every record of every used block, a core's worth of work for
+/// seconds on a large device; at nice 10 the scan yields the CPU to writers and defrag
+/// whenever they want it. (The writers' slowdown measured during scans was the device's
+/// bandwidth, not CPU: `tombstone_scan_mib_s` is what bounds that.) Linux applies
 /// `setpriority` to one thread when given its id; elsewhere (or if refused) it is a no-op.
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
