@@ -28,6 +28,7 @@ store_keys = true              # keep user keys the clients send (scans return t
 stop_writes_free_pct = 5       # client writes stop under this free space
 defrag_lwm_pct = 50            # blocks under this fill are defragmented
 flush_max_ms = 1000            # buffered writes reach the device within this
+tombstone_scan_mib_s = 128     # most a tombstone-reclaim scan reads per second (0: no limit)
 "#;
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +68,7 @@ pub struct NamespaceConfig {
     pub stop_writes_free_pct: Option<u32>,
     pub defrag_lwm_pct: Option<u32>,
     pub flush_max_ms: Option<u64>,
+    pub tombstone_scan_mib_s: Option<u32>,
 }
 
 fn default_listen() -> String {
@@ -117,6 +119,7 @@ impl ServerConfig {
                 stop_writes_free_pct: None,
                 defrag_lwm_pct: None,
                 flush_max_ms: None,
+                tombstone_scan_mib_s: None,
             }],
         }
     }
@@ -160,6 +163,7 @@ impl NamespaceConfig {
             stop_writes_free_pct: self.stop_writes_free_pct.unwrap_or(defaults.stop_writes_free_pct),
             defrag_lwm_pct: self.defrag_lwm_pct.unwrap_or(defaults.defrag_lwm_pct),
             flush_max_ms: self.flush_max_ms.unwrap_or(defaults.flush_max_ms),
+            tombstone_scan_mib_s: self.tombstone_scan_mib_s.unwrap_or(defaults.tombstone_scan_mib_s),
             ..defaults
         };
         config.validate().map_err(|e| format!("namespace {:?}: {e}", self.name))?;
