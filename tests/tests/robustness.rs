@@ -77,9 +77,10 @@ fn a_full_write_queue_ends_in_device_overloaded_after_the_bound() {
     engine.close().unwrap();
 }
 
-#[test]
-fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
-    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 7);
+/// 60 records of 10 KB written, then the engine reopened (so every block is on the
+/// device, none in RAM): the setup of the defrag-victim tests.
+fn sixty_records_on_the_device(seed: u64) -> (Vec<std::sync::Arc<spike::device::sim::SimDevice>>, Engine) {
+    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, seed);
     let config = Config { defrag_sleep_us: 0, ..config };
     let engine = open(&config, &sims);
     for k in 0..60 {
@@ -87,6 +88,12 @@ fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
     }
     engine.close().unwrap();
     let engine = open(&config, &sims);
+    (sims, engine)
+}
+
+#[test]
+fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
+    let (sims, engine) = sixty_records_on_the_device(7);
     // The first block: the one holding the lowest record offset, its header just before it.
     let entries = engine.index_entries();
     let first = entries.iter().map(|(_, e)| e.location.offset_bytes).min().unwrap();
@@ -127,14 +134,7 @@ fn a_defrag_victim_with_a_corrupt_header_is_quarantined_not_reread_forever() {
 /// picked and re-read every round; the record's reads fail by name, the others move.
 #[test]
 fn a_defrag_victim_with_an_unreadable_record_is_not_reread_forever() {
-    let (config, sims) = sim_namespace(1, 16 << 20, Durability::Buffered, 8);
-    let config = Config { defrag_sleep_us: 0, ..config };
-    let engine = open(&config, &sims);
-    for k in 0..60 {
-        engine.put(&key(k), &value(k, 0, 10_000), &WriteOptions::default()).unwrap();
-    }
-    engine.close().unwrap();
-    let engine = open(&config, &sims);
+    let (sims, engine) = sixty_records_on_the_device(8);
     let entries = engine.index_entries();
     let location_of = |k: u64| {
         let tag = spike::DigestTag::of(&engine.digest(&key(k)));
