@@ -17,6 +17,7 @@ pub mod options;
 pub mod raw;
 pub mod remote;
 pub mod report;
+mod report_json;
 pub mod workload;
 
 use anyhow::{anyhow, bail, Context as _, Result};
