@@ -63,7 +63,7 @@ fn lwm_now(disk: &Disk) -> u32 {
 /// Whether free space is low enough that defrag should not pause.
 pub fn is_urgent(disk: &Disk) -> bool {
     let free = disk.lock().blocks.free_count();
-    free <= 2 * disk.stop_writes_blocks + disk.defrag_reserve_blocks + 1
+    disk.short_of_space(free)
 }
 
 /// Moves every live record out of `block`. Returns the bytes moved.

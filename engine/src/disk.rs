@@ -357,6 +357,12 @@ impl Disk {
         true
     }
 
+    /// Whether `free_blocks` free blocks is short of space: near enough the stop-writes
+    /// mark that defrag runs flat out with its low-water mark raised (`defrag`).
+    pub fn short_of_space(&self, free_blocks: usize) -> bool {
+        free_blocks <= 2 * self.stop_writes_blocks + self.defrag_reserve_blocks + 1
+    }
+
     /// For stats: live bytes, then free, pending-free, queued and quarantined blocks.
     /// Takes the disk lock only for counters (O(1)); the live bytes are summed outside it.
     pub fn usage(&self) -> DiskUsage {
@@ -368,6 +374,7 @@ impl Disk {
             pending_free_blocks: state.pending_free.len() as u64,
             queued_blocks: state.to_write.len() as u64,
             quarantined_blocks: state.blocks.quarantined_count() as u64,
+            short_of_space: self.short_of_space(state.blocks.free_count()),
         }
     }
 }
@@ -379,6 +386,7 @@ pub struct DiskUsage {
     pub pending_free_blocks: u64,
     pub queued_blocks: u64,
     pub quarantined_blocks: u64,
+    pub short_of_space: bool,
 }
 
 #[cfg(all(test, not(loom)))]

@@ -446,6 +446,7 @@ impl Engine {
                     live_bytes: usage.live_bytes,
                     write_queue_blocks: usage.queued_blocks,
                     wblocks_quarantined: usage.quarantined_blocks,
+                    short_of_space: usage.short_of_space,
                 }
             })
             .collect();

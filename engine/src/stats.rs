@@ -264,4 +264,7 @@ pub struct DeviceStats {
     pub write_queue_blocks: u64,
     /// In-use blocks whose header failed to verify: left out of defrag (see `BlockState`).
     pub wblocks_quarantined: u64,
+    /// Free blocks are near the stop-writes mark: defrag runs flat out, any block at most
+    /// `URGENT_LWM_PCT` full is a victim, and tombstone reclaim is due.
+    pub short_of_space: bool,
 }

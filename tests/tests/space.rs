@@ -114,6 +114,7 @@ fn stop_writes_refuses_clients_while_deletes_and_defrag_bring_space_back() {
     let (config, sims) = sim_namespace(1, 4 << 20, Durability::Buffered, 13);
     let config = Config { stop_writes_free_pct: 25, overload_wait_ms: 200, ..space_config(&config) };
     let engine = open(&config, &sims);
+    assert!(!engine.stats().devices[0].short_of_space, "an empty device is short of space");
     let mut stored = 0u64;
     let err = loop {
         match engine.put(&key(stored), &value(stored, 0, 2000), &WriteOptions::default()) {
@@ -125,6 +126,7 @@ fn stop_writes_refuses_clients_while_deletes_and_defrag_bring_space_back() {
         Error::OutOfSpace { detail, .. } => assert!(detail.contains("stop-writes"), "{detail}"),
         other => panic!("expected stop-writes, got {other}"),
     }
+    assert!(engine.stats().devices[0].short_of_space, "stop-writes reached, yet not short of space");
     assert_eq!(engine.get(&key(0)).unwrap().value, value(0, 0, 2000));
     for k in (0..stored).filter(|k| k % 4 != 0) {
         engine.delete(&key(k)).unwrap();

@@ -3,10 +3,9 @@
 //! defragmenter stops writers; with no victim at all the device is simply full), sampled
 //! from the engine's stats every `SAMPLE_EVERY`.
 //!
-//! "Short of space" is the engine's own urgency rule (`defrag::is_urgent`): free blocks at
-//! most twice the stop-writes mark plus the defrag reserve, plus one.
+//! "Short of space" is the engine's own flag (`DeviceStats::short_of_space`).
 
-use spike::{Config, Stats};
+use spike::Stats;
 use std::time::{Duration, Instant};
 
 /// How often the watch samples: `Engine::stats` takes every partition lock once, so not
@@ -23,8 +22,8 @@ pub struct DefragStalls {
     pub short_for: Duration,
 }
 
+#[derive(Default)]
 pub struct DefragWatch {
-    stop_writes_free_pct: u64,
     last_sample: Option<Instant>,
     /// Since when no block was defragmented while space was short, and the count then.
     stalled_since: Option<(Instant, u64)>,
@@ -32,22 +31,6 @@ pub struct DefragWatch {
 }
 
 impl DefragWatch {
-    pub fn new(config: &Config) -> Self {
-        DefragWatch {
-            stop_writes_free_pct: config.stop_writes_free_pct as u64,
-            last_sample: None,
-            stalled_since: None,
-            seen: DefragStalls::default(),
-        }
-    }
-
-    fn short_of_space(&self, stats: &Stats) -> bool {
-        stats.devices.iter().any(|d| {
-            let stop_writes = (d.wblocks_total * self.stop_writes_free_pct).div_ceil(100);
-            d.wblocks_total > 0 && d.wblocks_free <= 2 * stop_writes + d.wblocks_reserved + 1
-        })
-    }
-
     /// Whether a sample is due at `now`.
     pub fn due(&self, now: Instant) -> bool {
         self.last_sample.is_none_or(|t| now.duration_since(t) >= SAMPLE_EVERY)
@@ -56,7 +39,7 @@ impl DefragWatch {
     pub fn sample(&mut self, stats: &Stats, now: Instant) {
         let since_last = self.last_sample.map_or(Duration::ZERO, |t| now.duration_since(t));
         self.last_sample = Some(now);
-        if !self.short_of_space(stats) {
+        if !stats.devices.iter().any(|d| d.short_of_space) {
             self.stalled_since = None;
             return;
         }
@@ -88,20 +71,14 @@ mod tests {
     use spike::DeviceStats;
 
     fn stats(free: u64, defragged: u64) -> Stats {
-        let device = DeviceStats {
-            wblocks_total: 1000,
-            wblocks_free: free,
-            wblocks_reserved: 4,
-            wblocks_defrag_queued: 1,
-            ..Default::default()
-        };
+        let device =
+            DeviceStats { short_of_space: free <= 105, wblocks_defrag_queued: 1, ..Default::default() };
         Stats { blocks_defragged: defragged, devices: vec![device], ..Default::default() }
     }
 
     #[test]
     fn counts_only_stalls_while_space_is_short() {
-        let config = Config::default(); // stop-writes 5%: short at 2 * 50 + 4 + 1 = 105 free
-        let mut watch = DefragWatch::new(&config);
+        let mut watch = DefragWatch::default();
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         watch.sample(&stats(500, 0), at(0));

@@ -19,7 +19,7 @@ use super::remote::{Remote, RemoteError};
 use super::report::{self, Out};
 use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
-use spike::{Config, Engine, Error, Stats, WriteOptions};
+use spike::{Engine, Error, Stats, WriteOptions};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -278,8 +278,7 @@ pub fn run_phase(ctx: &Context<'_>, spec: &PhaseSpec) -> Result<PhaseResult> {
     let stats_before = ctx.target.stats();
     let start = Instant::now();
     let mut intervals = Vec::new();
-    // The bench's engine config keeps the default stop-writes mark (no option changes it).
-    let mut defrag = DefragWatch::new(&Config::default());
+    let mut defrag = DefragWatch::default();
     std::thread::scope(|scope| -> Result<()> {
         let mut handles = Vec::with_capacity(spec.threads);
         for t in 0..spec.threads {
