@@ -22,7 +22,7 @@ static SERVER: LazyLock<Server> = LazyLock::new(|| {
     let device: Arc<dyn Device> = Arc::new(SimDevice::new("fuzz", 16 << 20, 1));
     Engine::format_devices(&config, std::slice::from_ref(&device), false).expect("format");
     let engine = Engine::open_devices(config, vec![device]).expect("open");
-    let namespace = Namespace { name: "test".into(), engine, default_ttl_s: 0, store_keys: true };
+    let namespace = Namespace::new("test".into(), engine, 0, true);
     let limits = Limits { frame_bytes_max: 1 << 20, ..Limits::default() };
     Server::new(vec![namespace], "FUZZ".into(), None, limits)
 });

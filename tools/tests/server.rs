@@ -65,6 +65,18 @@ async fn put_get_exists_touch_delete() {
     assert_eq!(result_code(&missing), ResultCode::KeyNotFoundError);
     let touch_missing = client.touch(&touch, &key).await.unwrap_err();
     assert_eq!(result_code(&touch_missing), ResultCode::KeyNotFoundError);
+    let stats = info(&client, "namespace/test").await;
+    for counted in [
+        "client_read_success=5;",
+        "client_read_not_found=2;",
+        "client_write_success=2;",
+        "client_write_error=1;",
+        "client_delete_success=1;",
+        "client_delete_not_found=1;",
+        "batch_sub_read_success=0;",
+    ] {
+        assert!(stats.contains(counted), "{counted} not in {stats}");
+    }
     client.close().await.unwrap();
 }
 
@@ -215,6 +227,10 @@ async fn batch_reads_answer_every_row_and_missing_keys() {
         } else {
             assert_eq!(op.result_code(), Some(ResultCode::KeyNotFoundError), "row {i}");
         }
+    }
+    let stats = info(&client, "namespace/test").await;
+    for counted in ["batch_sub_read_success=20;", "batch_sub_read_not_found=20;", "client_read_success=0;"] {
+        assert!(stats.contains(counted), "{counted} not in {stats}");
     }
     client.close().await.unwrap();
 }

@@ -222,7 +222,7 @@ fn sim_server() -> Server {
     let device: Arc<dyn Device> = Arc::new(SimDevice::new("replay", 16 << 20, 1));
     Engine::format_devices(&config, std::slice::from_ref(&device), false).unwrap();
     let engine = Engine::open_devices(config, vec![device]).unwrap();
-    let namespace = Namespace { name: "test".into(), engine, default_ttl_s: 0, store_keys: true };
+    let namespace = Namespace::new("test".into(), engine, 0, true);
     Server::new(
         vec![namespace],
         "REPLAY".into(),

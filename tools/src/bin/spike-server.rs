@@ -167,12 +167,7 @@ fn open_namespace(
         recovery.records_kept,
         recovery.duration_ms
     );
-    Ok(Namespace {
-        name: ns.name.clone(),
-        engine,
-        default_ttl_s: ns.default_ttl_s,
-        store_keys: ns.store_keys,
-    })
+    Ok(Namespace::new(ns.name.clone(), engine, ns.default_ttl_s, ns.store_keys))
 }
 
 /// Creates a missing device file as a sparse file of `size` bytes (an existing one is

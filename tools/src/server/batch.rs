@@ -2,6 +2,7 @@
 //! each run as a single-record command, answered one message per row (the row index in
 //! transaction_ttl) in frames of at most `BATCH_FRAME_BYTES`, then a LAST message.
 
+use super::counters::Origin;
 use super::record::{self, code, Command, Outcome};
 use super::wire::*;
 use super::Server;
@@ -121,7 +122,7 @@ pub fn execute(server: &Server, message: &Message<'_>, reply: &mut Reply) {
                     digest: row.digest,
                     ops: &row.ops,
                 };
-                record::execute(ns, &command)
+                record::execute(ns, &command, Origin::BatchRow)
             }
         };
         let info1 = if outcome.bins.is_empty() { row.header.info1 & INFO1_NOBINDATA } else { 0 };

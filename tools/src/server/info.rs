@@ -3,6 +3,7 @@
 //! every tend (node, build, partition-generation, peers, replicas) have exactly the
 //! forms the fact sheet gives; unknown commands get `ERROR:4:unrecognized command`.
 
+use super::counters::Kind;
 use super::{catalog, Namespace, Server};
 use std::fmt::Write;
 
@@ -103,16 +104,16 @@ fn replicas(server: &Server, name: &str) -> String {
 
 fn statistics(server: &Server) -> String {
     let mut objects = 0;
-    let mut puts = 0;
-    let mut gets = 0;
+    let mut reads = 0;
+    let mut writes = 0;
     for ns in &server.namespaces {
         let stats = ns.engine.stats();
         objects += stats.index_entries - stats.tombstones;
-        puts += stats.puts;
-        gets += stats.gets;
+        reads += ns.counters.total(Kind::Read);
+        writes += ns.counters.total(Kind::Write) + ns.counters.total(Kind::Delete);
     }
     format!(
-        "cluster_size=1;uptime={};objects={objects};client_connections={};stat_read_reqs={gets};stat_write_reqs={puts}",
+        "cluster_size=1;uptime={};objects={objects};client_connections={};stat_read_reqs={reads};stat_write_reqs={writes}",
         server.started.elapsed().as_secs(),
         server.connections.load(std::sync::atomic::Ordering::Relaxed),
     )
@@ -123,21 +124,21 @@ fn namespace_stats(ns: &Namespace) -> String {
     let total: u64 = stats.devices.iter().map(|d| d.wblocks_total).sum();
     let free: u64 = stats.devices.iter().map(|d| d.wblocks_free).sum();
     let free_pct = (free * 100).checked_div(total).unwrap_or(0);
-    format!(
+    let mut out = format!(
         "objects={};tombstones={};replication-factor=1;effective_replication_factor=1;\
          default-ttl={};single-bin=false;storage-engine=device;device_free_pct={free_pct};\
-         client_read_success={};client_write_success={};client_delete_success={};\
          index_used_bytes={};data_used_bytes={};restart_kind={}",
         stats.index_entries - stats.tombstones,
         stats.tombstones,
         ns.default_ttl_s,
-        stats.gets,
-        stats.puts,
-        stats.deletes,
         stats.index_bytes,
         stats.devices.iter().map(|d| d.live_bytes).sum::<u64>(),
         stats.recovery.kind,
-    )
+    );
+    for (name, value) in ns.counters.named() {
+        let _ = write!(out, ";{name}={value}");
+    }
+    out
 }
 
 fn sets(server: &Server, ns: Option<&str>, set: Option<&str>) -> String {

@@ -77,6 +77,16 @@ pub fn render(server: &Server) -> String {
                 .map(move |e| (format!("{l},op=\"{}\",kind=\"{}\"", e.op, e.kind), e.count as f64))
         }),
     );
+    series(
+        "server_commands_total",
+        "Client commands by origin (client, batch_sub), kind and result, as the namespace statistics count them.",
+        "counter",
+        &mut server.namespaces.iter().flat_map(|ns| {
+            ns.counters.named().into_iter().map(move |(name, value)| {
+                (format!("namespace=\"{}\",command=\"{name}\"", ns.name), value as f64)
+            })
+        }),
+    );
     for op in spike::OP_NAMES {
         let name = format!("{op}_latency_us");
         let _ =

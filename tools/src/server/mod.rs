@@ -15,6 +15,7 @@ pub mod bins;
 pub mod catalog;
 pub mod compression;
 pub mod config;
+pub mod counters;
 pub mod info;
 pub mod metrics;
 pub mod net;
@@ -34,9 +35,15 @@ pub struct Namespace {
     pub default_ttl_s: u32,
     /// Keep the user key a client sends (scans and batches then return it).
     pub store_keys: bool,
+    /// Commands served, by origin, kind and result (the `namespace/<ns>` statistics).
+    pub counters: counters::Counters,
 }
 
 impl Namespace {
+    pub fn new(name: String, engine: Engine, default_ttl_s: u32, store_keys: bool) -> Namespace {
+        Namespace { name, engine, default_ttl_s, store_keys, counters: Default::default() }
+    }
+
     /// Deletes the records of `set` (or all) last updated before `before_ms`, durably.
     pub fn truncate(&self, set: Option<&[u8]>, before_ms: u64) -> spike::Result<u64> {
         let mut matches = |record: &spike::Record| match set {

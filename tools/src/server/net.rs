@@ -12,6 +12,7 @@
 //! the client's pace; meanwhile that loop's other connections wait, which is why there
 //! are several loops.
 
+use super::counters::Origin;
 use super::record::{code, Command};
 use super::wire::*;
 use super::{batch, info, record, scan, Server};
@@ -288,7 +289,8 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
         (Some(ns), Ok(digest)) => {
             let set = message.field(FIELD_SET).unwrap_or(&[]);
             let key = message.field(FIELD_KEY);
-            record::execute(ns, &Command { header: h, set, key, digest, ops: &message.ops })
+            let command = Command { header: h, set, key, digest, ops: &message.ops };
+            record::execute(ns, &command, Origin::Client)
         }
     };
     if outcome.code != code::OK && outcome.code != code::KEY_NOT_FOUND {

@@ -5,6 +5,7 @@
 //! always durable (a tombstone).
 
 use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
+use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
 use spike::{Change, Error};
@@ -79,26 +80,35 @@ pub fn engine_error_code(err: &Error) -> u8 {
     }
 }
 
-/// Runs a command: dispatches on the info bits as the real server does.
-pub fn execute(ns: &Namespace, command: &Command<'_>) -> Outcome {
+/// Runs a command and counts its result under `origin` in the namespace's counters.
+pub fn execute(ns: &Namespace, command: &Command<'_>, origin: Origin) -> Outcome {
+    let (kind, outcome) = dispatch(ns, command);
+    ns.counters.count(origin, kind, outcome.code);
+    outcome
+}
+
+/// Dispatches on the info bits as the real server does.
+fn dispatch(ns: &Namespace, command: &Command<'_>) -> (Kind, Outcome) {
     let h = &command.header;
+    let kind = match (h.info2 & INFO2_WRITE != 0, h.info2 & INFO2_DELETE != 0) {
+        (true, true) => Kind::Delete,
+        (true, false) => Kind::Write,
+        (false, _) => Kind::Read,
+    };
     if let Some(code) = check_ops(command.ops) {
-        return Outcome::code(code);
+        return (kind, Outcome::code(code));
     }
     let key_too_long = command.key.is_some_and(|k| k.len() > KEY_BYTES_MAX);
     if command.set.len() > bins::SET_NAME_MAX || key_too_long {
-        return Outcome::code(code::PARAMETER);
+        return (kind, Outcome::code(code::PARAMETER));
     }
-    if h.info2 & INFO2_WRITE != 0 {
-        if h.info2 & INFO2_DELETE != 0 {
-            return delete(ns, command);
-        }
-        return write(ns, command);
-    }
-    if h.info1 & INFO1_READ != 0 {
-        return read(ns, command);
-    }
-    Outcome::code(code::PARAMETER)
+    let outcome = match kind {
+        Kind::Delete => delete(ns, command),
+        Kind::Write => write(ns, command),
+        Kind::Read if h.info1 & INFO1_READ != 0 => read(ns, command),
+        Kind::Read => Outcome::code(code::PARAMETER),
+    };
+    (kind, outcome)
 }
 
 fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
