@@ -2,7 +2,7 @@
 
 use crate::device::IoBackend;
 use crate::error::{Error, Result};
-use crate::format::{NAMESPACE_NAME_MAX, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
+use crate::limits::{NAMESPACE_NAME_MAX, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
 use std::path::PathBuf;
 
 /// When a write is acknowledged.

@@ -21,9 +21,7 @@
 
 use crate::disk::{BlockState, Disk};
 use crate::error::{Error, Result};
-use crate::format::{
-    block_records, BlockItem, RecordView, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
-};
+use crate::format::{block_records, BlockClass, BlockItem, RecordView};
 use crate::index::{partition_of, DigestTag, EntryInfo, Location};
 use crate::record_core::Shared;
 use crate::stats::Counters;
@@ -33,15 +31,6 @@ use std::time::Instant;
 
 /// Victims chosen per scan of the live-byte table.
 const VICTIMS_PER_PICK: usize = 16;
-
-/// When free space runs low, any block at most this full is a victim: the device can then
-/// fill to nearly its capacity, at a higher write amplification only when it is nearly full.
-pub const URGENT_LWM_PCT: u32 = 95;
-
-/// A low-water mark in live bytes of a block of `wblock_size` bytes.
-pub fn lwm_bytes(wblock_size: u32, lwm_pct: u32) -> u32 {
-    ((wblock_size as usize - WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32
-}
 
 /// The next victims: up to `VICTIMS_PER_PICK` written, in-use blocks under the low-water
 /// mark (raised to `URGENT_LWM_PCT` when free space is low), emptiest first, from the
@@ -87,8 +76,8 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
         }
     };
     Counters::add(&shared.counters.defrag_blocks_read, 1);
-    match WblockHeader::decode(bytes) {
-        Some(h) if h.kind == WBLOCK_KIND_DATA && h.write_seq == seq && h.wblock_index == block => {}
+    match disk.classify(bytes, block) {
+        BlockClass::Data { write_seq } if write_seq == seq => {}
         _ => {
             // Still in use (checked above) yet its header is not what was written:
             // corrupted at rest. Returning to it would read it again and again.

@@ -16,6 +16,15 @@
 use crate::sync::{AtomicU32, Mutex};
 use std::sync::atomic::Ordering;
 
+/// When free space runs low, any block at most this full is a victim: the device can then
+/// fill to nearly its capacity, at a higher write amplification only when it is nearly full.
+pub const URGENT_LWM_PCT: u32 = 95;
+
+/// A low-water mark in live bytes of a block of `wblock_size` bytes.
+pub fn lwm_bytes(wblock_size: u32, lwm_pct: u32) -> u32 {
+    ((wblock_size as usize - crate::limits::WBLOCK_HEADER_SIZE) as u64 * lwm_pct as u64 / 100) as u32
+}
+
 /// How a disk chooses its defrag victims.
 pub trait DefragPolicy: Send + Sync {
     /// `block` was written to the device and is in use: it may become a victim.

@@ -14,46 +14,21 @@
 //! - After a failed write or sync the disk is latched failed and takes no more writes.
 
 use crate::block_table::BlockTable;
-use crate::change_bitmap::ChangeBitmap;
+use crate::change_bitmap::{ChangeBitmap, MARK_AHEAD_BLOCKS};
 use crate::config::Config;
 use crate::defrag_policy::{DefragPolicy, EmptiestFirst};
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
-use crate::format::{DeviceHeader, RECORD_ALIGN, RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE};
+use crate::format::{
+    classify_block, encode_free_page, BlockClass, DeviceHeader, Geometry, RECORD_ALIGN, RECORD_HEADER_SIZE,
+    WBLOCK_HEADER_SIZE,
+};
 use crate::index::Location;
 use crate::sync::{AtomicBool, AtomicU32, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    pub first_wblock_offset: u64,
-    pub wblock_size: u32,
-    pub wblock_count: u32,
-}
-
-impl Geometry {
-    pub fn of(header: &DeviceHeader) -> Self {
-        Geometry {
-            first_wblock_offset: header.first_wblock_offset,
-            wblock_size: header.write_block_size,
-            wblock_count: header.wblock_count as u32,
-        }
-    }
-
-    pub fn wblock_offset(&self, wblock: u32) -> u64 {
-        self.first_wblock_offset + wblock as u64 * self.wblock_size as u64
-    }
-
-    /// (block, offset within block) of a device offset inside the block area.
-    pub fn locate(&self, offset_bytes: u64) -> Option<(u32, u32)> {
-        let rel = offset_bytes.checked_sub(self.first_wblock_offset)?;
-        let block = rel / self.wblock_size as u64;
-        (block < self.wblock_count as u64).then_some((block as u32, (rel % self.wblock_size as u64) as u32))
-    }
-}
 
 /// A point in a device's write history: block sequence number, then bytes into the block.
 /// Everything at or before `DiskState::durable` survives a crash.
@@ -168,9 +143,9 @@ impl Disk {
             )),
             defrag_lwm_bytes: [
                 config.defrag_lwm_pct,
-                crate::defrag::URGENT_LWM_PCT.max(config.defrag_lwm_pct),
+                crate::defrag_policy::URGENT_LWM_PCT.max(config.defrag_lwm_pct),
             ]
-            .map(|pct| crate::defrag::lwm_bytes(geometry.wblock_size, pct)),
+            .map(|pct| crate::defrag_policy::lwm_bytes(geometry.wblock_size, pct)),
             cache_blocks_max: config.post_write_cache_blocks,
             write_queue_blocks_max: config.write_queue_blocks_max,
             overload_wait_ms: config.overload_wait_ms,
@@ -432,5 +407,67 @@ mod tests {
         let state = disk.lock();
         assert!(disk.check_writable(&state).is_err());
         assert!(state.failure.as_deref().is_some_and(|f| f.contains("disk state")), "{:?}", state.failure);
+    }
+}
+
+impl Disk {
+    /// Loads this device's bitmap at open. A damaged or mismatched bitmap cannot be
+    /// trusted: the generation drops to 0 (the next backup must be full) and a fresh
+    /// bitmap is written before any block write.
+    pub fn load_change_bitmap(&self) -> Result<()> {
+        let mut header = self.header();
+        let bitmap = match ChangeBitmap::read(self.device.as_ref(), &header)? {
+            Ok(bitmap) => bitmap,
+            Err(problem) => {
+                if header.bitmap_generation != 0 {
+                    log::warn!(
+                        "{}: change bitmap untrusted ({problem}); the next backup must be full",
+                        self.name()
+                    );
+                }
+                header.bitmap_generation = 0;
+                let fresh = ChangeBitmap::new(0, header.wblock_count);
+                fresh.write_all(self.device.as_ref())?;
+                self.device.sync()?;
+                fresh
+            }
+        };
+        *self.change_bitmap() = bitmap;
+        Ok(())
+    }
+
+    /// Makes the bits of `blocks` durable before they are written; marks the next free
+    /// blocks along with them.
+    pub fn mark_changed(&self, blocks: &[u32]) -> Result<()> {
+        let mut change = self.change_bitmap();
+        if blocks.iter().all(|&b| change.is_set(b)) {
+            return Ok(());
+        }
+        let upcoming: Vec<u32> = self.lock().blocks.free_blocks().take(MARK_AHEAD_BLOCKS).collect();
+        let mut pages: Vec<usize> = blocks.iter().chain(&upcoming).filter_map(|&b| change.set(b)).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        change.write_pages(self.device.as_ref(), &pages)?;
+        self.device.sync()
+    }
+}
+
+impl Disk {
+    /// What block `block` of this device holds, from its first bytes (the one classifier).
+    pub fn classify(&self, bytes: &[u8], block: u32) -> BlockClass {
+        classify_block(bytes, &self.header().device_uuid, block)
+    }
+
+    /// Writes a free page over each of `blocks`, their change bits made durable first. Not
+    /// synced: the caller syncs before the blocks are reused.
+    pub fn write_free_pages(&self, blocks: &[u32]) -> Result<()> {
+        self.mark_changed(blocks)?;
+        let device_uuid = self.header().device_uuid;
+        let mut page = AlignedBuf::zeroed(crate::limits::IO_ALIGN);
+        for &block in blocks {
+            encode_free_page(device_uuid, block, &mut page);
+            self.device.write_at(&page, self.geometry.wblock_offset(block))?;
+        }
+        Ok(())
     }
 }

@@ -19,12 +19,12 @@
 //! ```
 
 mod block_table;
-mod by_digest;
 mod change_bitmap;
 mod config;
 mod defrag;
 mod defrag_policy;
 pub mod device;
+mod device_scan;
 mod disk;
 mod engine;
 mod error;
@@ -43,23 +43,21 @@ mod namespace;
 mod read;
 mod record_core;
 mod recovery;
-mod replica;
 mod snapshot;
 mod stats;
 mod sync;
 mod tombstone;
 mod write;
 
-pub use by_digest::{Change, BATCH_DIGESTS_MAX};
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
-pub use engine::{BackgroundRound, Engine, GET_MANY_KEYS_MAX};
+pub use engine::{
+    Applied, BackgroundRound, Change, Engine, ReplicaCopy, BATCH_DIGESTS_MAX, GET_MANY_KEYS_MAX,
+};
 pub use error::{Error, Result};
-pub use format::{record_size, Digest, DIGEST_SIZE};
+pub use format::{device_of, record_size, Digest, DIGEST_SIZE};
 pub use index::{partition_of, DigestTag, EntryInfo, Location, PARTITION_COUNT};
 pub use read::Record;
 pub use record_core::Written;
-pub use recovery::device_of;
-pub use replica::{Applied, ReplicaCopy};
 pub use stats::{DeviceStats, OpErrors, OpLatency, RecoveryStats, Stats, OP_NAMES};
 
 /// The device layout and offline access to a namespace's devices, for the bundled tools
@@ -71,6 +69,9 @@ pub use stats::{DeviceStats, OpErrors, OpLatency, RecoveryStats, Stats, OP_NAMES
 pub mod offline {
     pub mod change_bitmap {
         pub use crate::change_bitmap::*;
+    }
+    pub mod device_scan {
+        pub use crate::device_scan::*;
     }
     pub mod format {
         pub use crate::format::*;

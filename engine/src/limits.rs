@@ -52,6 +52,8 @@ pub const LOCATION_OFFSET_BITS: u32 = 43;
 pub const LOCATION_SIZE_BITS: u32 = 19;
 /// Bytes of a device the index can address (a larger device is formatted to this size).
 pub const DEVICE_BYTES_MAX: u64 = (1 << LOCATION_OFFSET_BITS) * RECORD_ALIGN as u64;
+/// Bytes of one index entry, in memory and in a snapshot.
+pub const INDEX_ENTRY_BYTES: usize = 28;
 /// The highest generation (31 bits; the entry's top bit marks a tombstone).
 pub const GENERATION_MAX: u32 = (1 << 31) - 1;
 

@@ -9,10 +9,11 @@
 //! The header has two copies; an update writes the older slot with the next sequence
 //! number and syncs, so a torn header write leaves the previous copy in force.
 
-use crate::change_bitmap::{bitmap_len_bytes, ChangeBitmap};
+use crate::change_bitmap::ChangeBitmap;
 use crate::config::Config;
 use crate::device::{AlignedBuf, Device};
 use crate::error::{Error, Result};
+use crate::format::bitmap_len_bytes;
 use crate::format::{
     pick_header, DeviceHeader, HeaderProblem, SnapshotRef, BITMAP_OFFSET, DEVICE_HEADER_SIZE,
     DIGEST_SECRET_SIZE, FORMAT_VERSION,
@@ -267,4 +268,73 @@ pub fn write_header(device: &dyn Device, header: &mut DeviceHeader) -> Result<()
     page.copy_from_slice(&header.encode());
     device.write_at(&page, slot * DEVICE_HEADER_SIZE as u64)?;
     device.sync()
+}
+
+/// A device opened offline (by `spike-inspect` or `spike-backup`): held under the
+/// engine's exclusive lock, with its header in force.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub struct OfflineDevice {
+    pub device: Arc<dyn Device>,
+    pub header: DeviceHeader,
+}
+
+/// The one offline open of the workspace. `DeviceInUse` when an engine or another tool
+/// holds the device; `Refused` naming why for a blank, foreign or unusable one.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub fn open_offline(path: &std::path::Path) -> Result<OfflineDevice> {
+    // The device opens read-write because that is the only way it opens; the tools that
+    // only read never write through it.
+    let device = crate::device::open(path, crate::device::IoBackend::Auto)?;
+    let header = match probe(device.as_ref())? {
+        DeviceContent::Spike(header) => *header,
+        DeviceContent::Blank => {
+            return Err(Error::refused(
+                path,
+                "not a Spike device: blank (all zeroes at the start), never formatted",
+            ))
+        }
+        DeviceContent::Foreign(reason) => {
+            return Err(Error::refused(path, format!("not a Spike device: {reason}")))
+        }
+        DeviceContent::BadSpike(reason) => {
+            return Err(Error::refused(path, format!("unusable Spike device: {reason}")))
+        }
+    };
+    Ok(OfflineDevice { device, header })
+}
+
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+impl OfflineDevice {
+    /// The block area must lie on the device before anything reads blocks (a header can
+    /// still be shown without it).
+    pub fn check_span(&self) -> Result<()> {
+        let span = self.header.device_span_bytes();
+        if span > self.device.size_bytes() {
+            let reason = format!(
+                "the device is {} bytes but its header describes {span} bytes (truncated?)",
+                self.device.size_bytes()
+            );
+            return Err(Error::refused(self.device.name(), reason));
+        }
+        Ok(())
+    }
+}
+
+/// Starts a new bitmap generation on an offline device (the backup tool's step once its
+/// image is safely written): every page rewritten with zeroed bits and `generation`, synced,
+/// then the header records the generation and the image that started it. A crash between
+/// the two leaves pages and header of different generations: untrusted, so the next backup
+/// is full, never one that misses a change.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // used by spike-backup
+pub fn start_generation(
+    device: &dyn Device,
+    header: &mut DeviceHeader,
+    generation: u64,
+    image_uuid: [u8; 16],
+) -> Result<()> {
+    ChangeBitmap::new(generation, header.wblock_count).write_all(device)?;
+    device.sync()?;
+    header.bitmap_generation = generation;
+    header.bitmap_reset_image_uuid = image_uuid;
+    write_header(device, header)
 }

@@ -9,10 +9,10 @@
 use crate::config::{Config, Durability, WriteOptions, WritePolicy};
 use crate::disk::{Disk, Position};
 use crate::error::{Error, Result};
+use crate::format::device_of;
 use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE};
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition, GENERATION_MAX};
 use crate::read::{Record, Verify};
-use crate::recovery::device_of;
 use crate::stats::{Counters, RecoveryStats};
 use crate::write::WriteKind;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

@@ -1,12 +1,14 @@
 //! Cold start: rebuild the index, every block's live byte count and the free lists by
 //! scanning every device, all devices in parallel.
 //!
-//! Per device, a reader thread streams whole blocks in order with `SCAN_IN_FLIGHT_BYTES`
-//! of reads in flight (`Device::read_stream`: a finished read's slot is refilled at once)
-//! while the device's parser threads (the cores shared among devices) verify records and
-//! merge them into the index. The merge does not depend on the order blocks are parsed
-//! in: of two copies the newer wins by a total order, decided under the partition lock. Of several copies of one record the newest wins: higher
-//! generation, then later last-update time, then higher block write sequence. Tombstones
+//! Per device, a reader thread runs the one device scan (`device_scan::stream_blocks`,
+//! whole blocks in order, `SCAN_IN_FLIGHT_BYTES` of reads in flight) while the device's
+//! parser threads (the cores shared among devices) classify each block
+//! (`format::classify_block`), verify its records (`format::block_records`) and merge
+//! them into the index. The merge does not depend on the order blocks are parsed in: of
+//! two copies the newer wins by one total order (`format::CopyOrder`: higher generation,
+//! then later last-update time, then higher block write sequence), decided under the
+//! partition lock. `spike-inspect check` runs the same scan and rules. Tombstones
 //! win like any copy; a newest copy that has expired is kept as a tombstone, so that an
 //! older copy on the device cannot come back at the next restart.
 //!
@@ -17,13 +19,11 @@
 //! Afterwards, blocks with a valid header but no live record are overwritten as free
 //! before they go on the free list.
 
-use crate::device::{AlignedBuf, StreamRead};
+use crate::device::AlignedBuf;
+use crate::device_scan::{stream_blocks, BlockRun, Blocks, Recycle, ScanShape};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::format::{
-    block_records, decode_record, BlockItem, CopyOrder, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
-    WBLOCK_KIND_FREE,
-};
+use crate::format::{block_records, decode_record, device_of, BlockClass, BlockItem, CopyOrder};
 use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, PARTITION_COUNT};
 use crate::read::read_span;
 use crate::stats::RecoveryStats;
@@ -110,85 +110,61 @@ fn scan_disk(
     now_s: u32,
     counts: &ScanCounts,
 ) -> Result<ScannedBlocks> {
-    let wbs = disk.geometry.wblock_size as usize;
     let total = disk.geometry.wblock_count as usize;
-    let depth = (SCAN_IN_FLIGHT_BYTES / wbs).clamp(2, 128);
-    let pool = depth + SCAN_BLOCKS_DOWNSTREAM * parsers.max(1);
-    let (full_tx, full_rx) = mpsc::channel::<(usize, AlignedBuf)>();
-    let (empty_tx, empty_rx) = mpsc::channel::<AlignedBuf>();
+    let shape = ScanShape {
+        run_bytes_max: disk.geometry.wblock_size as usize,
+        in_flight_bytes: SCAN_IN_FLIGHT_BYTES,
+        consumer_holds: SCAN_BLOCKS_DOWNSTREAM * parsers.max(1),
+        tolerate_read_errors: false,
+    };
+    let (full_tx, full_rx) = mpsc::channel::<(BlockRun, Recycle)>();
     let block_seq: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
     let block_valid: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || {
-            let (mut next_block, mut allocated) = (0usize, 0usize);
-            let mut next = || -> Result<Option<StreamRead>> {
-                if next_block >= total {
-                    return Ok(None);
-                }
-                // The parser gives buffers back; `ShutDown` once it has stopped.
-                let buf = match empty_rx.try_recv() {
-                    Ok(buf) => buf,
-                    Err(_) if allocated < pool => {
-                        allocated += 1;
-                        AlignedBuf::zeroed(wbs)
-                    }
-                    Err(_) => empty_rx.recv().map_err(|_| Error::ShutDown)?,
-                };
-                let offset = disk.geometry.wblock_offset(next_block as u32);
-                next_block += 1;
-                Ok(Some(StreamRead { offset, buf, len: wbs }))
-            };
-            let mut delivered = 0usize;
-            let mut done = |read: StreamRead| {
-                delivered += 1;
-                full_tx.send((delivered - 1, read.buf)).map_err(|_| Error::ShutDown)
-            };
-            disk.device.read_stream(depth, &mut next, &mut done)
+            let blocks = Blocks::All { count: disk.geometry.wblock_count };
+            stream_blocks(
+                disk.device.as_ref(),
+                &disk.geometry,
+                blocks,
+                shape,
+                &mut |_| {},
+                &mut |run, recycle| full_tx.send((run, recycle.clone())).map_err(|_| Error::ShutDown),
+            )
         });
-        // Parsers share the stream of blocks; each owns clones of the channel ends, so that
-        // once every parser has stopped (done or failed) the reader stops too.
+        // Parsers share the stream of blocks; each owns a clone of the channel's end, so
+        // that once every parser has stopped (done or failed) the reader stops too.
         let full_rx = Arc::new(std::sync::Mutex::new(full_rx));
         let parsers: Vec<_> = (0..parsers.max(1))
             .map(|_| {
-                let (full_rx, empty_tx) = (full_rx.clone(), empty_tx.clone());
+                let full_rx = full_rx.clone();
                 let (block_seq, block_valid, failed) = (&block_seq, &block_valid, &failed);
                 scope.spawn(move || -> Result<()> {
                     while !failed.load(Relaxed) {
                         let next = full_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((block, buf)) = next else { return Ok(()) };
-                        counts.bytes_scanned.fetch_add(buf.len() as u64, Relaxed);
-                        if let Some(header) = WblockHeader::decode(&buf).filter(|h| {
-                            h.kind == WBLOCK_KIND_DATA && h.wblock_index as usize == block && disk.is_own(h)
-                        }) {
+                        let Ok((run, recycle)) = next else { return Ok(()) };
+                        counts.bytes_scanned.fetch_add(run.bytes(), Relaxed);
+                        for (block, buf) in run.iter() {
+                            let BlockClass::Data { write_seq } = disk.classify(buf, block) else { continue };
                             // Stored before any of the block's records enters the index: a
                             // parser that finds one of them there (under its partition's
                             // lock, which orders the two) reads the block's sequence after.
-                            block_seq[block].store(header.write_seq, Relaxed);
-                            block_valid[block].store(true, Relaxed);
-                            let scanned = scan_block(
-                                disk,
-                                device_count,
-                                index,
-                                now_s,
-                                counts,
-                                block as u32,
-                                header.write_seq,
-                                &buf,
-                                block_seq,
-                            );
-                            if let Err(err) = scanned {
+                            block_seq[block as usize].store(write_seq, Relaxed);
+                            block_valid[block as usize].store(true, Relaxed);
+                            let scan = BlockScan { disk, device_count, index, now_s, counts, block_seq };
+                            if let Err(err) = scan.block(block, write_seq, buf) {
                                 failed.store(true, Relaxed);
                                 return Err(err);
                             }
                         }
-                        let _ = empty_tx.send(buf);
+                        recycle.give(run.buf);
                     }
                     Ok(())
                 })
             })
             .collect();
-        drop((full_rx, empty_tx));
+        drop(full_rx);
         let parsed: Vec<Result<()>> = parsers
             .into_iter()
             .map(|p| p.join().unwrap_or_else(|_| Err(Error::Config("scan parser thread panicked".into()))))
@@ -203,86 +179,82 @@ fn scan_disk(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn scan_block(
-    disk: &Disk,
+/// What merging one data block's records into the index needs.
+struct BlockScan<'a> {
+    disk: &'a Disk,
     device_count: usize,
-    index: &Index,
+    index: &'a Index,
     now_s: u32,
-    counts: &ScanCounts,
-    block: u32,
-    seq: u64,
-    buf: &[u8],
-    block_seq: &[AtomicU64],
-) -> Result<()> {
-    let base = disk.geometry.wblock_offset(block);
-    for item in block_records(buf, seq) {
-        let (offset, view) = match item {
-            BlockItem::Record { offset, view } => (offset, view),
-            BlockItem::Stale { .. } => {
+    counts: &'a ScanCounts,
+    block_seq: &'a [AtomicU64],
+}
+
+impl BlockScan<'_> {
+    fn block(&self, block: u32, seq: u64, buf: &[u8]) -> Result<()> {
+        let BlockScan { disk, device_count, index, now_s, counts, block_seq } = *self;
+        let base = disk.geometry.wblock_offset(block);
+        for item in block_records(buf, seq) {
+            let (offset, view) = match item {
+                BlockItem::Record { offset, view } => (offset, view),
+                BlockItem::Stale { .. } => {
+                    counts.stale_records.fetch_add(1, Relaxed);
+                    continue;
+                }
+                BlockItem::Corrupt { .. } => {
+                    counts.corrupt_records.fetch_add(1, Relaxed);
+                    continue;
+                }
+            };
+            let meta = view.meta;
+            if device_of(&meta.digest, device_count) != disk.index as usize {
                 counts.stale_records.fetch_add(1, Relaxed);
                 continue;
             }
-            BlockItem::Corrupt { .. } => {
-                counts.corrupt_records.fetch_add(1, Relaxed);
-                continue;
+            counts.records_found.fetch_add(1, Relaxed);
+            let candidate = EntryInfo {
+                tag: DigestTag::of(&meta.digest),
+                generation: meta.generation,
+                tombstone: meta.tombstone || (meta.void_time != 0 && meta.void_time <= now_s),
+                location: Location {
+                    device: disk.index,
+                    offset_bytes: base + offset as u64,
+                    size_bytes: view.size_bytes as u32,
+                },
+                void_time: meta.void_time,
+            };
+            let candidate_order = CopyOrder {
+                generation: meta.generation,
+                last_update_ms: meta.last_update_ms,
+                block_seq: seq,
+            };
+            let mut partition = index.partition(partition_of(&meta.digest));
+            let newer = match partition.get(candidate.tag) {
+                None => true,
+                Some(current) if current.generation != candidate.generation => {
+                    candidate_order > CopyOrder::by_generation(current.generation)
+                }
+                // Equal generations: the held copy's last-update time is on the device (a rare
+                // read: only defrag copies tie).
+                Some(current) => {
+                    let current_order = CopyOrder {
+                        generation: current.generation,
+                        last_update_ms: disk.last_update_ms_at(current.location)?,
+                        block_seq: disk
+                            .block_of(current.location)
+                            .map_or(0, |b| block_seq[b as usize].load(Relaxed)),
+                    };
+                    candidate_order > current_order
+                }
+            };
+            if newer {
+                partition.upsert(candidate);
             }
-        };
-        let meta = view.meta;
-        if device_of(&meta.digest, device_count) != disk.index as usize {
-            counts.stale_records.fetch_add(1, Relaxed);
-            continue;
         }
-        counts.records_found.fetch_add(1, Relaxed);
-        let candidate = EntryInfo {
-            tag: DigestTag::of(&meta.digest),
-            generation: meta.generation,
-            tombstone: meta.tombstone || (meta.void_time != 0 && meta.void_time <= now_s),
-            location: Location {
-                device: disk.index,
-                offset_bytes: base + offset as u64,
-                size_bytes: view.size_bytes as u32,
-            },
-            void_time: meta.void_time,
-        };
-        let candidate_order =
-            CopyOrder { generation: meta.generation, last_update_ms: meta.last_update_ms, block_seq: seq };
-        let mut partition = index.partition(partition_of(&meta.digest));
-        let newer = match partition.get(candidate.tag) {
-            None => true,
-            Some(current) if current.generation != candidate.generation => {
-                candidate_order > CopyOrder::by_generation(current.generation)
-            }
-            // Equal generations: the held copy's last-update time is on the device (a rare
-            // read: only defrag copies tie).
-            Some(current) => {
-                let current_order = CopyOrder {
-                    generation: current.generation,
-                    last_update_ms: disk.last_update_ms_at(current.location)?,
-                    block_seq: disk
-                        .block_of(current.location)
-                        .map_or(0, |b| block_seq[b as usize].load(Relaxed)),
-                };
-                candidate_order > current_order
-            }
-        };
-        if newer {
-            partition.upsert(candidate);
-        }
+        Ok(())
     }
-    Ok(())
-}
-
-/// Device of a digest in a namespace of `device_count` devices.
-pub fn device_of(digest: &crate::format::Digest, device_count: usize) -> usize {
-    u16::from_le_bytes([digest[2], digest[3]]) as usize % device_count
 }
 
 impl Disk {
-    pub(crate) fn is_own(&self, header: &WblockHeader) -> bool {
-        header.device_uuid == self.header().device_uuid
-    }
-
     /// Last-update time of the record at `location` (for ties on generation, which only a
     /// defrag copy or an interrupted defrag leaves; a read is rare).
     fn last_update_ms_at(&self, location: Location) -> Result<u64> {
@@ -314,12 +286,7 @@ fn settle_blocks(disk: &Disk, scanned: ScannedBlocks) -> Result<(u64, u64)> {
     }
     drop(state);
     if !to_invalidate.is_empty() {
-        disk.mark_changed(&to_invalidate)?;
-        let mut page = AlignedBuf::zeroed(crate::device::IO_ALIGN);
-        for &block in &to_invalidate {
-            disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
-            disk.device.write_at(&page, disk.geometry.wblock_offset(block))?;
-        }
+        disk.write_free_pages(&to_invalidate)?;
         disk.device.sync()?;
     }
     Ok((in_use, to_invalidate.len() as u64))

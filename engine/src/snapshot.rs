@@ -10,57 +10,36 @@
 //! its checksum and every field hold; otherwise the engine cold-starts. The result is the
 //! state a cold start of the same device rebuilds.
 //!
-//! Payload layout (little-endian), split over the chained blocks after their 64-byte
-//! block header and a 16-byte chain header (next block u32 or `u32::MAX`, bytes of payload
-//! in this block u32, 8 zero bytes):
-//! magic `SPSNAP02`, entry count u64, next write sequence u64, block count u64, the write
-//! sequence of every block (u64 each), 4096 generation floors (u32 each), then the entries,
-//! 32 bytes each: partition u16, zero u16, the 28-byte index entry.
+//! The payload's bytes and the chain headers are `format::snapshot_payload`.
 
 use crate::device::{AlignedBuf, Device};
-use crate::disk::{Disk, Geometry};
+use crate::disk::Disk;
 use crate::error::{Error, Result};
-use crate::format::{DeviceHeader, SnapshotRef, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT};
-use crate::index::{Index, IndexEntry, ENTRY_BYTES, PARTITION_COUNT};
+use crate::format::Geometry;
+use crate::format::{
+    classify_block, decode_snapshot_chain, encode_snapshot_chain, encode_snapshot_entry,
+    encode_snapshot_payload, parse_snapshot_payload, BlockClass, DeviceHeader, SnapshotContents, SnapshotRef,
+    SNAPSHOT_CHAIN_END, SNAPSHOT_CHUNK_START, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT,
+};
+use crate::index::{Index, IndexEntry, PARTITION_COUNT};
 use std::sync::atomic::Ordering;
 use xxhash_rust::xxh3::xxh3_64;
-
-/// Version 2: the location packs no device (it is derived from the tag), and the tag is
-/// digest bytes 2..14. A version-1 snapshot is refused, so that open falls back to a cold
-/// start.
-const SNAPSHOT_MAGIC: [u8; 8] = *b"SPSNAP02";
-const CHAIN_HEADER_SIZE: usize = 16;
-const ENTRY_SIZE: usize = 32;
-const CHAIN_END: u32 = u32::MAX;
 
 /// Called at close, once the flusher and janitor have stopped. Partition locks are taken
 /// (one at a time) before the disk lock, never while holding it: the lock order
 /// (ARCHITECTURE.md) is partition, then disk.
 fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
     let mut entries = Vec::new();
-    let mut floors = Vec::with_capacity(PARTITION_COUNT * 4);
+    let mut floors = Vec::with_capacity(PARTITION_COUNT);
     for partition in 0..PARTITION_COUNT {
         let p = index.partition(partition);
-        floors.extend_from_slice(&p.generation_floor().to_le_bytes());
+        floors.push(p.generation_floor());
         for entry in p.entries().filter(|e| e.location.device == disk.index) {
-            entries.extend_from_slice(&(partition as u16).to_le_bytes());
-            entries.extend_from_slice(&[0, 0]);
-            entries.extend_from_slice(&IndexEntry::new(entry).to_bytes());
+            encode_snapshot_entry(partition, &IndexEntry::new(entry).to_bytes(), &mut entries);
         }
     }
     let state = disk.lock();
-    let seqs = state.blocks.seqs();
-    let mut payload = Vec::with_capacity(32 + seqs.len() * 8 + floors.len() + entries.len());
-    payload.extend_from_slice(&SNAPSHOT_MAGIC);
-    payload.extend_from_slice(&((entries.len() / ENTRY_SIZE) as u64).to_le_bytes());
-    payload.extend_from_slice(&state.next_seq.to_le_bytes());
-    payload.extend_from_slice(&(seqs.len() as u64).to_le_bytes());
-    for seq in seqs {
-        payload.extend_from_slice(&seq.to_le_bytes());
-    }
-    payload.extend_from_slice(&floors);
-    payload.extend_from_slice(&entries);
-    payload
+    encode_snapshot_payload(state.next_seq, state.blocks.seqs(), &floors, &entries)
 }
 
 /// Writes this disk's snapshot into free blocks and syncs. `None` when the free blocks
@@ -68,7 +47,7 @@ fn encode_payload(disk: &Disk, index: &Index) -> Vec<u8> {
 pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Option<SnapshotRef>> {
     let payload = encode_payload(disk, index);
     let wbs = disk.geometry.wblock_size as usize;
-    let per_block = wbs - WBLOCK_HEADER_SIZE - CHAIN_HEADER_SIZE;
+    let per_block = wbs - SNAPSHOT_CHUNK_START;
     let needed = payload.len().div_ceil(per_block);
     let blocks: Vec<u32> = disk.lock().blocks.free_blocks().take(needed).collect();
     if blocks.len() < needed {
@@ -85,12 +64,9 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
         buf.fill(0);
         disk.wblock_header(WBLOCK_KIND_SNAPSHOT, open_count, block)
             .encode_into(&mut buf[..WBLOCK_HEADER_SIZE]);
-        let next = blocks.get(i + 1).copied().unwrap_or(CHAIN_END);
-        buf[WBLOCK_HEADER_SIZE..WBLOCK_HEADER_SIZE + 4].copy_from_slice(&next.to_le_bytes());
-        buf[WBLOCK_HEADER_SIZE + 4..WBLOCK_HEADER_SIZE + 8]
-            .copy_from_slice(&(chunk.len() as u32).to_le_bytes());
-        let start = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
-        buf[start..start + chunk.len()].copy_from_slice(chunk);
+        let next = blocks.get(i + 1).copied().unwrap_or(SNAPSHOT_CHAIN_END);
+        encode_snapshot_chain(next, chunk.len(), &mut buf);
+        buf[SNAPSHOT_CHUNK_START..SNAPSHOT_CHUNK_START + chunk.len()].copy_from_slice(chunk);
         disk.device.write_at(&buf, disk.geometry.wblock_offset(block))?;
     }
     disk.device.sync()?;
@@ -125,24 +101,13 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
     for _ in 0..geometry.wblock_count {
         let offset = geometry.wblock_offset(block);
         device.read_at(&mut buf, offset)?;
-        let block_header =
-            WblockHeader::decode(&buf).ok_or_else(|| bad(device, offset, "bad block header"))?;
-        if block_header.kind != WBLOCK_KIND_SNAPSHOT
-            || block_header.device_uuid != header.device_uuid
-            || block_header.wblock_index != block
-            || block_header.write_seq != snapshot.open_count
-        {
-            return Err(bad(device, offset, "block is not part of this snapshot"));
+        let class = classify_block(&buf, &header.device_uuid, block);
+        if class != (BlockClass::Snapshot { open_count: snapshot.open_count }) {
+            return Err(bad(device, offset, format!("block is not part of this snapshot ({class:?})")));
         }
-        let le32 = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-        let next = le32(WBLOCK_HEADER_SIZE);
-        let len = le32(WBLOCK_HEADER_SIZE + 4) as usize;
-        let start = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
-        if len > wbs - start {
-            return Err(bad(device, offset, "chunk longer than its block"));
-        }
-        payload.extend_from_slice(&buf[start..start + len]);
-        if payload.len() as u64 >= snapshot.len_bytes || next == CHAIN_END {
+        let (chunk, next) = decode_snapshot_chain(&buf).map_err(|reason| bad(device, offset, reason))?;
+        payload.extend_from_slice(chunk);
+        if payload.len() as u64 >= snapshot.len_bytes || next == SNAPSHOT_CHAIN_END {
             break;
         }
         if next >= geometry.wblock_count {
@@ -156,58 +121,10 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
     Ok(payload)
 }
 
-/// A snapshot payload, checked for layout.
-pub struct SnapshotContents<'a> {
-    pub next_seq: u64,
-    pub block_seq: Vec<u64>,
-    pub generation_floors: Vec<u32>,
-    /// (partition, entry) pairs.
-    entries: &'a [u8],
-}
-
-impl SnapshotContents<'_> {
-    pub fn entry_count(&self) -> usize {
-        self.entries.len() / ENTRY_SIZE
-    }
-
-    /// (partition, entry), with devices derived for `device_count` devices; `None` for an
-    /// entry whose partition is out of range.
-    pub fn entries(
-        &self,
-        device_count: u8,
-    ) -> impl Iterator<Item = Option<(usize, crate::index::EntryInfo)>> + '_ {
-        self.entries.chunks_exact(ENTRY_SIZE).map(move |raw| {
-            let partition = u16::from_le_bytes([raw[0], raw[1]]) as usize;
-            let bytes: &[u8; ENTRY_BYTES] = raw[4..].try_into().ok()?;
-            (partition < PARTITION_COUNT)
-                .then(|| (partition, IndexEntry::from_bytes(bytes).info(device_count)))
-        })
-    }
-}
-
-/// Checks a payload's magic, sizes and counts against the device's block count.
+/// Checks a payload's layout against the device's block count (`spike-inspect check`
+/// runs this, as open does).
 pub fn parse_payload(payload: &[u8], wblock_count: u64) -> std::result::Result<SnapshotContents<'_>, String> {
-    let u64_at =
-        |at: usize| payload.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
-    let count = wblock_count as usize;
-    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(wblock_count) {
-        return Err("bad magic or block count".into());
-    }
-    let entry_count = u64_at(8).unwrap_or(0) as usize;
-    let floors_at = 32 + count * 8;
-    let entries_at = floors_at + PARTITION_COUNT * 4;
-    if payload.len() != entries_at.saturating_add(entry_count.saturating_mul(ENTRY_SIZE)) {
-        return Err("size does not match its entry count".into());
-    }
-    Ok(SnapshotContents {
-        next_seq: u64_at(16).unwrap_or(0),
-        block_seq: (0..count).map(|b| u64_at(32 + b * 8).unwrap_or(0)).collect(),
-        generation_floors: payload[floors_at..entries_at]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or_default()))
-            .collect(),
-        entries: &payload[entries_at..],
-    })
+    parse_snapshot_payload(payload, wblock_count)
 }
 
 /// Restores this disk's index entries, block table and free list from its snapshot.
@@ -225,8 +142,10 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
     for (partition, floor) in contents.generation_floors.iter().enumerate() {
         index.partition(partition).raise_generation_floor(*floor);
     }
-    for item in contents.entries(header.device_count as u8) {
-        let Some((partition, entry)) = item.filter(|(_, e)| disk.location_is_valid(e.location)) else {
+    let device_count = header.device_count as u8;
+    for item in contents.entries() {
+        let entry = item.map(|(partition, raw)| (partition, IndexEntry::from_bytes(raw).info(device_count)));
+        let Some((partition, entry)) = entry.filter(|(_, e)| disk.location_is_valid(e.location)) else {
             return Err(bad(
                 device,
                 header.snapshot.offset,

@@ -21,8 +21,7 @@ use crate::device::{AlignedBuf, IO_ALIGN};
 use crate::disk::{BlockState, Disk, DiskState, OpenBlock, Position, SealedBlock};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_record, record_size, RecordMeta, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
-    WBLOCK_KIND_FREE,
+    encode_record, record_size, BlockClass, RecordMeta, WblockHeader, WBLOCK_HEADER_SIZE, WBLOCK_KIND_DATA,
 };
 use crate::index::Location;
 use crate::stats::Counters;
@@ -402,12 +401,11 @@ fn write_blocks(
 /// the engine (a buffer mixed up between blocks); writing it would lose the block's
 /// records at the next cold start, so the disk is latched failed instead.
 fn check_block_header(disk: &Disk, block: &SealedBlock) -> Result<()> {
-    let header = WblockHeader::decode(&block.buf[..WBLOCK_HEADER_SIZE]);
-    let expected = disk.wblock_header(WBLOCK_KIND_DATA, block.seq, block.wblock);
-    if header != Some(expected) {
+    let class = disk.classify(&block.buf, block.wblock);
+    if class != (BlockClass::Data { write_seq: block.seq }) {
         return Err(Error::EngineFailed {
             reason: format!(
-                "{}: block {} (write sequence {}) about to be written with header {header:?}",
+                "{}: block {} (write sequence {}) about to be written with a header that says {class:?}",
                 disk.name(),
                 block.wblock,
                 block.seq
@@ -445,12 +443,7 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
         disk.in_memory[block as usize].store(false, Ordering::Release);
     }
     drop(state);
-    disk.mark_changed(&ready)?;
-    let mut page = AlignedBuf::zeroed(IO_ALIGN);
-    for &block in &ready {
-        disk.wblock_header(WBLOCK_KIND_FREE, 0, block).encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
-        disk.device.write_at(&page, disk.geometry.wblock_offset(block))?;
-    }
+    disk.write_free_pages(&ready)?;
     crate::failpoint::hit("write::free::before_sync")?;
     disk.device.sync()?;
     let mut state = disk.lock();

@@ -9,8 +9,9 @@
 use spike::device::sim::SimDevice;
 use spike::device::Device;
 use spike::offline::format::{
-    block_records, decode_record, encode_record, pick_header, record_size, DeviceHeader, HeaderProblem,
-    RecordMeta, RecordProblem, WblockHeader, DEVICE_HEADER_SIZE, RECORD_HEADER_SIZE,
+    block_records, classify_block, decode_bitmap_page, decode_record, decode_snapshot_chain, encode_record,
+    parse_snapshot_payload, pick_header, record_size, DeviceHeader, HeaderProblem, RecordMeta, RecordProblem,
+    WblockHeader, DEVICE_HEADER_SIZE, RECORD_HEADER_SIZE,
 };
 use spike::{Config, Engine};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -88,6 +89,26 @@ fn decode_headers(data: &[u8]) {
     }
 }
 
+/// The layout layer's other decoders (`layout_decoders` target), as given and with a
+/// snapshot magic in front.
+fn decode_layout(data: &[u8]) {
+    let mut with_magic = data.to_vec();
+    if with_magic.len() >= 8 {
+        with_magic[..8].copy_from_slice(b"SPSNAP02");
+    }
+    for bytes in [data, &with_magic[..]] {
+        let _ = classify_block(bytes, &[0; 16], 0);
+        let _ = decode_bitmap_page(bytes);
+        let _ = decode_snapshot_chain(bytes);
+        let claimed = bytes.get(24..32).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        for count in [claimed, 0, 1, u64::MAX] {
+            if let Ok(contents) = parse_snapshot_payload(bytes, count) {
+                contents.entries().for_each(drop);
+            }
+        }
+    }
+}
+
 /// Runs `decode` on the saved inputs of `target` that `pick` names; returns those that panicked.
 fn panicking(target: &str, pick: fn(&str) -> bool, decode: fn(&[u8])) -> Vec<String> {
     regressions(target)
@@ -113,10 +134,18 @@ fn saved_header_decoder_inputs_do_not_panic() {
 }
 
 #[test]
+fn saved_layout_decoder_inputs_do_not_panic() {
+    assert!(!regressions("layout_decoders").is_empty());
+    let failed = panicking("layout_decoders", |name| !KNOWN_PANICS.contains(&name), decode_layout);
+    assert!(failed.is_empty(), "decoders panicked on {failed:?}");
+}
+
+#[test]
 fn known_panicking_inputs_no_longer_panic() {
     let known = |name: &str| KNOWN_PANICS.contains(&name);
     let mut failed = panicking("record_decoder", known, decode_records);
     failed.extend(panicking("header_decoder", known, decode_headers));
+    failed.extend(panicking("layout_decoders", known, decode_layout));
     assert!(failed.is_empty(), "still panicking: {failed:?}");
 }
 
@@ -147,6 +176,7 @@ fn nasty_inputs_do_not_panic_the_decoders() {
     for data in [vec![], vec![0xFF; 1], vec![0xFF; 64], vec![0xFF; 4096], vec![0xFF; 8192], vec![0; 8192]] {
         decode_records(&data);
         decode_headers(&data);
+        decode_layout(&data);
     }
 
     let record = sample_record(b"key", &[0xAB; 100]);

@@ -590,7 +590,7 @@ fn blocks_the_bitmap_missed_are_still_taken_by_their_write_sequence_and_reported
             other => panic!("{other:?}"),
         };
         let (generation, image) = (header.bitmap_generation, header.bitmap_reset_image_uuid);
-        spike::offline::change_bitmap::start_generation(dev.as_ref(), &mut header, generation, image)
+        spike::offline::namespace::start_generation(dev.as_ref(), &mut header, generation, image)
             .expect("reset");
     }
     let incr2 = f.dir.path().join("incr2.img");

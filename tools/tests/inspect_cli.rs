@@ -299,6 +299,7 @@ fn crash_images_check_consistent_and_list_what_recovery_keeps() {
     let dir = tempdir();
     let path = dir.path().join("crashed");
     let mut tolerated_total = 0;
+    let mut corrupt_total = 0;
     let mut images = 0;
     // Commit-to-device cuts land in partial flushes of the open block; buffered ones
     // mostly in whole-block writes of a group commit. Both runs go on long enough that
@@ -349,12 +350,33 @@ fn crash_images_check_consistent_and_list_what_recovery_keeps() {
             let engine =
                 Engine::open_devices(config.clone(), vec![recovered as Arc<dyn Device>]).expect("recover");
             assert_eq!(listed(&records), engine_lines(&engine), "{context}");
+            // `check` counts what the cold start of the same image counts, rule for rule.
+            let r = engine.stats().recovery;
+            assert_eq!(r.kind, "cold", "{context}");
+            let restart = format!(
+                "a cold start:     records_found={} records_kept={} tombstones_kept={} expired_dropped={} \
+                 stale_records={} corrupt_records={} blocks_in_use={} blocks_freed={}",
+                r.records_found,
+                r.records_kept,
+                r.tombstones_kept,
+                r.expired_dropped,
+                r.stale_records,
+                r.corrupt_records,
+                r.blocks_in_use,
+                r.blocks_freed
+            );
+            assert!(
+                report.lines().any(|line| line == restart),
+                "{context}: expected\n{restart}\nin\n{report}"
+            );
+            corrupt_total += r.corrupt_records;
             drop(engine);
             images += 1;
         }
     }
     assert_eq!(images, 3 * cuts.len());
     assert!(tolerated_total > 0, "no crash image had a torn write: the tolerance rule went untested");
+    assert!(corrupt_total > 0, "no crash image had a corrupt record: that count went untested");
 }
 
 #[test]

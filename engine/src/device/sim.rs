@@ -48,6 +48,8 @@ impl SimRng {
 #[derive(Clone, Debug, Default)]
 pub struct SimFaults {
     pub read_error_per_million: u32,
+    /// Byte ranges every read touching them fails on (bad sectors).
+    pub unreadable: Vec<std::ops::Range<u64>>,
     pub bit_flip_per_million: u32,
     /// Writes allowed before the simulated power loss.
     pub crash_after_writes: Option<u64>,
@@ -211,6 +213,10 @@ impl Device for SimDevice {
         let error_rate = state.faults.read_error_per_million;
         if state.rng.chance(error_rate) {
             return Err(self.io_error(offset, "injected read error"));
+        }
+        let end = offset + buf.len() as u64;
+        if state.faults.unreadable.iter().any(|bad| bad.start < end && offset < bad.end) {
+            return Err(self.io_error(offset, "injected bad sector"));
         }
         buf.copy_from_slice(&state.live[offset as usize..offset as usize + buf.len()]);
         let flip_rate = state.faults.bit_flip_per_million;

@@ -29,7 +29,7 @@ impl DigestTag {
     }
 
     /// The device a digest with this tag lives on: digest bytes 2..4 as a little-endian
-    /// u16, modulo the device count (the same rule as `recovery::device_of`).
+    /// u16, modulo the device count (the same rule as `format::device_of`).
     pub fn device(&self, device_count: u8) -> u8 {
         let le = ((self.hi >> 48) as u16).swap_bytes();
         (le % device_count.max(1) as u16) as u8
@@ -88,7 +88,7 @@ pub struct IndexEntry {
     location: u64,
     void_time: u32,
 }
-pub const ENTRY_BYTES: usize = 28;
+pub const ENTRY_BYTES: usize = crate::limits::INDEX_ENTRY_BYTES;
 const _: () = assert!(std::mem::size_of::<IndexEntry>() == ENTRY_BYTES);
 
 /// The entry's fields, unpacked.
@@ -204,7 +204,7 @@ mod tests {
             }
             for count in [1u8, 2, 3, 7, 100, 128] {
                 let derived = DigestTag::of(&digest).device(count) as usize;
-                assert_eq!(derived, crate::recovery::device_of(&digest, count as usize));
+                assert_eq!(derived, crate::format::device_of(&digest, count as usize));
             }
         }
     }

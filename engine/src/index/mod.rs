@@ -19,9 +19,9 @@ pub use entry::{
 #[cfg_attr(not(feature = "offline"), allow(unused_imports))] // the benches size partitions by it
 pub use partition::{Partition, SPRIG_ENTRIES_MAX};
 
-use crate::format::Digest;
 use crate::sync::{Mutex, MutexGuard};
 
+pub use crate::format::partition_of;
 pub use crate::limits::PARTITION_COUNT;
 
 /// Hands the pages of freed heap memory back to the kernel. Growing sprigs are reallocated
@@ -40,11 +40,6 @@ pub fn trim_heap() {
 
 /// How often the janitor hands freed heap pages back ([`trim_heap`]).
 pub const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Partition of a digest: its first 12 bits.
-pub fn partition_of(digest: &Digest) -> usize {
-    (u16::from_le_bytes([digest[0], digest[1]]) as usize) & (PARTITION_COUNT - 1)
-}
 
 pub struct PoisonOnPanic<'a>(&'a std::sync::atomic::AtomicBool);
 

@@ -37,9 +37,10 @@ use super::source::{classify, open_spike, read_blocks, scan_headers, Batch, Bloc
 use super::writer::ImageWriter;
 use anyhow::{bail, Context, Result};
 use spike::device::{AlignedBuf, Device};
-use spike::offline::change_bitmap::{start_generation, ChangeBitmap};
+use spike::offline::change_bitmap::ChangeBitmap;
 use spike::offline::format::{DeviceHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT};
 use spike::offline::namespace::random_bytes;
+use spike::offline::namespace::start_generation;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -193,7 +194,7 @@ fn entries_of(
     uses: &[BlockUse],
     packed: &mut impl Iterator<Item = (u64, Option<Vec<u8>>)>,
 ) -> Result<Vec<(BlockEntry, Option<Vec<u8>>)>> {
-    let mut entries = Vec::with_capacity(batch.blocks.len());
+    let mut entries = Vec::with_capacity(batch.count);
     for ((block, buf), (checksum, compressed)) in batch.iter().zip(packed) {
         let found = classify(buf, h, block);
         let BlockUse::InUse { kind, write_seq } = found else {
@@ -275,7 +276,7 @@ fn stream_blocks(
             let bufs: Vec<&[u8]> = group.iter().flat_map(|batch| batch.iter().map(|(_, buf)| buf)).collect();
             let mut packed = pack_batch(&bufs, opts.compress_level)?.into_iter();
             for batch in group.drain(..) {
-                let mut blocks = Vec::with_capacity(batch.blocks.len());
+                let mut blocks = Vec::with_capacity(batch.count);
                 for (entry, compressed) in entries_of(&batch, h, uses, &mut packed)? {
                     while listed[next_listed] < entry.wblock {
                         writer.write_free(listed[next_listed]);
@@ -286,7 +287,7 @@ fn stream_blocks(
                     bytes_stored += len as u64;
                     blocks.push((writer.place(entry, len), compressed));
                 }
-                progress.add(batch.blocks.len() as u64, batch.bytes());
+                progress.add(batch.count as u64, batch.bytes());
                 if failed.load(Ordering::Relaxed) {
                     bail!("an image writer failed");
                 }

@@ -28,9 +28,7 @@ use super::source::{classify, open_device, open_spike, read_blocks, BlockUse};
 use anyhow::{bail, Context, Result};
 use spike::device::{AlignedBuf, IO_ALIGN};
 use spike::offline::change_bitmap::ChangeBitmap;
-use spike::offline::format::{
-    pick_header, DeviceHeader, WblockHeader, DEVICE_HEADER_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_KIND_FREE,
-};
+use spike::offline::format::{encode_free_page, pick_header, DeviceHeader, DEVICE_HEADER_SIZE};
 use spike::offline::namespace::{probe, write_header, DeviceContent};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -67,13 +65,7 @@ fn captured_header(chain: &Chain) -> Result<(DeviceHeader, Vec<u8>)> {
 /// A free block-header page, as the engine writes over a block it frees.
 fn free_page(header: &DeviceHeader, wblock: u32) -> AlignedBuf {
     let mut page = AlignedBuf::zeroed(IO_ALIGN);
-    WblockHeader {
-        kind: WBLOCK_KIND_FREE,
-        write_seq: 0,
-        device_uuid: header.device_uuid,
-        wblock_index: wblock,
-    }
-    .encode_into(&mut page[..WBLOCK_HEADER_SIZE]);
+    encode_free_page(header.device_uuid, wblock, &mut page);
     page
 }
 
@@ -317,7 +309,7 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
             report.device_blocks_compared += 1;
             report.device_bytes_compared += buf.len() as u64;
         }
-        progress.add(batch.blocks.len() as u64, batch.bytes());
+        progress.add(batch.count as u64, batch.bytes());
         recycle.give(batch.buf);
         Ok(())
     })?;

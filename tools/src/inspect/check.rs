@@ -27,7 +27,14 @@
 //! belongs to another device, an unreadable block, and an index snapshot of the last
 //! clean shutdown that fails its chain, length, checksum or layout (read and checked by
 //! the engine's own `snapshot::read_payload` and `snapshot::parse_payload`, as a fast
-//! restart reads it). A device that went through a crash and then more writes keeps its
+//! restart reads it).
+//!
+//! The report ends with what a cold start of the device would count (`a cold start:`,
+//! under the names of the engine's `RecoveryStats`): the scan, block classifier, record
+//! walker, device rule and newest-copy order are the engine's own, so these are the
+//! numbers the next cold start reports.
+//!
+//! A device that went through a crash and then more writes keeps its
 //! torn blocks until the defragmenter rewrites them (the engine skips their damage):
 //! check such a device with a larger `--crash-window`.
 
@@ -47,7 +54,7 @@ const PROBLEMS_PRINTED_MAX: usize = 1000;
 /// Opens, scans and verifies the device at `path`; returns the exit code: 0 consistent,
 /// [`EXIT_INCONSISTENT`] if anything outside the tolerated places is wrong.
 pub fn run(path: &Path, crash_window: u64, out: &mut dyn Write) -> Result<u8> {
-    let opened = Opened::open(path)?;
+    let opened = super::open(path)?;
     let scan = Scan::run(&opened)?;
     check(&opened, &scan, crash_window, out)
 }
@@ -103,7 +110,7 @@ fn verify_snapshot(opened: &Opened, scan: &Scan) -> std::result::Result<Snapshot
 
 fn check(opened: &Opened, scan: &Scan, crash_window: u64, out: &mut dyn Write) -> Result<u8> {
     let h = &opened.header;
-    let name = opened.name();
+    let name = opened.device.name();
     writeln!(
         out,
         "checking {name}: namespace {:?}, device {} of {}, {} write blocks of {} bytes",
@@ -219,6 +226,20 @@ fn check(opened: &Opened, scan: &Scan, crash_window: u64, out: &mut dyn Write) -
     writeln!(out, "stale records:    {} (left from earlier uses of their blocks)", c.stale_records)?;
     writeln!(out, "wrong device:     {}", c.wrong_device_records)?;
     writeln!(out, "damaged regions:  {} ({tolerated_count} tolerated as torn writes)", scan.damage_total)?;
+    let r = scan.restart_counts();
+    writeln!(
+        out,
+        "a cold start:     records_found={} records_kept={} tombstones_kept={} expired_dropped={} \
+         stale_records={} corrupt_records={} blocks_in_use={} blocks_freed={}",
+        r.records_found,
+        r.records_kept,
+        r.tombstones_kept,
+        r.expired_dropped,
+        r.stale_records,
+        r.corrupt_records,
+        r.blocks_in_use,
+        r.blocks_freed
+    )?;
     writeln!(out, "errors:           {}", errors.len())?;
     if errors.is_empty() {
         writeln!(out, "result: consistent")?;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Opens the device at `path` and prints its header.
 pub fn print(path: &Path, out: &mut dyn Write) -> Result<()> {
-    let opened = Opened::open(path)?;
+    let opened = super::open(path)?;
     print_header(&opened, out)
 }
 
@@ -33,7 +33,7 @@ pub(super) fn slot_statuses(opened: &Opened) -> Result<[String; 2]> {
     opened
         .device
         .read_at(&mut slots, 0)
-        .with_context(|| format!("reading the header slots of {}", opened.name()))?;
+        .with_context(|| format!("reading the header slots of {}", opened.device.name()))?;
     Ok([
         slot_status(&slots[..DEVICE_HEADER_SIZE], &opened.header),
         slot_status(&slots[DEVICE_HEADER_SIZE..], &opened.header),
@@ -44,7 +44,7 @@ fn print_header(opened: &Opened, out: &mut dyn Write) -> Result<()> {
     let h = &opened.header;
     let [slot0, slot1] = slot_statuses(opened)?;
     let wbs = h.write_block_size as u64;
-    writeln!(out, "device                {}", opened.name())?;
+    writeln!(out, "device                {}", opened.device.name())?;
     writeln!(
         out,
         "device size           {} bytes ({})",

@@ -1,7 +1,7 @@
 //! The inspection behind `spike-inspect`: looks at one Spike device offline and never
 //! writes to it.
 //!
-//! This module owns opening a device for inspection (`Opened`) and the exit codes; the
+//! This module owns opening a device for inspection (`open`, the engine's offline open) and the exit codes; the
 //! subcommands each have their own module: [`header`] (the device header, both slots),
 //! [`stats`] (space use and block fill), [`check`] (every block header and record, with the
 //! rule documented there) and [`records`] (every live record, one line each, sorted by
@@ -29,65 +29,24 @@ mod scan;
 pub mod stats;
 mod walk;
 
-use anyhow::{anyhow, bail, Context, Result};
-use spike::device::{self, Device, IoBackend};
-use spike::offline::format::DeviceHeader;
-use spike::offline::namespace::{probe, DeviceContent};
+use anyhow::{anyhow, Result};
 use std::path::Path;
-use std::sync::Arc;
 
 /// `check` found inconsistencies.
 pub const EXIT_INCONSISTENT: u8 = 1;
 /// The device could not be inspected (in use, not a Spike device, I/O error) or bad usage.
 pub const EXIT_CANNOT_INSPECT: u8 = 2;
 
-/// An opened, locked Spike device and its header in force.
-struct Opened {
-    device: Arc<dyn Device>,
-    header: DeviceHeader,
-}
+/// An opened, locked Spike device and its header in force: the engine's one offline open.
+use spike::offline::namespace::OfflineDevice as Opened;
 
-impl Opened {
-    fn open(path: &Path) -> Result<Opened> {
-        // `device::open` takes the same exclusive lock as the engine. It opens read-write
-        // because that is the only way it opens; nothing below ever writes.
-        let device = device::open(path, IoBackend::Auto).map_err(|err| match err {
-            spike::Error::DeviceInUse { .. } => anyhow!(
-                "{err}: an engine or spike-backup is using it; spike-inspect only reads devices \
-                 that nothing else holds"
-            ),
-            other => anyhow!(other),
-        })?;
-        let content =
-            probe(device.as_ref()).with_context(|| format!("reading the header of {}", path.display()))?;
-        let header = match content {
-            DeviceContent::Spike(header) => *header,
-            DeviceContent::Blank => {
-                bail!(
-                    "{}: not a Spike device: blank (all zeroes at the start), never formatted",
-                    path.display()
-                )
-            }
-            DeviceContent::Foreign(reason) => bail!("{}: not a Spike device: {reason}", path.display()),
-            DeviceContent::BadSpike(reason) => bail!("{}: unusable Spike device: {reason}", path.display()),
-        };
-        Ok(Opened { device, header })
-    }
-
-    fn name(&self) -> &str {
-        self.device.name()
-    }
-
-    /// The block area must lie on the device before anything scans it.
-    fn check_span(&self) -> Result<()> {
-        let span = self.header.device_span_bytes();
-        if span > self.device.size_bytes() {
-            bail!(
-                "{}: the device is {} bytes but its header describes {span} bytes (truncated?)",
-                self.name(),
-                self.device.size_bytes()
-            );
-        }
-        Ok(())
-    }
+/// Opens a device for inspection, saying what to do when something else holds it.
+fn open(path: &Path) -> Result<Opened> {
+    spike::offline::namespace::open_offline(path).map_err(|err| match err {
+        spike::Error::DeviceInUse { .. } => anyhow!(
+            "{err}: an engine or spike-backup is using it; spike-inspect only reads devices \
+             that nothing else holds"
+        ),
+        other => anyhow!(other),
+    })
 }

@@ -3,7 +3,6 @@
 //! listings of two devices or of a device and a restored backup can be diffed.
 
 use super::scan::{is_expired, RecordCopy, Scan};
-use super::Opened;
 use crate::text::hex;
 use anyhow::Result;
 use std::io::Write;
@@ -12,7 +11,7 @@ use std::path::Path;
 /// Opens and scans the device at `path` and lists its live records. Refuses (an error) if
 /// a block is unreadable; other inconsistencies are skipped with a warning on stderr.
 pub fn print(path: &Path, out: &mut dyn Write) -> Result<()> {
-    let opened = Opened::open(path)?;
+    let opened = super::open(path)?;
     let scan = Scan::run(&opened)?;
     scan.warn_or_refuse(&opened)?;
     print_records(&scan, out)

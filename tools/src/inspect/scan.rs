@@ -19,15 +19,12 @@ use super::walk::{walk_block, DamageSpan};
 use super::Opened;
 use crate::text::hex;
 use anyhow::{bail, Result};
-use spike::device::{AlignedBuf, Device, ReadRequest};
-use spike::offline::format::{
-    CopyOrder, DeviceHeader, Digest, WblockHeader, WBLOCK_KIND_DATA, WBLOCK_KIND_FREE, WBLOCK_KIND_SNAPSHOT,
-    WBLOCK_MAGIC,
-};
+use spike::device::Device;
+use spike::offline::device_scan::{stream_blocks, Blocks, ScanShape};
+use spike::offline::format::{classify_block, BlockClass, CopyOrder, DeviceHeader, Digest, Geometry};
 use spike::offline::index::{partition_of, DigestTag};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::mpsc;
 
 /// Bytes read per batch of the scan: large sequential reads keep the device busy.
 const SCAN_BATCH_BYTES: usize = 8 << 20;
@@ -115,6 +112,22 @@ pub(super) struct Counts {
     pub(super) stale_records: u64,
     /// Records of a block whose digest belongs to another device.
     pub(super) wrong_device_records: u64,
+    /// Corrupt regions in data blocks (the walker's count, as a cold start's).
+    pub(super) corrupt_records: u64,
+}
+
+/// What a cold start of this device would count, under the names of the engine's
+/// `RecoveryStats`: the same classifier, walker, device rule and newest-copy order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct RestartCounts {
+    pub(super) records_found: u64,
+    pub(super) records_kept: u64,
+    pub(super) tombstones_kept: u64,
+    pub(super) expired_dropped: u64,
+    pub(super) corrupt_records: u64,
+    pub(super) stale_records: u64,
+    pub(super) blocks_in_use: u64,
+    pub(super) blocks_freed: u64,
 }
 
 pub(super) struct Scan {
@@ -172,57 +185,40 @@ impl Scan {
                     message: format!("unreadable: {err}"),
                 });
             }
-        });
+        })?;
         scan.check_sequences();
         Ok(scan)
     }
 
     fn parse_block(&mut self, header: &DeviceHeader, block: u32, buf: &[u8]) {
-        let info = &mut self.blocks[block as usize];
-        let Some(wblock) = WblockHeader::decode(buf) else {
-            let has_magic = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) == WBLOCK_MAGIC;
-            info.kind = if has_magic { BlockKind::DamagedHeader } else { BlockKind::NoHeader };
-            if has_magic {
-                self.problems.push(Problem {
-                    block,
-                    offset_in_block: 0,
-                    message: "write-block header has Spike's magic but does not verify (checksum or version)"
-                        .into(),
-                });
+        let (kind, seq, message) = match classify_block(buf, &header.device_uuid, block) {
+            BlockClass::Data { write_seq } => (BlockKind::Data, write_seq, None),
+            BlockClass::Snapshot { open_count } => (BlockKind::Snapshot, open_count, None),
+            BlockClass::Free => (BlockKind::Free, 0, None),
+            BlockClass::OtherKind(_) => (BlockKind::OtherKind, 0, None),
+            BlockClass::NoHeader => (BlockKind::NoHeader, 0, None),
+            BlockClass::Foreign => (BlockKind::Foreign, 0, None),
+            BlockClass::DamagedHeader => {
+                let message =
+                    "write-block header has Spike's magic but does not verify (checksum or version)";
+                (BlockKind::DamagedHeader, 0, Some(message.to_string()))
             }
-            return;
+            BlockClass::Misplaced { header_index } => {
+                let message = format!("header of this device's block {header_index} found at block {block}");
+                (BlockKind::Misplaced, 0, Some(message))
+            }
         };
-        if wblock.device_uuid != header.device_uuid {
-            info.kind = BlockKind::Foreign;
+        self.blocks[block as usize] = BlockInfo { kind, seq };
+        if let Some(message) = message {
+            self.problems.push(Problem { block, offset_in_block: 0, message });
+        }
+        if kind != BlockKind::Data {
             return;
         }
-        if wblock.wblock_index != block {
-            info.kind = BlockKind::Misplaced;
-            self.problems.push(Problem {
-                block,
-                offset_in_block: 0,
-                message: format!(
-                    "header of this device's block {} found at block {block}",
-                    wblock.wblock_index
-                ),
-            });
-            return;
-        }
-        info.kind = match wblock.kind {
-            WBLOCK_KIND_DATA => BlockKind::Data,
-            WBLOCK_KIND_FREE => BlockKind::Free,
-            WBLOCK_KIND_SNAPSHOT => BlockKind::Snapshot,
-            _ => BlockKind::OtherKind,
-        };
-        if info.kind == BlockKind::Snapshot {
-            info.seq = wblock.write_seq;
-        }
-        if info.kind != BlockKind::Data {
-            return;
-        }
-        info.seq = wblock.write_seq;
-        let walk = walk_block(buf, wblock.write_seq);
+        let write_seq = seq;
+        let walk = walk_block(buf, write_seq);
         self.counts.stale_records += walk.stale;
+        self.counts.corrupt_records += walk.corrupt;
         self.damage_total += walk.damage.len() as u64;
         if walk.damage.len() > DAMAGE_PER_BLOCK_MAX {
             let dropped = &walk.damage[DAMAGE_PER_BLOCK_MAX..];
@@ -256,7 +252,7 @@ impl Scan {
                 last_update_ms: meta.last_update_ms,
                 tombstone: meta.tombstone,
                 block,
-                block_seq: wblock.write_seq,
+                block_seq: write_seq,
                 size_bytes: view.size_bytes as u32,
                 value_len: view.value.len() as u32,
                 value_xxh3: xxhash_rust::xxh3::xxh3_64(view.value),
@@ -281,7 +277,7 @@ impl Scan {
     /// engine would not open either); anything else the engine's recovery skips, so the
     /// answer stands, with a warning pointing at `check`.
     pub(super) fn warn_or_refuse(&self, opened: &Opened) -> Result<()> {
-        let name = opened.name();
+        let name = opened.device.name();
         if let Some(unreadable) =
             self.problems.iter().find(|p| self.blocks[p.block as usize].kind == BlockKind::Unreadable)
         {
@@ -371,6 +367,33 @@ impl Scan {
     }
 
     /// (live records, tombstones, expired) among the newest copies.
+    /// The counts a cold start of this device reports. A newest copy that has expired is
+    /// kept as a tombstone (and counted as expired, a deleted record's tombstone too when
+    /// its void time has passed); a record of another device is stale to a restart.
+    pub(super) fn restart_counts(&self) -> RestartCounts {
+        let live = self.live_bytes();
+        let (mut records_kept, mut tombstones_kept, mut expired_dropped) = (0, 0, 0);
+        for copy in self.winners.values() {
+            let expired = is_expired(copy.void_time, self.now_s);
+            expired_dropped += expired as u64;
+            if copy.tombstone || expired {
+                tombstones_kept += 1;
+            } else {
+                records_kept += 1;
+            }
+        }
+        RestartCounts {
+            records_found: self.counts.records_found,
+            records_kept,
+            tombstones_kept,
+            expired_dropped,
+            corrupt_records: self.counts.corrupt_records,
+            stale_records: self.counts.stale_records + self.counts.wrong_device_records,
+            blocks_in_use: live.iter().filter(|&&bytes| bytes > 0).count() as u64,
+            blocks_freed: self.data_blocks_empty(&live) as u64,
+        }
+    }
+
     pub(super) fn record_kinds(&self) -> (u64, u64, u64) {
         let (mut live, mut tombstones, mut expired) = (0, 0, 0);
         for copy in self.winners.values() {
@@ -389,67 +412,33 @@ impl Scan {
 /// A block's bytes, or why they could not be read.
 type BlockRead<'a> = std::result::Result<&'a [u8], &'a spike::Error>;
 
-/// Reads every write block in large batches (a reader thread keeps the next batch in
-/// flight) and calls `visit` in block order with each block's bytes or its read error.
-fn for_each_block(device: &dyn Device, header: &DeviceHeader, visit: &mut dyn FnMut(u32, BlockRead<'_>)) {
-    let wbs = header.write_block_size as usize;
-    let per_batch = (SCAN_BATCH_BYTES / wbs).max(1);
-    let total = header.wblock_count as usize;
-    type Batch = (usize, Vec<AlignedBuf>, Vec<Option<spike::Error>>);
-    let (full_tx, full_rx) = mpsc::sync_channel::<Batch>(SCAN_BUFFERS);
-    let (empty_tx, empty_rx) = mpsc::channel::<Vec<AlignedBuf>>();
-    for _ in 0..SCAN_BUFFERS.min(total.div_ceil(per_batch)) {
-        let _ = empty_tx.send((0..per_batch.min(total)).map(|_| AlignedBuf::zeroed(wbs)).collect());
-    }
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut first = 0;
-            while first < total {
-                let Ok(mut bufs) = empty_rx.recv() else { return };
-                let n = per_batch.min(total - first).min(bufs.len());
-                let errors = read_batch(device, header, first, &mut bufs[..n]);
-                bufs.truncate(n);
-                if full_tx.send((first, bufs, errors)).is_err() {
-                    return;
-                }
-                first += n;
-            }
-        });
-        while let Ok((first, bufs, errors)) = full_rx.recv() {
-            for (i, (buf, error)) in bufs.iter().zip(&errors).enumerate() {
-                let block = (first + i) as u32;
-                match error {
-                    None => visit(block, Ok(buf)),
-                    Some(err) => visit(block, Err(err)),
-                }
-            }
-            // The reader may be done already; then the buffers are simply dropped.
-            let _ = empty_tx.send(bufs);
-        }
-    });
-}
-
-/// Reads blocks `first..first + bufs.len()` in one batch; if the batch fails, block by
-/// block, so that an unreadable block is named and the others are still read.
-fn read_batch(
+/// Reads every write block with the engine's one device scan (the one a cold start runs),
+/// in 8 MiB runs with two in flight, and calls `visit` in block order with each block's
+/// bytes or its read error: an unreadable block is named and the others are still read.
+fn for_each_block(
     device: &dyn Device,
     header: &DeviceHeader,
-    first: usize,
-    bufs: &mut [AlignedBuf],
-) -> Vec<Option<spike::Error>> {
-    let mut requests: Vec<ReadRequest<'_>> = bufs
-        .iter_mut()
-        .enumerate()
-        .map(|(i, buf)| ReadRequest { offset: header.wblock_offset((first + i) as u32), buf })
-        .collect();
-    if device.read_many(&mut requests).is_ok() {
-        return bufs.iter().map(|_| None).collect();
-    }
-    drop(requests);
-    bufs.iter_mut()
-        .enumerate()
-        .map(|(i, buf)| device.read_at(buf, header.wblock_offset((first + i) as u32)).err())
-        .collect()
+    visit: &mut dyn FnMut(u32, BlockRead<'_>),
+) -> Result<()> {
+    let shape = ScanShape {
+        run_bytes_max: SCAN_BATCH_BYTES,
+        in_flight_bytes: SCAN_BATCH_BYTES * SCAN_BUFFERS,
+        consumer_holds: 0,
+        tolerate_read_errors: true,
+    };
+    let blocks = Blocks::All { count: header.wblock_count as u32 };
+    let scanned =
+        stream_blocks(device, &Geometry::of(header), blocks, shape, &mut |_| {}, &mut |run, recycle| {
+            match &run.error {
+                Some(err) => visit(run.first, Err(err)),
+                None => run.iter().for_each(|(block, buf)| visit(block, Ok(buf))),
+            }
+            recycle.give(run.buf);
+            Ok(())
+        });
+    // A tolerant scan whose visitor never fails delivers read errors per block; what is
+    // left (the scan's own buffer pool gone) is not the device's fault, but stops it.
+    scanned.map_err(|err| anyhow::anyhow!("{}: the scan stopped: {err}", device.name()))
 }
 
 #[cfg(test)]

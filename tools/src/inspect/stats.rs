@@ -16,7 +16,7 @@ const HISTOGRAM_BAR_MAX: u64 = 50;
 /// Opens and scans the device at `path` and prints its space use. Refuses (an error) if a
 /// block is unreadable; other inconsistencies are skipped with a warning on stderr.
 pub fn print(path: &Path, out: &mut dyn Write) -> Result<()> {
-    let opened = Opened::open(path)?;
+    let opened = super::open(path)?;
     let scan = Scan::run(&opened)?;
     scan.warn_or_refuse(&opened)?;
     print_stats(&opened, &scan, out)
@@ -31,7 +31,7 @@ fn print_stats(opened: &Opened, scan: &Scan, out: &mut dyn Write) -> Result<()> 
     let data_empty = scan.data_blocks_empty(&live);
     let live_total: u64 = live.iter().sum();
     let area = total * wbs;
-    writeln!(out, "device            {}", opened.name())?;
+    writeln!(out, "device            {}", opened.device.name())?;
     writeln!(
         out,
         "namespace         {:?}, device {} of {}",

@@ -36,6 +36,9 @@ pub(super) struct BlockWalk<'a> {
     pub(super) records: Vec<(u32, RecordView<'a>)>,
     /// Valid records left from an earlier use of the block.
     pub(super) stale: u64,
+    /// Regions of bytes that are neither a record nor zero, counted as a cold start
+    /// counts its corrupt records (one per region the walker resyncs over).
+    pub(super) corrupt: u64,
     pub(super) damage: Vec<DamageSpan>,
 }
 
@@ -83,6 +86,7 @@ pub(super) fn walk_block(buf: &[u8], seq: u64) -> BlockWalk<'_> {
                 first_oddity.get_or_insert((offset, "a record left from an earlier use of the block".into()));
             }
             BlockItem::Corrupt { offset, problem } => {
+                walk.corrupt += 1;
                 first_oddity.get_or_insert((offset, problem.to_string()));
                 if claims_block(&buf[offset..], seq_lo) {
                     claimed_bad.get_or_insert(offset);

@@ -47,7 +47,11 @@ impl Counters {
 
     /// Commands of `kind` from either origin, whatever their result.
     pub fn total(&self, kind: Kind) -> u64 {
-        self.counts.iter().flat_map(|by_kind| &by_kind[kind as usize]).map(|c| c.load(Ordering::Relaxed)).sum()
+        self.counts
+            .iter()
+            .flat_map(|by_kind| &by_kind[kind as usize])
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Every count with its statistic name (`client_read_success` ...). Writes have no

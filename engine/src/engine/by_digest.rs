@@ -15,8 +15,8 @@
 //! the append, never across the durability wait. Writers that do not take it (plain puts)
 //! are caught by the generation check and the update retries.
 
+use super::Engine;
 use crate::config::{WriteOptions, WritePolicy};
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::format::Digest;
 use crate::index::{partition_of, DigestTag, EntryInfo};
@@ -26,7 +26,7 @@ use crate::record_core::{WriteRequest, Written};
 use crate::stats::Op;
 
 /// Digests one `get_many_by_digest` reads together; larger batches are chunked.
-pub const BATCH_DIGESTS_MAX: usize = crate::engine::GET_MANY_KEYS_MAX;
+pub const BATCH_DIGESTS_MAX: usize = super::GET_MANY_KEYS_MAX;
 /// Attempts of an update whose record a plain put keeps changing.
 const UPDATE_ATTEMPTS_MAX: usize = 64;
 

@@ -7,6 +7,16 @@
 //! names placed copies. Commit-to-device writers then wait for durability outside the
 //! lock. Reads copy the entry under the lock and do their I/O outside it; a read that
 //! finds another record at the location (the entry moved meanwhile) looks up again.
+//!
+//! The facade is this module and its two children, `by_digest` (operations addressed by
+//! a caller's digest) and `replica` (`apply` and `truncate`); nothing else in the crate
+//! imports it.
+
+mod by_digest;
+mod replica;
+
+pub use by_digest::{Change, BATCH_DIGESTS_MAX};
+pub use replica::{Applied, ReplicaCopy};
 
 use crate::config::{Config, WriteOptions, WritePolicy};
 use crate::device::{self, Device};
@@ -157,7 +167,7 @@ impl Engine {
             header.open_count += 1;
             namespace::write_header(disk.device.as_ref(), &mut header)?;
         }
-        let update_locks = (0..crate::by_digest::UPDATE_STRIPES).map(|_| Default::default()).collect();
+        let update_locks = (0..by_digest::UPDATE_STRIPES).map(|_| Default::default()).collect();
         let counters = Counters::default();
         let shared = Arc::new(Shared { config, disks, index, secret, counters, recovery, update_locks });
         for disk in &shared.disks {

@@ -12,7 +12,7 @@
 //! waits for a flush barrier. Cost: one read per live record of the partitions named and
 //! one tombstone per record deleted.
 
-use crate::engine::Engine;
+use super::Engine;
 use crate::error::{Error, Result};
 use crate::format::{CopyOrder, Digest, RecordMeta};
 use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};

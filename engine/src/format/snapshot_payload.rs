@@ -1,0 +1,156 @@
+//! The fast-restart snapshot's bytes (the I/O is `snapshot`). Payload layout
+//! (little-endian): magic `SPSNAP02`, entry count u64, next write sequence u64, block
+//! count u64, the write sequence of every block (u64 each), 4096 generation floors (u32
+//! each), then the entries, 32 bytes each: partition u16, zero u16, the 28-byte index
+//! entry (opaque here; `index::IndexEntry` owns its bits). The payload is split over
+//! chained write blocks, each holding after its 64-byte block header a 16-byte chain
+//! header (next block u32 or `SNAPSHOT_CHAIN_END`, payload bytes in this block u32, 8
+//! zero bytes) and then its share of the payload.
+//!
+//! Version 2: the location packs no device (it is derived from the tag), and the tag is
+//! digest bytes 2..14. A version-1 snapshot is refused, so that open falls back to a cold
+//! start.
+
+use super::*;
+use crate::limits::{INDEX_ENTRY_BYTES, PARTITION_COUNT};
+
+const SNAPSHOT_MAGIC: [u8; 8] = *b"SPSNAP02";
+const CHAIN_HEADER_SIZE: usize = 16;
+/// Where a snapshot block's share of the payload starts.
+pub const SNAPSHOT_CHUNK_START: usize = WBLOCK_HEADER_SIZE + CHAIN_HEADER_SIZE;
+/// Bytes of one entry in the payload.
+pub const SNAPSHOT_ENTRY_SIZE: usize = 4 + INDEX_ENTRY_BYTES;
+/// The `next` of a chain's last block.
+pub const SNAPSHOT_CHAIN_END: u32 = u32::MAX;
+const HEAD_SIZE: usize = 32;
+
+/// Appends one entry of `partition` to the entries of a payload being built.
+pub fn encode_snapshot_entry(partition: usize, entry: &[u8; INDEX_ENTRY_BYTES], entries: &mut Vec<u8>) {
+    assert!(partition < PARTITION_COUNT, "partition {partition} out of range");
+    entries.extend_from_slice(&(partition as u16).to_le_bytes());
+    entries.extend_from_slice(&[0, 0]);
+    entries.extend_from_slice(entry);
+}
+
+/// The whole payload: `entries` as built by `encode_snapshot_entry`.
+pub fn encode_snapshot_payload(next_seq: u64, block_seqs: &[u64], floors: &[u32], entries: &[u8]) -> Vec<u8> {
+    assert_eq!(floors.len(), PARTITION_COUNT, "one generation floor per partition");
+    assert_eq!(entries.len() % SNAPSHOT_ENTRY_SIZE, 0, "entries are whole");
+    let mut payload = Vec::with_capacity(HEAD_SIZE + block_seqs.len() * 8 + floors.len() * 4 + entries.len());
+    payload.extend_from_slice(&SNAPSHOT_MAGIC);
+    payload.extend_from_slice(&((entries.len() / SNAPSHOT_ENTRY_SIZE) as u64).to_le_bytes());
+    payload.extend_from_slice(&next_seq.to_le_bytes());
+    payload.extend_from_slice(&(block_seqs.len() as u64).to_le_bytes());
+    for seq in block_seqs {
+        payload.extend_from_slice(&seq.to_le_bytes());
+    }
+    for floor in floors {
+        payload.extend_from_slice(&floor.to_le_bytes());
+    }
+    payload.extend_from_slice(entries);
+    payload
+}
+
+/// A snapshot payload, checked for layout.
+#[derive(Debug)]
+pub struct SnapshotContents<'a> {
+    pub next_seq: u64,
+    pub block_seq: Vec<u64>,
+    pub generation_floors: Vec<u32>,
+    /// (partition, entry) pairs.
+    entries: &'a [u8],
+}
+
+impl SnapshotContents<'_> {
+    pub fn entry_count(&self) -> usize {
+        self.entries.len() / SNAPSHOT_ENTRY_SIZE
+    }
+
+    /// (partition, raw index entry); `None` for an entry whose partition is out of range.
+    pub fn entries(&self) -> impl Iterator<Item = Option<(usize, &[u8; INDEX_ENTRY_BYTES])>> + '_ {
+        self.entries.chunks_exact(SNAPSHOT_ENTRY_SIZE).map(|raw| {
+            let partition = le_u16(raw, 0) as usize;
+            let entry = raw[4..].try_into().ok()?;
+            (partition < PARTITION_COUNT).then_some((partition, entry))
+        })
+    }
+}
+
+/// Checks a payload's magic, sizes and counts against the device's block count.
+pub fn parse_snapshot_payload(payload: &[u8], wblock_count: u64) -> Result<SnapshotContents<'_>, String> {
+    let u64_at = |at: usize| payload.get(at..at + 8).map(|_| le_u64(payload, at));
+    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(wblock_count) {
+        return Err("bad magic or block count".into());
+    }
+    let count = usize::try_from(wblock_count).map_err(|_| "block count out of range")?;
+    let entry_count = u64_at(8).unwrap_or(0) as usize;
+    let floors_at = count.saturating_mul(8).saturating_add(HEAD_SIZE);
+    let entries_at = floors_at.saturating_add(PARTITION_COUNT * 4);
+    if payload.len() != entries_at.saturating_add(entry_count.saturating_mul(SNAPSHOT_ENTRY_SIZE)) {
+        return Err("size does not match its entry count".into());
+    }
+    Ok(SnapshotContents {
+        next_seq: le_u64(payload, 16),
+        block_seq: (0..count).map(|b| le_u64(payload, HEAD_SIZE + b * 8)).collect(),
+        generation_floors: (0..PARTITION_COUNT).map(|p| le_u32(payload, floors_at + p * 4)).collect(),
+        entries: &payload[entries_at..],
+    })
+}
+
+/// Writes a snapshot block's chain header (after its block header).
+pub fn encode_snapshot_chain(next_block: u32, chunk_len: usize, block: &mut [u8]) {
+    put_u32(block, WBLOCK_HEADER_SIZE, next_block);
+    put_u32(block, WBLOCK_HEADER_SIZE + 4, chunk_len as u32);
+    block[WBLOCK_HEADER_SIZE + 8..SNAPSHOT_CHUNK_START].fill(0);
+}
+
+/// A snapshot block's share of the payload and the next block of the chain, or why the
+/// block cannot be part of a chain (its share runs past its end).
+pub fn decode_snapshot_chain(block: &[u8]) -> Result<(&[u8], u32), String> {
+    if block.len() < SNAPSHOT_CHUNK_START {
+        return Err("block shorter than its chain header".into());
+    }
+    let next = le_u32(block, WBLOCK_HEADER_SIZE);
+    let len = le_u32(block, WBLOCK_HEADER_SIZE + 4) as usize;
+    if len > block.len() - SNAPSHOT_CHUNK_START {
+        return Err("chunk longer than its block".into());
+    }
+    Ok((&block[SNAPSHOT_CHUNK_START..SNAPSHOT_CHUNK_START + len], next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_round_trips_and_a_wrong_size_or_block_count_is_refused() {
+        let mut entries = Vec::new();
+        encode_snapshot_entry(4095, &[7; INDEX_ENTRY_BYTES], &mut entries);
+        encode_snapshot_entry(1, &[9; INDEX_ENTRY_BYTES], &mut entries);
+        let floors: Vec<u32> = (0..PARTITION_COUNT as u32).collect();
+        let payload = encode_snapshot_payload(42, &[5, 6, 7], &floors, &entries);
+        let contents = parse_snapshot_payload(&payload, 3).unwrap();
+        assert_eq!((contents.next_seq, contents.block_seq.clone()), (42, vec![5, 6, 7]));
+        assert_eq!(contents.generation_floors, floors);
+        let got: Vec<_> = contents.entries().collect();
+        assert_eq!(got, vec![Some((4095, &[7; INDEX_ENTRY_BYTES])), Some((1, &[9; INDEX_ENTRY_BYTES]))]);
+        assert!(parse_snapshot_payload(&payload, 4).is_err());
+        assert!(parse_snapshot_payload(&payload[..payload.len() - 1], 3).is_err());
+        assert!(parse_snapshot_payload(&payload, u64::MAX).is_err());
+        let mut bad_partition = payload.clone();
+        let first_entry = payload.len() - 2 * SNAPSHOT_ENTRY_SIZE;
+        bad_partition[first_entry..first_entry + 2].copy_from_slice(&5000u16.to_le_bytes());
+        assert_eq!(parse_snapshot_payload(&bad_partition, 3).unwrap().entries().next(), Some(None));
+    }
+
+    #[test]
+    fn a_chain_header_round_trips_and_an_overlong_chunk_is_refused() {
+        let mut block = vec![0u8; 4096];
+        encode_snapshot_chain(17, 100, &mut block);
+        let (chunk, next) = decode_snapshot_chain(&block).unwrap();
+        assert_eq!((chunk.len(), next), (100, 17));
+        encode_snapshot_chain(SNAPSHOT_CHAIN_END, 4096, &mut block);
+        assert!(decode_snapshot_chain(&block).is_err());
+        assert!(decode_snapshot_chain(&block[..40]).is_err());
+    }
+}
