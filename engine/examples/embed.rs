@@ -24,7 +24,7 @@ fn main() -> spike::Result<()> {
     engine.delete(b"user:42")?; // a tombstone: stays deleted after any restart
 
     // A server addresses records by its clients' 20-byte digests.
-    let digest = [0x5A; spike::DIGEST_SIZE];
+    let digest = [0x5A; spike::limits::DIGEST_SIZE];
     engine.put_by_digest(&digest, b"1", &WriteOptions::default())?;
     let (_, written) = engine.update_by_digest(&digest, |held| {
         let n: u64 = held.map_or(0, |r| String::from_utf8_lossy(&r.value).parse().unwrap_or(0));

@@ -37,6 +37,7 @@ pub struct ScanShape {
 }
 
 /// A run of consecutive write blocks, read together.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // `error` and `last` serve the tools
 pub struct BlockRun {
     /// The run's first block; the others follow it.
     pub first: u32,
@@ -78,6 +79,7 @@ pub enum Blocks<'a> {
     /// Blocks `0..count`, in order (no list: a large device has tens of millions).
     All { count: u32 },
     /// These blocks, in this order.
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // spike-backup's
     Only(&'a [u32]),
 }
 

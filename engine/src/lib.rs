@@ -50,12 +50,9 @@ mod tombstone;
 mod write;
 
 pub use config::{Config, Durability, WriteOptions, WritePolicy};
-pub use engine::{
-    Applied, BackgroundRound, Change, Engine, ReplicaCopy, BATCH_DIGESTS_MAX, GET_MANY_KEYS_MAX,
-};
+pub use engine::{Applied, BackgroundRound, Change, Engine, ReplicaCopy};
 pub use error::{Error, Result};
-pub use format::{device_of, record_size, Digest, DIGEST_SIZE};
-pub use index::{partition_of, DigestTag, EntryInfo, Location, PARTITION_COUNT};
+pub use format::{partition_of, Digest};
 pub use read::Record;
 pub use record_core::Written;
 pub use stats::{DeviceStats, OpErrors, OpLatency, RecoveryStats, Stats, OP_NAMES};

@@ -386,3 +386,38 @@ fn loop_device_with_direct_io() {
     println!("loop device {} served by {}", loop_device.path.display(), engine.stats().devices[0].backend);
     engine.close().unwrap();
 }
+
+#[test]
+fn a_closed_device_can_be_opened_again_at_once_even_while_a_forked_child_holds_its_file() {
+    // A process forked while the engine is open shares the device's open file (until it
+    // execs or exits), and with it the flock. `close` must release the lock anyway, or a
+    // server that spawns processes could not reopen a namespace it just closed.
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config { fast_restart: false, ..file_config(dir.path(), "dev", 8 << 20) };
+    Engine::format(&config, false).unwrap();
+    let engine = Engine::open(config.clone()).unwrap();
+    engine.put(b"k", b"v", &WriteOptions::default()).unwrap();
+    // SAFETY: the child calls only async-signal-safe functions (nanosleep, _exit).
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let two_seconds = libc::timespec { tv_sec: 2, tv_nsec: 0 };
+        unsafe {
+            libc::nanosleep(&two_seconds, std::ptr::null_mut());
+            libc::_exit(0);
+        }
+    }
+    assert!(child > 0, "fork failed");
+    engine.close().unwrap();
+    let reopened = Engine::open(config.clone());
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let reopened = reopened.expect("reopen while the forked child still holds the file");
+    assert_eq!(reopened.get(b"k").unwrap().value, b"v");
+    reopened.close().unwrap();
+    for round in 0..50 {
+        let engine = Engine::open(config.clone()).unwrap_or_else(|err| panic!("round {round}: {err}"));
+        engine.put(b"k", &[round as u8; 3000], &WriteOptions::default()).unwrap();
+        engine.close().unwrap();
+    }
+}

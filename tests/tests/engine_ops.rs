@@ -148,7 +148,8 @@ fn batch_get_and_scans_return_exactly_the_live_records() {
     assert!(matches!(engine.partition_record_count(5000), Err(Error::InvalidPartition { .. })));
     assert!(matches!(engine.scan_partition(4096, &mut |_| true), Err(Error::InvalidPartition { .. })));
     // A batch larger than one chunk keeps its order.
-    let many: Vec<Vec<u8>> = (0..spike::GET_MANY_KEYS_MAX as u64 * 2 + 7).map(|i| key(i % 2000)).collect();
+    let many: Vec<Vec<u8>> =
+        (0..spike::limits::BATCH_KEYS_MAX as u64 * 2 + 7).map(|i| key(i % 2000)).collect();
     let many_refs: Vec<&[u8]> = many.iter().map(|k| k.as_slice()).collect();
     for (i, result) in engine.get_many(&many_refs).into_iter().enumerate() {
         let k = i as u64 % 2000;

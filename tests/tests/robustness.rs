@@ -137,7 +137,7 @@ fn a_defrag_victim_with_an_unreadable_record_is_not_reread_forever() {
     let (sims, engine) = sixty_records_on_the_device(8);
     let entries = engine.index_entries();
     let location_of = |k: u64| {
-        let tag = spike::DigestTag::of(&engine.digest(&key(k)));
+        let tag = spike::offline::index::DigestTag::of(&engine.digest(&key(k)));
         entries.iter().find(|(_, e)| e.tag == tag).map(|(_, e)| e.location.offset_bytes).unwrap()
     };
     let first = (0..60).map(location_of).min().unwrap();

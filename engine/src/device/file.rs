@@ -168,8 +168,15 @@ fn held_by_live_process(path: &Path) -> bool {
 
 impl Drop for FileDevice {
     fn drop(&mut self) {
-        // SAFETY: fd is ours and closed exactly once; closing releases the flock.
-        unsafe { libc::close(self.fd) };
+        // Unlock before closing: a flock belongs to the open file description, which
+        // outlives this fd while a child forked meanwhile (before its exec) or an io_uring
+        // request still refers to it; the lock would then outlive `Engine::close`, and the
+        // next open would be refused. Unlocking releases it now, whoever else holds the file.
+        // SAFETY: fd is ours and open; it is closed exactly once, here.
+        unsafe {
+            libc::flock(self.fd, libc::LOCK_UN);
+            libc::close(self.fd);
+        }
     }
 }
 

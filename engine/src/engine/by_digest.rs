@@ -25,8 +25,7 @@ use crate::record_core::{is_live, now_s};
 use crate::record_core::{WriteRequest, Written};
 use crate::stats::Op;
 
-/// Digests one `get_many_by_digest` reads together; larger batches are chunked.
-pub const BATCH_DIGESTS_MAX: usize = super::GET_MANY_KEYS_MAX;
+use crate::limits::BATCH_KEYS_MAX;
 /// Attempts of an update whose record a plain put keeps changing.
 const UPDATE_ATTEMPTS_MAX: usize = 64;
 
@@ -190,11 +189,11 @@ impl Engine {
     }
 
     /// Reads many digests, keeping their device reads in flight together,
-    /// `BATCH_DIGESTS_MAX` at a time. Results are in the order of `digests`.
+    /// `BATCH_KEYS_MAX` at a time. Results are in the order of `digests`.
     pub fn get_many_by_digest(&self, digests: &[Digest]) -> Vec<Result<Record>> {
         let start = std::time::Instant::now();
         let mut results = Vec::with_capacity(digests.len());
-        for chunk in digests.chunks(BATCH_DIGESTS_MAX) {
+        for chunk in digests.chunks(BATCH_KEYS_MAX) {
             results.extend(self.read_many(chunk));
         }
         self.shared.counters.add_batch(digests.len() as u64);
@@ -205,10 +204,10 @@ impl Engine {
         results
     }
 
-    /// Reads up to `BATCH_DIGESTS_MAX` digests, their device reads in flight together; the
+    /// Reads up to `BATCH_KEYS_MAX` digests, their device reads in flight together; the
     /// record of another digest sharing an entry (a crafted collision) is not found.
     pub(crate) fn read_many(&self, digests: &[Digest]) -> Vec<Result<Record>> {
-        debug_assert!(digests.len() <= BATCH_DIGESTS_MAX);
+        debug_assert!(digests.len() <= BATCH_KEYS_MAX);
         let now_s = now_s();
         let mut results: Vec<Option<Result<Record>>> = digests.iter().map(|_| None).collect();
         let mut per_disk: Vec<Vec<(usize, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];

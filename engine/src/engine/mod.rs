@@ -15,7 +15,7 @@
 mod by_digest;
 mod replica;
 
-pub use by_digest::{Change, BATCH_DIGESTS_MAX};
+pub use by_digest::Change;
 pub use replica::{Applied, ReplicaCopy};
 
 use crate::config::{Config, WriteOptions, WritePolicy};
@@ -36,8 +36,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-/// Keys whose reads one `get_many` keeps in flight together; larger batches are chunked.
-pub const GET_MANY_KEYS_MAX: usize = crate::limits::BATCH_KEYS_MAX;
+use crate::limits::BATCH_KEYS_MAX;
 /// Records read per batch in a scan.
 const SCAN_BATCH: usize = 64;
 
@@ -309,12 +308,12 @@ impl Engine {
     }
 
     /// Reads many keys, keeping their device reads in flight together, at most
-    /// `GET_MANY_KEYS_MAX` at a time (a larger batch is read in chunks of that size, so
+    /// `BATCH_KEYS_MAX` at a time (a larger batch is read in chunks of that size, so
     /// the read buffers in flight stay bounded). Results are in the order of `keys`.
     pub fn get_many(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
         let start = Instant::now();
         let mut results = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(GET_MANY_KEYS_MAX) {
+        for chunk in keys.chunks(BATCH_KEYS_MAX) {
             results.extend(self.get_many_chunk(chunk));
         }
         self.shared.counters.add_batch(keys.len() as u64);
@@ -326,7 +325,7 @@ impl Engine {
     }
 
     fn get_many_chunk(&self, keys: &[&[u8]]) -> Vec<Result<Record>> {
-        debug_assert!(keys.len() <= GET_MANY_KEYS_MAX);
+        debug_assert!(keys.len() <= BATCH_KEYS_MAX);
         let digests: Vec<Result<Digest>> =
             keys.iter().map(|k| Self::check_key(k).map(|_| self.digest(k))).collect();
         let valid: Vec<Digest> = digests.iter().filter_map(|d| d.as_ref().ok().copied()).collect();
@@ -543,7 +542,9 @@ impl Engine {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Every index entry with its partition, sorted: for tests and tools comparing states.
+    /// Every index entry with its partition, sorted: for tests and tools comparing states
+    /// (behind the `offline` feature: the entry is the index's internal form).
+    #[cfg(feature = "offline")]
     pub fn index_entries(&self) -> Vec<(usize, EntryInfo)> {
         let mut all = Vec::new();
         for partition in 0..PARTITION_COUNT {

@@ -30,6 +30,8 @@ pub use record::*;
 pub use snapshot_payload::*;
 pub use wblock::*;
 
+// The tools read these through `offline::format`.
+#[cfg_attr(not(feature = "offline"), allow(unused_imports))]
 pub use crate::limits::{
     DEVICE_HEADER_SIZE, DIGEST_SECRET_SIZE, DIGEST_SIZE, KEY_SIZE_MAX, NAMESPACE_NAME_MAX, RECORD_ALIGN,
     RECORD_HEADER_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN,

@@ -70,14 +70,6 @@ pub enum BlockClass {
     Misplaced { header_index: u32 },
 }
 
-impl BlockClass {
-    /// In use: a data or snapshot block. Everything else may be overwritten, and a
-    /// backup need not copy it.
-    pub fn is_in_use(self) -> bool {
-        matches!(self, BlockClass::Data { .. } | BlockClass::Snapshot { .. })
-    }
-}
-
 /// The one block classifier: what block `wblock` of the device `device_uuid` holds,
 /// from the first `WBLOCK_HEADER_SIZE` bytes of `bytes`.
 pub fn classify_block(bytes: &[u8], device_uuid: &[u8; 16], wblock: u32) -> BlockClass {
@@ -134,10 +126,6 @@ mod tests {
         for (header, class) in cases {
             header.encode_into(&mut block);
             assert_eq!(classify_block(&block, &uuid, 3), class, "{header:?}");
-            assert_eq!(
-                class.is_in_use(),
-                matches!(class, BlockClass::Data { .. } | BlockClass::Snapshot { .. })
-            );
         }
         block[20] ^= 1;
         assert_eq!(classify_block(&block, &uuid, 3), BlockClass::DamagedHeader);

@@ -13,6 +13,7 @@
 mod entry;
 mod partition;
 
+#[cfg_attr(not(feature = "offline"), allow(unused_imports))] // the tools read them via `offline::index`
 pub use entry::{
     DigestTag, EntryInfo, IndexEntry, Location, DEVICES_MAX, DEVICE_BYTES_MAX, ENTRY_BYTES, GENERATION_MAX,
 };

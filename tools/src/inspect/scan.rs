@@ -4,7 +4,7 @@
 //! Which copy of a record is the live one follows `engine/src/recovery.rs` exactly: only
 //! blocks whose header decodes as a data block of this device at this index count; only
 //! records whose block-sequence tag matches their block and whose digest belongs to this
-//! device (`spike::device_of`) count; of several copies (keyed like the engine's index, by
+//! device (`spike::offline::format::device_of`) count; of several copies (keyed like the engine's index, by
 //! partition and digest tag) the higher generation wins, then the later last-update time,
 //! then the higher block write sequence, and on a full tie the copy seen first (lower
 //! block, then lower offset). A winning tombstone or expired copy hides the record. Live
@@ -229,7 +229,7 @@ impl Scan {
         for (offset, view) in walk.records {
             let meta = view.meta;
             // A decoded header has 1 <= device_count <= 32, so this never divides by zero.
-            let owner = spike::device_of(&meta.digest, header.device_count as usize);
+            let owner = spike::offline::format::device_of(&meta.digest, header.device_count as usize);
             if owner != header.device_index as usize {
                 // Recovery skips it as stale; the engine never writes one.
                 self.counts.wrong_device_records += 1;
@@ -472,7 +472,10 @@ mod tests {
     fn records_belong_to_the_device_the_engine_assigns() {
         // The scan uses the engine's own `device_of`; this pins the digest bytes it reads.
         assert_eq!(
-            spike::device_of(&[0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 3),
+            spike::offline::format::device_of(
+                &[0, 0, 5, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                3
+            ),
             (0x0105 % 3)
         );
     }

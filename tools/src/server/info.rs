@@ -42,7 +42,7 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
         }
         "user-agent-set" => "ok".to_string(),
         "features" => FEATURES.to_string(),
-        "partitions" => spike::PARTITION_COUNT.to_string(),
+        "partitions" => spike::limits::PARTITION_COUNT.to_string(),
         "namespaces" => server.namespaces.iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>().join(";"),
         "status" => "ok".to_string(),
         "statistics" => statistics(server),

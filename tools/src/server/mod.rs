@@ -50,14 +50,14 @@ impl Namespace {
             None => true,
             Some(set) => bins::StoredRecord::decode(&record.value).is_ok_and(|r| r.set == set),
         };
-        self.engine.truncate(0..spike::PARTITION_COUNT, before_ms, &mut matches)
+        self.engine.truncate(0..spike::limits::PARTITION_COUNT, before_ms, &mut matches)
     }
 
     /// Records per set name. Cost: a scan of the whole namespace (the engine keeps no
     /// per-set index), so it answers `sets` info requests, not a hot path.
     pub fn set_counts(&self) -> Vec<(Vec<u8>, u64)> {
         let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
-        for partition in 0..spike::PARTITION_COUNT {
+        for partition in 0..spike::limits::PARTITION_COUNT {
             let _ = self.engine.scan_partition_by_digest(partition, None, &mut |record| {
                 if let Ok(Ok(stored)) = record.map(|r| bins::StoredRecord::decode(&r.value)) {
                     if !stored.set.is_empty() {

@@ -39,7 +39,7 @@ fn partitions(message: &Message<'_>) -> Result<Vec<PartitionStart>, u8> {
     if message.field(FIELD_PID_ARRAY).is_none() && message.field(FIELD_DIGEST_ARRAY).is_none() {
         return Err(code::PARAMETER);
     }
-    let mut seen = vec![false; spike::PARTITION_COUNT];
+    let mut seen = vec![false; spike::limits::PARTITION_COUNT];
     for (p, _) in &wanted {
         if *p >= seen.len() || std::mem::replace(&mut seen[*p], true) {
             return Err(code::PARAMETER);
