@@ -86,9 +86,25 @@ impl Disk {
         }
     }
 
+    /// The pair of the check made when a location is packed: a location followed must lie
+    /// in one block's record area of this disk, or the entry is corrupt (never a read of
+    /// another block's bytes, a block header or past the device).
+    fn check_followed(&self, entry: &EntryInfo) -> Option<Verify> {
+        (!self.location_is_valid(entry.location)).then(|| {
+            Verify::Corrupt(Error::corrupt(
+                self.name(),
+                entry.location.offset_bytes,
+                format!("index location {:?} is not inside a record area of this device", entry.location),
+            ))
+        })
+    }
+
     /// Reads and verifies the record `entry` points at.
     pub fn read_entry(&self, entry: &EntryInfo) -> Result<(Verify, bool)> {
         let location = entry.location;
+        if let Some(bad) = self.check_followed(entry) {
+            return Ok((bad, false));
+        }
         if let Some(found) = self.find_in_memory(location) {
             let verified = match &found {
                 InMemory::Copied(bytes) => self.verify(bytes, entry),
@@ -113,6 +129,10 @@ impl Disk {
         let mut results: Vec<Option<Result<Verify>>> = Vec::with_capacity(items.len());
         let mut pending = Vec::new();
         for (i, entry) in items.iter().enumerate() {
+            if let Some(bad) = self.check_followed(entry) {
+                results.push(Some(Ok(bad)));
+                continue;
+            }
             match self.find_in_memory(entry.location) {
                 Some(InMemory::Copied(bytes)) => results.push(Some(Ok(self.verify(&bytes, entry)))),
                 Some(InMemory::Sealed(block, at)) => {
@@ -166,5 +186,49 @@ impl Disk {
             void_time: view.meta.void_time,
             last_update_ms: view.meta.last_update_ms,
         })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::device::sim::SimDevice;
+    use crate::format::test_header;
+    use crate::index::{DigestTag, Location};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_location_outside_every_record_area_is_corrupt_and_never_read() {
+        let header = test_header();
+        let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
+        let sim = Arc::new(SimDevice::new("sim", size, 1));
+        let disk =
+            Disk::new(0, sim.clone() as Arc<dyn crate::device::Device>, header.clone(), &Config::default());
+        let first = header.first_wblock_offset;
+        let wbs = header.write_block_size as u64;
+        let bad = [
+            Location { device: 0, offset_bytes: first, size_bytes: 64 },
+            Location { device: 0, offset_bytes: first + wbs - 32, size_bytes: 64 },
+            Location { device: 0, offset_bytes: first + 64 + 8, size_bytes: 64 },
+            Location { device: 0, offset_bytes: first + 64, size_bytes: 16 },
+            Location { device: 0, offset_bytes: 0, size_bytes: 64 },
+            Location { device: 0, offset_bytes: size, size_bytes: 64 },
+            Location { device: 1, offset_bytes: first + 64, size_bytes: 64 },
+        ];
+        let reads_before = sim.counts().reads;
+        for location in bad {
+            let entry = EntryInfo {
+                tag: DigestTag::of(&[1; 20]),
+                generation: 1,
+                tombstone: false,
+                location,
+                void_time: 0,
+            };
+            assert!(matches!(disk.read_entry(&entry), Ok((Verify::Corrupt(_), false))), "{location:?}");
+            let batch = disk.read_entries(&[entry]);
+            assert!(matches!(batch.as_slice(), [Ok(Verify::Corrupt(_))]), "{location:?}");
+        }
+        assert_eq!(sim.counts().reads, reads_before, "a bad location must not be read");
     }
 }

@@ -14,9 +14,26 @@ pub struct ServerProcess {
     pub config_path: PathBuf,
 }
 
-/// A port free now on 127.0.0.1.
+/// Ports handed to test servers: below Linux's ephemeral range (32768 and up), so that
+/// no client socket of a concurrent test is given one as its source port, and the probe
+/// in `launch` cannot connect to itself (a TCP self-connect to a port nobody listens on
+/// succeeds when the kernel picks that same port as the source), which made a server
+/// find its port taken and a test connect to nothing.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free now on 127.0.0.1, outside the ephemeral range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    for attempt in 0u64.. {
+        let draw = state.hash_one((std::process::id(), attempt, Instant::now()));
+        let port = TEST_PORTS.start + (draw % (TEST_PORTS.end - TEST_PORTS.start) as u64) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+        assert!(attempt < 1000, "no free port in {TEST_PORTS:?}");
+    }
+    unreachable!()
 }
 
 impl ServerProcess {
@@ -56,6 +73,12 @@ impl ServerProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "spike-server did not listen on port {}", self.port);
+            let exited = self.child.as_mut().and_then(|child| child.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "spike-server exited before listening on port {}: {exited:?}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
