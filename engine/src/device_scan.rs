@@ -8,9 +8,11 @@
 //!
 //! Reads go through `Device::read_stream`: up to `in_flight_bytes` of reads in flight,
 //! a finished read's slot refilled at once (the device never waits for a batch's slowest
-//! read). Buffers: at most `depth + consumer_holds` runs exist; the visitor hands each
-//! back through [`Recycle`] (from any thread), and reading waits for one when all are
-//! out, which bounds memory and lets a slow consumer set the pace.
+//! read). Buffers: at most `depth + consumer_holds` runs exist; a run's buffer goes back
+//! to the scan when the run is dropped (on any thread, also by a consumer that fails or
+//! a channel that is dropped with runs queued in it), and reading waits for one when all
+//! are out, which bounds memory and lets a slow consumer set the pace without ever
+//! waiting for a buffer that cannot come back.
 //!
 //! Errors: the first error of a read or of the visitor ends the scan and is returned,
 //! unless `tolerate_read_errors` is set: then a run whose read fails is read again block
@@ -36,13 +38,15 @@ pub struct ScanShape {
     pub tolerate_read_errors: bool,
 }
 
-/// A run of consecutive write blocks, read together.
+/// A run of consecutive write blocks, read together. Dropping it gives its buffer back.
 #[cfg_attr(not(feature = "offline"), allow(dead_code))] // `error` and `last` serve the tools
 pub struct BlockRun {
     /// The run's first block; the others follow it.
     pub first: u32,
     pub count: usize,
-    pub buf: AlignedBuf,
+    /// `None` only once dropped.
+    buf: Option<AlignedBuf>,
+    home: mpsc::Sender<AlignedBuf>,
     block_bytes: usize,
     /// The read of this run (then one block) failed; its bytes are meaningless.
     pub error: Option<Error>,
@@ -51,9 +55,19 @@ pub struct BlockRun {
 }
 
 impl BlockRun {
+    fn new(
+        home: &mpsc::Sender<AlignedBuf>,
+        (first, count): (u32, usize),
+        buf: AlignedBuf,
+        block_bytes: usize,
+    ) -> Self {
+        BlockRun { first, count, buf: Some(buf), home: home.clone(), block_bytes, error: None, last: false }
+    }
+
     /// Each block of the run with its bytes.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8])> {
-        (self.first..).zip(self.buf.chunks(self.block_bytes).take(self.count))
+        let bytes = self.buf.as_deref().unwrap_or_default();
+        (self.first..).zip(bytes.chunks(self.block_bytes).take(self.count))
     }
 
     /// Bytes of the run's blocks.
@@ -62,14 +76,12 @@ impl BlockRun {
     }
 }
 
-/// Gives run buffers back to the scan (cloneable, for consumer threads).
-#[derive(Clone)]
-pub struct Recycle(mpsc::Sender<AlignedBuf>);
-
-impl Recycle {
-    pub fn give(&self, buf: AlignedBuf) {
-        // The scan may have ended already; then the buffer is simply dropped.
-        let _ = self.0.send(buf);
+impl Drop for BlockRun {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            // The scan may have ended already; then the buffer is simply freed.
+            let _ = self.home.send(buf);
+        }
     }
 }
 
@@ -133,7 +145,7 @@ pub fn stream_blocks(
     blocks: Blocks<'_>,
     shape: ScanShape,
     pace: &mut dyn FnMut(u64),
-    visit: &mut dyn FnMut(BlockRun, &Recycle) -> Result<()>,
+    visit: &mut dyn FnMut(BlockRun) -> Result<()>,
 ) -> Result<()> {
     let wbs = geometry.wblock_size as usize;
     let per_run = (shape.run_bytes_max / wbs).max(1);
@@ -171,7 +183,8 @@ impl Pool {
                 self.allocated += 1;
                 Ok(AlignedBuf::zeroed(self.run_bytes))
             }
-            // Cannot fail: the pool holds a sender as long as it lives.
+            // Cannot fail: the pool holds a sender as long as it lives. Every buffer out
+            // comes back when its run is dropped, wherever that happens.
             Err(_) => self.free.1.recv().map_err(|_| Error::ShutDown),
         }
     }
@@ -197,12 +210,12 @@ impl Scan<'_> {
     fn stream(
         &mut self,
         pace: &mut dyn FnMut(u64),
-        visit: &mut dyn FnMut(BlockRun, &Recycle) -> Result<()>,
+        visit: &mut dyn FnMut(BlockRun) -> Result<()>,
     ) -> std::result::Result<(), Failed> {
-        let recycle = Recycle(self.pool.free.0.clone());
         let wbs = self.geometry.wblock_size as usize;
         let (runs, geometry) = (self.runs, self.geometry);
         let mut issued = self.next_run;
+        let home = self.pool.free.0.clone();
         let pool = &mut self.pool;
         let mut next = || -> Result<Option<StreamRead>> {
             let Some((first, count)) = runs.get(issued) else { return Ok(None) };
@@ -217,9 +230,9 @@ impl Scan<'_> {
         let mut done = |read: StreamRead| -> Result<()> {
             let (first, count) = runs.get(*next_run).ok_or(Error::ShutDown)?;
             *next_run += 1;
-            let last = *next_run == runs.len();
-            let run = BlockRun { first, count, buf: read.buf, block_bytes: wbs, error: None, last };
-            visit(run, &recycle).map_err(|err| {
+            let mut run = BlockRun::new(&home, (first, count), read.buf, wbs);
+            run.last = *next_run == runs.len();
+            visit(run).map_err(|err| {
                 visit_error = Some(err);
                 Error::ShutDown
             })
@@ -236,9 +249,8 @@ impl Scan<'_> {
     /// (unreadable ones with their error), and moves past it.
     fn read_failed_run_block_by_block(
         &mut self,
-        visit: &mut dyn FnMut(BlockRun, &Recycle) -> Result<()>,
+        visit: &mut dyn FnMut(BlockRun) -> Result<()>,
     ) -> Result<()> {
-        let recycle = Recycle(self.pool.free.0.clone());
         let wbs = self.geometry.wblock_size as usize;
         let Some((first, count)) = self.runs.get(self.next_run) else { return Ok(()) };
         self.next_run += 1;
@@ -247,7 +259,9 @@ impl Scan<'_> {
             let mut buf = self.pool.take()?;
             let error = self.device.read_at(&mut buf[..wbs], self.geometry.wblock_offset(block)).err();
             let last = self.next_run == self.runs.len() && i + 1 == count;
-            visit(BlockRun { first: block, count: 1, buf, block_bytes: wbs, error, last }, &recycle)?;
+            let mut run = BlockRun::new(&self.pool.free.0, (block, 1), buf, wbs);
+            (run.error, run.last) = (error, last);
+            visit(run)?;
         }
         Ok(())
     }
@@ -294,16 +308,16 @@ mod tests {
         };
         let (mut seen, mut paced, mut held) = (Vec::new(), 0, Vec::new());
         let only = Blocks::Only(&blocks);
-        stream_blocks(&device, &geometry, only, shape, &mut |bytes| paced += bytes, &mut |run, recycle| {
+        stream_blocks(&device, &geometry, only, shape, &mut |bytes| paced += bytes, &mut |run| {
             for (block, bytes) in run.iter() {
                 assert!(bytes.iter().all(|&b| b == block as u8 + 1), "block {block}");
                 seen.push(block);
             }
             assert_eq!(run.last, seen.len() == blocks.len());
             // Hold one run, give the one before back: the scan must not need more.
-            held.push(run.buf);
+            held.push(run);
             if held.len() > 1 {
-                recycle.give(held.remove(0));
+                drop(held.remove(0));
             }
             Ok(())
         })
@@ -325,23 +339,49 @@ mod tests {
             consumer_holds: 0,
             tolerate_read_errors: false,
         };
-        let strict = stream_blocks(&device, &geometry, blocks, shape, &mut |_| {}, &mut |run, recycle| {
-            recycle.give(run.buf);
-            Ok(())
-        });
+        let strict = stream_blocks(&device, &geometry, blocks, shape, &mut |_| {}, &mut |_run| Ok(()));
         assert!(matches!(strict, Err(Error::Io { .. })), "{strict:?}");
         shape.tolerate_read_errors = true;
         let (mut good, mut bad) = (Vec::new(), Vec::new());
-        stream_blocks(&device, &geometry, blocks, shape, &mut |_| {}, &mut |run, recycle| {
+        stream_blocks(&device, &geometry, blocks, shape, &mut |_| {}, &mut |run| {
             match run.error {
                 Some(_) => bad.push(run.first),
                 None => good.extend(run.iter().map(|(block, _)| block)),
             }
-            recycle.give(run.buf);
             Ok(())
         })
         .unwrap();
         assert_eq!(bad, [5]);
         assert_eq!(good, [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn a_scan_whose_consumer_thread_dies_holding_runs_ends_instead_of_waiting_for_them() {
+        // Recovery's parsers (or spike-backup's writers) may fail while they hold runs and
+        // more wait queued for them: those buffers must come back, or the reader waits
+        // for one forever.
+        let (device, geometry) = device_of_numbered_blocks(64, 4096);
+        let shape = ScanShape {
+            run_bytes_max: 4096,
+            in_flight_bytes: 2 * 4096,
+            consumer_holds: 2,
+            tolerate_read_errors: false,
+        };
+        let (ended_tx, ended_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (tx, rx) = mpsc::channel::<BlockRun>();
+            let consumer = std::thread::spawn(move || {
+                let held: Vec<BlockRun> = rx.iter().take(3).collect();
+                drop((held, rx));
+            });
+            let blocks = Blocks::All { count: 64 };
+            let scanned = stream_blocks(&device, &geometry, blocks, shape, &mut |_| {}, &mut |run| {
+                tx.send(run).map_err(|_| Error::ShutDown)
+            });
+            let _ = consumer.join();
+            let _ = ended_tx.send(scanned.is_err());
+        });
+        let ended = ended_rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(ended, Ok(true), "the scan must end with an error once its consumer is gone");
     }
 }

@@ -20,7 +20,7 @@
 //! before they go on the free list.
 
 use crate::device::AlignedBuf;
-use crate::device_scan::{stream_blocks, BlockRun, Blocks, Recycle, ScanShape};
+use crate::device_scan::{stream_blocks, BlockRun, Blocks, ScanShape};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{block_records, decode_record, device_of, BlockClass, BlockItem, CopyOrder};
@@ -117,21 +117,16 @@ fn scan_disk(
         consumer_holds: SCAN_BLOCKS_DOWNSTREAM * parsers.max(1),
         tolerate_read_errors: false,
     };
-    let (full_tx, full_rx) = mpsc::channel::<(BlockRun, Recycle)>();
+    let (full_tx, full_rx) = mpsc::channel::<BlockRun>();
     let block_seq: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
     let block_valid: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || {
             let blocks = Blocks::All { count: disk.geometry.wblock_count };
-            stream_blocks(
-                disk.device.as_ref(),
-                &disk.geometry,
-                blocks,
-                shape,
-                &mut |_| {},
-                &mut |run, recycle| full_tx.send((run, recycle.clone())).map_err(|_| Error::ShutDown),
-            )
+            stream_blocks(disk.device.as_ref(), &disk.geometry, blocks, shape, &mut |_| {}, &mut |run| {
+                full_tx.send(run).map_err(|_| Error::ShutDown)
+            })
         });
         // Parsers share the stream of blocks; each owns a clone of the channel's end, so
         // that once every parser has stopped (done or failed) the reader stops too.
@@ -141,9 +136,11 @@ fn scan_disk(
                 let full_rx = full_rx.clone();
                 let (block_seq, block_valid, failed) = (&block_seq, &block_valid, &failed);
                 scope.spawn(move || -> Result<()> {
+                    let scan = BlockScan { disk, device_count, index, now_s, counts, block_seq };
                     while !failed.load(Relaxed) {
+                        // A run dropped here (done, or on an error) gives its buffer back.
                         let next = full_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((run, recycle)) = next else { return Ok(()) };
+                        let Ok(run) = next else { return Ok(()) };
                         counts.bytes_scanned.fetch_add(run.bytes(), Relaxed);
                         for (block, buf) in run.iter() {
                             let BlockClass::Data { write_seq } = disk.classify(buf, block) else { continue };
@@ -152,13 +149,11 @@ fn scan_disk(
                             // lock, which orders the two) reads the block's sequence after.
                             block_seq[block as usize].store(write_seq, Relaxed);
                             block_valid[block as usize].store(true, Relaxed);
-                            let scan = BlockScan { disk, device_count, index, now_s, counts, block_seq };
                             if let Err(err) = scan.block(block, write_seq, buf) {
                                 failed.store(true, Relaxed);
                                 return Err(err);
                             }
                         }
-                        recycle.give(run.buf);
                     }
                     Ok(())
                 })

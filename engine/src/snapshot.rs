@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::format::Geometry;
 use crate::format::{
     classify_block, decode_snapshot_chain, encode_snapshot_chain, encode_snapshot_entry,
-    encode_snapshot_payload, parse_snapshot_payload, BlockClass, DeviceHeader, SnapshotContents, SnapshotRef,
+    encode_snapshot_payload, parse_snapshot_payload, BlockClass, DeviceHeader, SnapshotRef,
     SNAPSHOT_CHAIN_END, SNAPSHOT_CHUNK_START, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT,
 };
 use crate::index::{Index, IndexEntry, PARTITION_COUNT};
@@ -121,12 +121,6 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
     Ok(payload)
 }
 
-/// Checks a payload's layout against the device's block count (`spike-inspect check`
-/// runs this, as open does).
-pub fn parse_payload(payload: &[u8], wblock_count: u64) -> std::result::Result<SnapshotContents<'_>, String> {
-    parse_snapshot_payload(payload, wblock_count)
-}
-
 /// Restores this disk's index entries, block table and free list from its snapshot.
 /// Any error means the caller must cold-start (with a fresh index).
 pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
@@ -137,7 +131,7 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
         return Err(bad(device, 0, "no snapshot of the last clean shutdown"));
     }
     let payload = read_payload(device, &header)?;
-    let contents = parse_payload(&payload, header.wblock_count)
+    let contents = parse_snapshot_payload(&payload, header.wblock_count)
         .map_err(|reason| bad(device, header.snapshot.offset, reason))?;
     for (partition, floor) in contents.generation_floors.iter().enumerate() {
         index.partition(partition).raise_generation_floor(*floor);

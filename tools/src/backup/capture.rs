@@ -33,7 +33,7 @@ use super::image::{
     FLAG_COMPRESSED, FLAG_INCREMENTAL, STATE_DATA,
 };
 use super::progress::{Progress, Throttle};
-use super::source::{classify, open_spike, read_blocks, scan_headers, Batch, BlockUse, Recycle, SpikeDevice};
+use super::source::{classify, open_spike, read_blocks, scan_headers, Batch, BlockUse, SpikeDevice};
 use super::writer::ImageWriter;
 use anyhow::{bail, Context, Result};
 use spike::device::{AlignedBuf, Device};
@@ -178,12 +178,12 @@ fn pack_batch(bufs: &[&[u8]], level: Option<i32>) -> Result<Vec<(u64, Option<Vec
 /// (~2 GB/s here, noisy) is slower than the device; a disk destination gains nothing more.
 const IMAGE_WRITERS: usize = 2;
 
-/// A unit's stored blocks on their way to an image writer thread: the unit, and per block
-/// its place in the image and its compressed bytes when compression paid.
+/// A unit's stored blocks on their way to an image writer thread: the unit (dropping it
+/// gives its buffer back to the reader), and per block its place in the image and its
+/// compressed bytes when compression paid.
 struct Placed {
     batch: Batch,
     blocks: Vec<(u64, Option<Vec<u8>>)>,
-    recycle: Recycle,
 }
 
 /// Checks the blocks of one unit (each must still be what the header scan saw) and makes
@@ -259,7 +259,6 @@ fn stream_blocks(
                                     });
                             }
                         }
-                        placed.recycle.give(placed.batch.buf);
                     }
                 }))
             })
@@ -272,7 +271,7 @@ fn stream_blocks(
         };
         let mut group: Vec<Batch> = Vec::with_capacity(group_units);
         let (mut next_listed, mut bytes_stored) = (0usize, 0u64);
-        let mut send_group = |group: &mut Vec<Batch>, recycle: &Recycle| -> Result<()> {
+        let mut send_group = |group: &mut Vec<Batch>| -> Result<()> {
             let bufs: Vec<&[u8]> = group.iter().flat_map(|batch| batch.iter().map(|(_, buf)| buf)).collect();
             let mut packed = pack_batch(&bufs, opts.compress_level)?.into_iter();
             for batch in group.drain(..) {
@@ -291,18 +290,18 @@ fn stream_blocks(
                 if failed.load(Ordering::Relaxed) {
                     bail!("an image writer failed");
                 }
-                tx.send(Placed { batch, blocks, recycle: recycle.clone() })
+                tx.send(Placed { batch, blocks })
                     .map_err(|_| anyhow::anyhow!("the image writers stopped"))?;
             }
             Ok(())
         };
-        let read = read_blocks(device.as_ref(), h, stored, group_units, throttle, &mut |batch, recycle| {
+        let read = read_blocks(device.as_ref(), h, stored, group_units, throttle, &mut |batch| {
             let last = batch.last;
             group.push(batch);
             if group.len() < group_units && !last {
                 return Ok(());
             }
-            send_group(&mut group, recycle)
+            send_group(&mut group)
         });
         drop(tx);
         // A writer's own error explains a "writer failed" read error: it comes first.

@@ -289,7 +289,7 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
     let all: Vec<u32> = (0..h.wblock_count as u32).collect();
     let mut progress = Progress::new("compare", h.wblock_count, h.wblock_count * h.write_block_size as u64);
     let mut throttle = Throttle::new(None);
-    read_blocks(dev.device.as_ref(), h, &all, 1, &mut throttle, &mut |batch, recycle| {
+    read_blocks(dev.device.as_ref(), h, &all, 1, &mut throttle, &mut |batch| {
         for (block, buf) in batch.iter() {
             let on_device = classify(buf, h, block);
             match map[block as usize] {
@@ -310,7 +310,6 @@ fn compare_device(chain: &Chain, path: &Path, report: &mut VerifyReport) -> Resu
             report.device_bytes_compared += buf.len() as u64;
         }
         progress.add(batch.count as u64, batch.bytes());
-        recycle.give(batch.buf);
         Ok(())
     })?;
     progress.finish();

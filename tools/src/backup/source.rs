@@ -106,16 +106,16 @@ pub fn scan_headers(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<Bl
     Ok(uses)
 }
 
-/// A run of consecutive write blocks read together, and the hand-back of its buffer:
-/// the engine's one device scan (`spike::offline::device_scan`).
-pub use spike::offline::device_scan::{BlockRun as Batch, Recycle};
+/// A run of consecutive write blocks read together (the engine's one device scan,
+/// `spike::offline::device_scan`); dropping it gives its buffer back to the reader.
+pub use spike::offline::device_scan::BlockRun as Batch;
 
 /// Reads `blocks` (whole write blocks, in the given order) with the engine's one device
 /// scan, keeping `IN_FLIGHT_BYTES` of reads in flight, and hands each unit, in order, to
 /// `visit`, on this same thread between reads: no hand-off to another thread, which on a
 /// small VM costs a wake-up of tens of microseconds per unit.
-/// `visit` passes the unit on (another thread may write it out) and gives the buffer back
-/// through [`Recycle`]. It may keep up to `consumer_holds` units before giving any back; at
+/// `visit` passes the unit on (another thread may write it out); dropping it gives the
+/// buffer back. It may keep up to `consumer_holds` units before dropping any; at
 /// most `depth + consumer_holds + UNITS_DOWNSTREAM` buffers exist, and reading waits for
 /// one to come back when all are out, which bounds memory and lets a slow consumer set the
 /// pace. `throttle` paces the reads. The first error (a read's or `visit`'s) stops
@@ -126,7 +126,7 @@ pub fn read_blocks(
     blocks: &[u32],
     consumer_holds: usize,
     throttle: &mut Throttle,
-    visit: &mut dyn FnMut(Batch, &Recycle) -> Result<()>,
+    visit: &mut dyn FnMut(Batch) -> Result<()>,
 ) -> Result<()> {
     let shape = ScanShape {
         run_bytes_max: READ_UNIT_BYTES,
@@ -137,19 +137,13 @@ pub fn read_blocks(
     // `visit`'s error, kept whole (the scan's error type is the engine's).
     let mut visit_error = None;
     let mut pace = |bytes| throttle.pass(bytes);
-    let read = stream_blocks(
-        device,
-        &Geometry::of(header),
-        Blocks::Only(blocks),
-        shape,
-        &mut pace,
-        &mut |run, recycle| {
-            visit(run, recycle).map_err(|err| {
+    let read =
+        stream_blocks(device, &Geometry::of(header), Blocks::Only(blocks), shape, &mut pace, &mut |run| {
+            visit(run).map_err(|err| {
                 visit_error = Some(err);
                 spike::Error::ShutDown
             })
-        },
-    );
+        });
     if let Some(err) = visit_error {
         return Err(err);
     }

@@ -26,7 +26,7 @@
 //! index, two data blocks with one write sequence, a record of this block whose digest
 //! belongs to another device, an unreadable block, and an index snapshot of the last
 //! clean shutdown that fails its chain, length, checksum or layout (read and checked by
-//! the engine's own `snapshot::read_payload` and `snapshot::parse_payload`, as a fast
+//! the engine's own `snapshot::read_payload` and `format::parse_snapshot_payload`, as a fast
 //! restart reads it).
 //!
 //! The report ends with what a cold start of the device would count (`a cold start:`,
@@ -100,7 +100,7 @@ fn verify_snapshot(opened: &Opened, scan: &Scan) -> std::result::Result<Snapshot
             spike::Error::Io { offset, source, .. } => (offset, format!("unreadable: {source}")),
             other => (snapshot.offset, other.to_string()),
         })?;
-    let contents = spike::offline::snapshot::parse_payload(&payload, h.wblock_count)
+    let contents = spike::offline::format::parse_snapshot_payload(&payload, h.wblock_count)
         .map_err(|reason| (snapshot.offset, reason))?;
     Ok(SnapshotStatus::Valid {
         entries: contents.entry_count() as u64,

@@ -427,15 +427,13 @@ fn for_each_block(
         tolerate_read_errors: true,
     };
     let blocks = Blocks::All { count: header.wblock_count as u32 };
-    let scanned =
-        stream_blocks(device, &Geometry::of(header), blocks, shape, &mut |_| {}, &mut |run, recycle| {
-            match &run.error {
-                Some(err) => visit(run.first, Err(err)),
-                None => run.iter().for_each(|(block, buf)| visit(block, Ok(buf))),
-            }
-            recycle.give(run.buf);
-            Ok(())
-        });
+    let scanned = stream_blocks(device, &Geometry::of(header), blocks, shape, &mut |_| {}, &mut |run| {
+        match &run.error {
+            Some(err) => visit(run.first, Err(err)),
+            None => run.iter().for_each(|(block, buf)| visit(block, Ok(buf))),
+        }
+        Ok(())
+    });
     // A tolerant scan whose visitor never fails delivers read errors per block; what is
     // left (the scan's own buffer pool gone) is not the device's fault, but stops it.
     scanned.map_err(|err| anyhow::anyhow!("{}: the scan stopped: {err}", device.name()))
