@@ -176,6 +176,41 @@ fn an_update_that_a_plain_put_races_starts_over_with_the_new_record() {
     assert_eq!(engine.stats().update_retries, 1);
 }
 
+#[test]
+fn updates_of_many_records_see_a_change_made_after_their_records_were_read() {
+    let (config, sims) = sim_namespace(1, 8 << 20, Durability::CommitToDevice, 15);
+    let engine = open(&config, &sims);
+    let (a, b, missing) = (digest_of(1), digest_of(2), digest_of(3));
+    engine.put_by_digest(&a, b"a", &WriteOptions::default()).unwrap();
+    engine.put_by_digest(&b, b"b", &WriteOptions::default()).unwrap();
+    // All three are read first; a's change then rewrites b and creates `missing`, so the
+    // copies read for them are stale by the time their own changes run.
+    let digests = [a, b, missing, a];
+    let calls = std::cell::Cell::new(0);
+    let results = engine.update_each_by_digest(&digests, |i, record| {
+        calls.set(calls.get() + 1);
+        let seen = record.map(|r| r.value.clone());
+        if i == 0 {
+            engine.put_by_digest(&b, b"B", &WriteOptions::default()).unwrap();
+            engine.put_by_digest(&missing, b"M", &WriteOptions::default()).unwrap();
+        }
+        let mut value = seen.clone().unwrap_or_default();
+        value.push(b'+');
+        Ok((Change::Put { value, ttl_s: None }, seen))
+    });
+    let seen: Vec<Option<Vec<u8>>> = results.iter().map(|r| r.as_ref().unwrap().0.clone()).collect();
+    let seen: Vec<Option<&[u8]>> = seen.iter().map(|v| v.as_deref()).collect();
+    assert_eq!(seen, [Some(&b"a"[..]), Some(b"B"), Some(b"M"), Some(b"a+")]);
+    let generations: Vec<u32> = results.iter().map(|r| r.as_ref().unwrap().1.generation).collect();
+    assert_eq!(generations, [2, 3, 2, 3]);
+    for (digest, value) in [(a, &b"a++"[..]), (b, b"B+"), (missing, b"M+")] {
+        assert_eq!(engine.get_by_digest(&digest).unwrap().value, value);
+    }
+    // Each stale copy was seen to be stale before its change ran, not after (a retry).
+    assert_eq!((calls.get(), engine.stats().update_retries), (4, 0));
+    assert_eq!(engine.stats().updates, 4);
+}
+
 fn copy(
     digest: &Digest,
     generation: u32,
@@ -343,13 +378,29 @@ fn a_corrupt_record_is_reported_by_a_scan_which_goes_on() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Put { k: u8, len: u16 },
+    Put {
+        k: u8,
+        len: u16,
+    },
     Get,
-    Delete { k: u8 },
-    Increment { k: u8 },
-    Apply { k: u8, generation: u32 },
+    Delete {
+        k: u8,
+    },
+    Increment {
+        k: u8,
+    },
+    /// One `update_each_by_digest` over these keys (repeats included).
+    IncrementEach {
+        ks: Vec<u8>,
+    },
+    Apply {
+        k: u8,
+        generation: u32,
+    },
     CleanRestart,
-    Crash { seed: u64 },
+    Crash {
+        seed: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -358,6 +409,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => Just(Op::Get),
         3 => (0u8..16).prop_map(|k| Op::Delete { k }),
         3 => (0u8..16).prop_map(|k| Op::Increment { k }),
+        2 => proptest::collection::vec(0u8..16, 1..6).prop_map(|ks| Op::IncrementEach { ks }),
         2 => (0u8..16, 1u32..40).prop_map(|(k, generation)| Op::Apply { k, generation }),
         1 => Just(Op::CleanRestart),
         1 => any::<u64>().prop_map(|seed| Op::Crash { seed }),
@@ -385,6 +437,12 @@ fn model_digest(k: u8) -> Digest {
 }
 
 fn check_model(engine: &Engine, model: &Model) -> Result<(), TestCaseError> {
+    let digests: Vec<Digest> = (0u8..16).map(model_digest).collect();
+    let each = engine.get_each_by_digest(&digests);
+    for (k, found) in (0u8..16).zip(each) {
+        let found = found.map(|r| (r.value, r.generation)).ok();
+        prop_assert_eq!(found, model.live.get(&k).cloned(), "get_each of digest {}", k);
+    }
     for k in 0u8..16 {
         match engine.get_by_digest(&model_digest(k)) {
             Ok(record) => {
@@ -430,6 +488,21 @@ fn step(engine: &Engine, model: &mut Model, step: usize, op: &Op) -> Result<(), 
             v.push(b'+');
             model.live.insert(k, (v, written.generation));
             model.newest.insert(k, (written.generation, LOCAL));
+        }
+        Op::IncrementEach { ref ks } => {
+            let digests: Vec<Digest> = ks.iter().map(|&k| model_digest(k)).collect();
+            let results = engine.update_each_by_digest(&digests, |_, r| {
+                let mut v = r.map_or(Vec::new(), |r| r.value.clone());
+                v.push(b'+');
+                Ok((Change::Put { value: v, ttl_s: None }, ()))
+            });
+            for (&k, result) in ks.iter().zip(results) {
+                let (_, written) = result.map_err(|e| fail("increment each", e))?;
+                let mut v = model.live.get(&k).map_or(Vec::new(), |(v, _)| v.clone());
+                v.push(b'+');
+                model.live.insert(k, (v, written.generation));
+                model.newest.insert(k, (written.generation, LOCAL));
+            }
         }
         Op::Apply { k, generation } => {
             let v = value(k as u64, 1_000_000 + step as u64, 100);

@@ -26,6 +26,9 @@ use crate::record_core::{WriteRequest, Written};
 use crate::stats::Op;
 
 use crate::limits::BATCH_KEYS_MAX;
+/// A live record and the entry it was read through, or none.
+type Found = Option<(EntryInfo, Record)>;
+
 /// Attempts of an update whose record a plain put keeps changing.
 const UPDATE_ATTEMPTS_MAX: usize = 64;
 
@@ -137,18 +140,76 @@ impl Engine {
     fn update_uncounted<T>(
         &self,
         digest: &Digest,
-        mut change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
+        change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
     ) -> Result<(T, Written)> {
+        let (out, written, pending) = self.update_placed(digest, None, change)?;
+        if let Some(pending) = pending {
+            self.shared.wait_pending(pending)?;
+        }
+        Ok((out, written))
+    }
+
+    /// Atomic read-modify-writes of many records, each as `update_by_digest` does it, but
+    /// with the device reads of their current copies in flight together and one wait for
+    /// durability after all the writes: for a server that gathers the writes its clients
+    /// sent at the same time. `change(i, record)` decides for `digests[i]`; the updates
+    /// run in order, so a digest named twice sees its earlier change. Each counts as an
+    /// update. Results are in the order of `digests`.
+    pub fn update_each_by_digest<T>(
+        &self,
+        digests: &[Digest],
+        mut change: impl FnMut(usize, Option<&Record>) -> Result<(Change, T)>,
+    ) -> Vec<Result<(T, Written)>> {
+        let start = std::time::Instant::now();
+        let mut prefetched = Vec::with_capacity(digests.len());
+        for chunk in digests.chunks(BATCH_KEYS_MAX) {
+            prefetched.extend(self.read_many_with_entries(chunk));
+        }
+        let mut results = Vec::with_capacity(digests.len());
+        let mut pendings = Vec::new();
+        for (i, (digest, first)) in digests.iter().zip(prefetched).enumerate() {
+            results.push(match self.update_placed(digest, Some(first), |record| change(i, record)) {
+                Ok((out, written, pending)) => {
+                    pendings.extend(pending.map(|p| (i, p)));
+                    Ok((out, written))
+                }
+                Err(err) => Err(err),
+            });
+        }
+        for (i, pending) in pendings {
+            if let Err(err) = self.shared.wait_pending(pending) {
+                results[i] = Err(err);
+            }
+        }
+        for result in &results {
+            self.count_op(Op::Update, start, result);
+        }
+        results
+    }
+
+    /// An update up to its durability wait: the write is placed (or `Keep` returned) and
+    /// the position to wait for, if any, handed back. `first` is the record read for
+    /// `digest` before the update lock was taken; it is used only if the index still
+    /// names the same copy under the lock.
+    fn update_placed<T>(
+        &self,
+        digest: &Digest,
+        mut first: Option<Result<Found>>,
+        mut change: impl FnMut(Option<&Record>) -> Result<(Change, T)>,
+    ) -> Result<(T, Written, Option<crate::record_core::Pending>)> {
         let guard = self.update_lock(digest);
         for _ in 0..UPDATE_ATTEMPTS_MAX {
-            let current = self.fetch_by_digest(digest)?;
+            let current = match first.take() {
+                Some(Ok(found)) if self.still_current(digest, &found) => found,
+                _ => self.fetch_by_digest(digest)?,
+            };
             let (entry, record) = current.map_or((None, None), |(e, r)| (Some(e), Some(r)));
             let (what, out) = change(record.as_ref())?;
             let generation = record.as_ref().map_or(0, |r| r.generation);
             let (value, ttl_s, tombstone) = match &what {
                 Change::Keep => {
                     let void_time = record.as_ref().map_or(0, |r| r.void_time);
-                    return Ok((out, Written { generation, void_time }));
+                    return Ok((out, Written { generation, void_time }, None));
                 }
                 Change::Delete if record.is_none() => return Err(Error::NotFound),
                 Change::Delete => (&[][..], None, true),
@@ -169,8 +230,7 @@ impl Engine {
             match self.shared.write_pending(&request) {
                 Ok((written, pending)) => {
                     drop(guard);
-                    self.shared.wait_pending(pending)?;
-                    return Ok((out, written));
+                    return Ok((out, written, Some(pending)));
                 }
                 Err(Error::GenerationMismatch { .. }) => {
                     crate::stats::Counters::add(&self.shared.counters.update_retries, 1)
@@ -181,6 +241,17 @@ impl Engine {
         Err(Error::EngineFailed {
             reason: format!("update gave up after {UPDATE_ATTEMPTS_MAX} attempts: the record kept changing"),
         })
+    }
+
+    /// Whether a record read earlier for `digest` (`None`: there was none) is still the
+    /// live copy the index names.
+    fn still_current(&self, digest: &Digest, found: &Found) -> bool {
+        let entry = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest));
+        let live = entry.filter(|e| is_live(e, now_s()));
+        match found {
+            None => live.is_none(),
+            Some((read_through, _)) => live == Some(*read_through),
+        }
     }
 
     pub(crate) fn update_lock(&self, digest: &Digest) -> std::sync::MutexGuard<'_, ()> {
@@ -204,35 +275,58 @@ impl Engine {
         results
     }
 
+    /// Reads many digests as that many single reads, their device reads in flight
+    /// together: for a server that gathers the reads its clients sent at the same time.
+    /// Each counts as a get (with the whole call's latency), not as a batch. Results are in
+    /// the order of `digests`.
+    pub fn get_each_by_digest(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        let start = std::time::Instant::now();
+        let mut results = Vec::with_capacity(digests.len());
+        for chunk in digests.chunks(BATCH_KEYS_MAX) {
+            results.extend(self.read_many(chunk));
+        }
+        for result in &results {
+            self.count_op(Op::Get, start, result);
+        }
+        results
+    }
+
     /// Reads up to `BATCH_KEYS_MAX` digests, their device reads in flight together; the
     /// record of another digest sharing an entry (a crafted collision) is not found.
     pub(crate) fn read_many(&self, digests: &[Digest]) -> Vec<Result<Record>> {
+        let found = self.read_many_with_entries(digests);
+        found
+            .into_iter()
+            .map(|r| r.and_then(|f| f.map(|(_, record)| record).ok_or(Error::NotFound)))
+            .collect()
+    }
+
+    /// `read_many`, with the entry each record was read through (`None`: no live record).
+    fn read_many_with_entries(&self, digests: &[Digest]) -> Vec<Result<Found>> {
         debug_assert!(digests.len() <= BATCH_KEYS_MAX);
         let now_s = now_s();
-        let mut results: Vec<Option<Result<Record>>> = digests.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Found>>> = digests.iter().map(|_| None).collect();
         let mut per_disk: Vec<Vec<(usize, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
         for (i, digest) in digests.iter().enumerate() {
             match self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest)) {
                 Some(entry) if is_live(&entry, now_s) => {
                     per_disk[entry.location.device as usize].push((i, entry))
                 }
-                _ => results[i] = Some(Err(Error::NotFound)),
+                _ => results[i] = Some(Ok(None)),
             }
         }
         for (disk, items) in self.shared.disks.iter().zip(&per_disk) {
             let entries: Vec<EntryInfo> = items.iter().map(|(_, e)| *e).collect();
-            for ((i, _), verified) in items.iter().zip(disk.read_entries(&entries)) {
+            for ((i, entry), verified) in items.iter().zip(disk.read_entries(&entries)) {
                 results[*i] = Some(match verified {
-                    Ok(Verify::Ok(record)) if record.digest == digests[*i] => Ok(record),
-                    Ok(Verify::Ok(_)) => Err(Error::NotFound),
-                    Ok(_) => self
-                        .fetch_by_digest(&digests[*i])
-                        .and_then(|r| r.map(|(_, r)| r).ok_or(Error::NotFound)),
+                    Ok(Verify::Ok(record)) if record.digest == digests[*i] => Ok(Some((*entry, record))),
+                    Ok(Verify::Ok(_)) => Ok(None),
+                    Ok(_) => self.fetch_by_digest(&digests[*i]),
                     Err(err) => Err(err),
                 });
             }
         }
-        results.into_iter().map(|r| r.unwrap_or(Err(Error::NotFound))).collect()
+        results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
     }
 
     /// Calls `visit` with every live record of one partition in descending digest order

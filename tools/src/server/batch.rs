@@ -110,28 +110,49 @@ pub fn execute(server: &Server, message: &Message<'_>, reply: &mut Reply) {
             return finish(reply, code);
         }
     };
-    for row in &rows {
-        let outcome = match server.namespace(row.namespace) {
-            None => Outcome::code(code::NAMESPACE),
-            Some(_) if row.has_filter => Outcome::code(code::UNSUPPORTED_FEATURE),
-            Some(ns) => {
-                let command = Command {
-                    header: row.header,
-                    set: row.set,
-                    key: row.key,
-                    digest: row.digest,
-                    ops: &row.ops,
-                };
-                record::execute(ns, &command, Origin::BatchRow)
+    // Runs of plain reads of one namespace go to the engine together; any other row is
+    // answered alone, in row order, so a row that writes is seen by the reads after it.
+    let mut at = 0;
+    while at < rows.len() {
+        let run = plain_read_run(server, &rows[at..]);
+        let outcomes = match run {
+            Some((ns, len)) => {
+                let commands: Vec<Command> = rows[at..at + len].iter().map(command_of).collect();
+                record::execute_many(ns, &commands, Origin::BatchRow)
             }
+            None => vec![match server.namespace(rows[at].namespace) {
+                None => Outcome::code(code::NAMESPACE),
+                Some(_) if rows[at].has_filter => Outcome::code(code::UNSUPPORTED_FEATURE),
+                Some(ns) => record::execute(ns, &command_of(&rows[at]), Origin::BatchRow),
+            }],
         };
-        let info1 = if outcome.bins.is_empty() { row.header.info1 & INFO1_NOBINDATA } else { 0 };
-        record::write_outcome(reply, &outcome, info1, row.index);
-        if reply.frame_bytes() >= BATCH_FRAME_BYTES {
-            reply.end_frame();
+        for outcome in outcomes {
+            let row = &rows[at];
+            let info1 = if outcome.bins.is_empty() { row.header.info1 & INFO1_NOBINDATA } else { 0 };
+            record::write_outcome(reply, &outcome, info1, row.index);
+            if reply.frame_bytes() >= BATCH_FRAME_BYTES {
+                reply.end_frame();
+            }
+            at += 1;
         }
     }
     finish(reply, code::OK);
+}
+
+fn command_of<'a>(row: &'a Row<'a>) -> Command<'a> {
+    Command { header: row.header, set: row.set, key: row.key, digest: row.digest, ops: &row.ops }
+}
+
+/// The namespace and length of the run of plain reads of one namespace that `rows`
+/// starts with, if it starts with one.
+fn plain_read_run<'s>(server: &'s Server, rows: &[Row<'_>]) -> Option<(&'s super::Namespace, usize)> {
+    let first = rows.first()?;
+    let ns = server.namespace(first.namespace)?;
+    let plain = |row: &Row| {
+        row.namespace == first.namespace && !row.has_filter && record::is_plain_read(&command_of(row))
+    };
+    let len = rows.iter().take_while(|row| plain(row)).count();
+    (len > 0).then_some((ns, len))
 }
 
 fn finish(reply: &mut Reply, code: u8) {

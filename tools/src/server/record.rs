@@ -89,26 +89,77 @@ pub fn execute(ns: &Namespace, command: &Command<'_>, origin: Origin) -> Outcome
 
 /// Dispatches on the info bits as the real server does.
 fn dispatch(ns: &Namespace, command: &Command<'_>) -> (Kind, Outcome) {
-    let h = &command.header;
-    let kind = match (h.info2 & INFO2_WRITE != 0, h.info2 & INFO2_DELETE != 0) {
-        (true, true) => Kind::Delete,
-        (true, false) => Kind::Write,
-        (false, _) => Kind::Read,
-    };
-    if let Some(code) = check_ops(command.ops) {
+    let kind = kind_of(&command.header);
+    if let Some(code) = refusal(command) {
         return (kind, Outcome::code(code));
-    }
-    let key_too_long = command.key.is_some_and(|k| k.len() > KEY_BYTES_MAX);
-    if command.set.len() > bins::SET_NAME_MAX || key_too_long {
-        return (kind, Outcome::code(code::PARAMETER));
     }
     let outcome = match kind {
         Kind::Delete => delete(ns, command),
         Kind::Write => write(ns, command),
-        Kind::Read if h.info1 & INFO1_READ != 0 => read(ns, command),
+        Kind::Read if command.header.info1 & INFO1_READ != 0 => read(ns, command),
         Kind::Read => Outcome::code(code::PARAMETER),
     };
     (kind, outcome)
+}
+
+fn kind_of(h: &MsgHeader) -> Kind {
+    match (h.info2 & INFO2_WRITE != 0, h.info2 & INFO2_DELETE != 0) {
+        (true, true) => Kind::Delete,
+        (true, false) => Kind::Write,
+        (false, _) => Kind::Read,
+    }
+}
+
+/// The result code of a command refused before it reaches the engine.
+fn refusal(command: &Command<'_>) -> Option<u8> {
+    if let Some(code) = check_ops(command.ops) {
+        return Some(code);
+    }
+    let key_too_long = command.key.is_some_and(|k| k.len() > KEY_BYTES_MAX);
+    (command.set.len() > bins::SET_NAME_MAX || key_too_long).then_some(code::PARAMETER)
+}
+
+/// Whether `command` is a read that `execute` would send to the engine's single-record
+/// read: such reads, from many connections or batch rows, can go to the engine together
+/// (`execute_many`) and answer exactly as one by one.
+pub fn is_plain_read(command: &Command<'_>) -> bool {
+    kind_of(&command.header) == Kind::Read && is_gatherable(command)
+}
+
+/// Whether `command` reaches the engine (it is not refused first): commands of different
+/// connections, which may run in any order, can then go to the engine together.
+pub fn is_gatherable(command: &Command<'_>) -> bool {
+    let h = &command.header;
+    (kind_of(h) != Kind::Read || h.info1 & INFO1_READ != 0) && refusal(command).is_none()
+}
+
+/// Answers gatherable commands (`is_gatherable`) of one namespace as if each ran alone,
+/// in an order of their own: the reads first, with their device reads in flight together,
+/// then the writes and deletes, with their current records read together and one wait
+/// for durability. Each is counted under `origin` as `execute` counts it.
+pub fn execute_many(ns: &Namespace, commands: &[Command<'_>], origin: Origin) -> Vec<Outcome> {
+    debug_assert!(commands.iter().all(is_gatherable));
+    let kinds: Vec<Kind> = commands.iter().map(|c| kind_of(&c.header)).collect();
+    let (reads, updates): (Vec<usize>, Vec<usize>) =
+        (0..commands.len()).partition(|&i| kinds[i] == Kind::Read);
+    let mut outcomes: Vec<Outcome> = commands.iter().map(|_| Outcome::default()).collect();
+    let digests = |picked: &[usize]| picked.iter().map(|&i| commands[i].digest).collect::<Vec<_>>();
+    if !reads.is_empty() {
+        for (&i, result) in reads.iter().zip(ns.engine.get_each_by_digest(&digests(&reads))) {
+            outcomes[i] = read_outcome(ns, &commands[i], result);
+        }
+    }
+    if !updates.is_empty() {
+        let plan_of =
+            |k: usize, existing: Option<&spike::Record>| Ok(plan(ns, &commands[updates[k]], existing));
+        for (&i, result) in updates.iter().zip(ns.engine.update_each_by_digest(&digests(&updates), plan_of)) {
+            outcomes[i] = update_outcome(kinds[i], result);
+        }
+    }
+    for (kind, outcome) in kinds.iter().zip(&outcomes) {
+        ns.counters.count(origin, *kind, outcome.code);
+    }
+    outcomes
 }
 
 fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
@@ -134,7 +185,12 @@ fn decode(ns: &Namespace, value: &[u8]) -> Result<StoredRecord, Outcome> {
 }
 
 fn read(ns: &Namespace, command: &Command<'_>) -> Outcome {
-    let record = match ns.engine.get_by_digest(&command.digest) {
+    read_outcome(ns, command, ns.engine.get_by_digest(&command.digest))
+}
+
+/// A read's answer from what the engine returned for its digest.
+fn read_outcome(ns: &Namespace, command: &Command<'_>, result: spike::Result<spike::Record>) -> Outcome {
+    let record = match result {
         Ok(record) => read_touch(ns, command.header.record_ttl, record),
         Err(err) => return Outcome::code(engine_error_code(&err)),
     };
@@ -236,23 +292,29 @@ fn policy_check(h: &MsgHeader, existing: Option<&spike::Record>, deleting: bool)
 }
 
 fn delete(ns: &Namespace, command: &Command<'_>) -> Outcome {
-    let result = ns.engine.update_by_digest(&command.digest, |existing| {
-        if let Some(code) = policy_check(&command.header, existing, true) {
-            return Ok((Change::Keep, code));
-        }
-        Ok((Change::Delete, code::OK))
-    });
-    match result {
-        // The real server answers a delete with generation 0, alone or in a batch.
-        Ok((code, _)) => Outcome::code(code),
-        Err(err) => Outcome::code(engine_error_code(&err)),
-    }
+    update_outcome(Kind::Delete, ns.engine.update_by_digest(&command.digest, |e| Ok(plan(ns, command, e))))
 }
 
 fn write(ns: &Namespace, command: &Command<'_>) -> Outcome {
-    let result =
-        ns.engine.update_by_digest(&command.digest, |existing| Ok(plan_write(ns, command, existing)));
+    update_outcome(Kind::Write, ns.engine.update_by_digest(&command.digest, |e| Ok(plan(ns, command, e))))
+}
+
+/// What a write or delete does to the held record.
+fn plan(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Record>) -> Plan {
+    if kind_of(&command.header) != Kind::Delete {
+        return plan_write(ns, command, existing);
+    }
+    match policy_check(&command.header, existing, true) {
+        Some(code) => (Change::Keep, (code, Vec::new())),
+        None => (Change::Delete, (code::OK, Vec::new())),
+    }
+}
+
+/// A write's or delete's answer from what its engine update returned.
+fn update_outcome(kind: Kind, result: spike::Result<((u8, ReplyBins), spike::Written)>) -> Outcome {
     match result {
+        // The real server answers a delete with generation 0, alone or in a batch.
+        Ok(((code, _), _)) if kind == Kind::Delete => Outcome::code(code),
         Ok(((code, bins), written)) if code == code::OK => {
             Outcome { code, generation: written.generation, void_time: written.void_time, bins }
         }
@@ -261,7 +323,9 @@ fn write(ns: &Namespace, command: &Command<'_>) -> Outcome {
     }
 }
 
-type Plan = (Change, (u8, Vec<(u8, Vec<u8>, Vec<u8>)>));
+/// The ops of a reply: (particle type, bin name, value).
+type ReplyBins = Vec<(u8, Vec<u8>, Vec<u8>)>;
+type Plan = (Change, (u8, ReplyBins));
 
 /// Decides what a write or operate does to the held record: the policy checks, then
 /// every op in order on a copy of the record.
