@@ -146,7 +146,9 @@ fn scan(
     Ok(code::OK)
 }
 
-/// A scan's rate limit (0 = none): how far ahead of it the records sent are.
+/// A scan's rate limit (0 = none): how far ahead of it the records sent are. At r records
+/// a second the n-th record (counting from 1) goes out no sooner than n/r seconds after
+/// the start, so that N records take at least N/r seconds, as the clients' tests expect.
 struct Pace {
     start: std::time::Instant,
     records_per_s: u32,
@@ -158,7 +160,7 @@ impl Pace {
         if self.records_per_s == 0 {
             return None;
         }
-        let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.records_per_s as f64);
+        let due = std::time::Duration::from_secs_f64((self.sent + 1) as f64 / self.records_per_s as f64);
         due.checked_sub(self.start.elapsed()).filter(|wait| !wait.is_zero())
     }
 }
@@ -194,5 +196,22 @@ fn write_record(
     }
     for (particle, name, value) in bins {
         reply.op(OP_READ, *particle, name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pace;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_last_of_n_paced_records_waits_until_n_over_the_rate_seconds() {
+        // 1000 records at 333 a second: the 1000th may not leave before 3.003 s.
+        let start = Instant::now() - Duration::from_millis(3001);
+        let pace = Pace { start, records_per_s: 333, sent: 999 };
+        let wait = pace.ahead_by().expect("the last record is not due yet");
+        assert!(wait <= Duration::from_millis(3), "{wait:?}");
+        assert_eq!(Pace { start, records_per_s: 333, sent: 998 }.ahead_by(), None);
+        assert_eq!(Pace { start, records_per_s: 0, sent: 10_000 }.ahead_by(), None);
     }
 }
