@@ -403,3 +403,82 @@ async fn udf_modules_and_index_definitions_register_but_are_not_executed() {
     assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_map_operations_answer_as_the_client_expects() {
+    use aerospike::operations::{lists, maps, MapOrder};
+    use aerospike::{
+        as_list, as_val, as_values, ListReturnType, ListSortFlags, MapPolicy, MapReturnType, MapWriteFlags,
+    };
+    let server = ServerProcess::start("commit-to-device", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "cdt", 1);
+    client.put(&wp, &key, &[as_bin!("count", 1), as_bin!("l", as_list!(1, 2))]).await.unwrap();
+
+    // One atomic operate: each op has its own result slot, a plain add included.
+    let lp = lists::ListPolicy::default();
+    let ops =
+        [lists::append(&lp, "l", Value::from(3)), operations::add(&as_bin!("count", 1)), lists::size("l")];
+    let record = client.operate(&wp, &key, &ops).await.unwrap();
+    let results = record.results.expect("one result per op");
+    assert_eq!(results, vec![Value::from(3), Value::Nil, Value::from(3)]);
+
+    // Reads of a list, alone and in a batch row.
+    let ops = [lists::size("l"), lists::get_by_index("l", -1, ListReturnType::VALUES)];
+    let record = client.operate(&wp, &key, &ops).await.unwrap();
+    assert_eq!(record.bins.get("l"), Some(&Value::MultiResult(as_values!(3, 3))));
+    let mut batch = vec![BatchOperation::read_ops(&BatchReadPolicy::default(), key.clone(), ops.to_vec())];
+    client.batch(&BatchPolicy::default(), &mut batch).await.unwrap();
+    let row = batch[0].batch_record();
+    assert_eq!(row.result_code(), Some(ResultCode::Ok));
+    assert_eq!(row.record.as_ref().unwrap().bins.get("l"), Some(&Value::MultiResult(as_values!(3, 3))));
+
+    // The server sorts mixed types in the client's own order.
+    let mixed = vec![
+        Value::from("zz"),
+        Value::from(3),
+        Value::Nil,
+        Value::from(2.5),
+        Value::Blob(vec![9]),
+        as_list!(1),
+        Value::Bool(true),
+    ];
+    client.put(&wp, &key, &[as_bin!("mixed", Value::List(mixed.clone()))]).await.unwrap();
+    client.operate(&wp, &key, &[lists::sort("mixed", ListSortFlags::DEFAULT)]).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    let mut sorted = mixed;
+    sorted.sort();
+    assert_eq!(record.bins.get("mixed"), Some(&Value::List(sorted)));
+
+    // A list op on an integer bin is a bin type error, and changes nothing.
+    let err = client.operate(&wp, &key, &[lists::append(&lp, "count", as_val!(1))]).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::BinTypeError);
+
+    // Maps keep their keys in order, whatever order they were put in; a key-ordered map
+    // comes back as one.
+    for (label, order) in [("unordered", MapOrder::Unordered), ("key-ordered", MapOrder::KeyOrdered)] {
+        let policy = MapPolicy::new(order, MapWriteFlags::DEFAULT);
+        let key = as_key!("test", "cdt", label);
+        for k in ["z", "m", "a"] {
+            client.operate(&wp, &key, &[maps::put(&policy, "m", as_val!(k), as_val!(1))]).await.unwrap();
+        }
+        let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+        let keys: Vec<String> = match (order, record.bins.get("m")) {
+            (MapOrder::Unordered, Some(Value::OrderedMap(m))) => m.keys().map(ToString::to_string).collect(),
+            (MapOrder::KeyOrdered, Some(Value::SortedMap(m))) => m.keys().map(ToString::to_string).collect(),
+            (_, other) => panic!("{label}: {other:?}"),
+        };
+        assert_eq!(keys, ["a", "m", "z"], "{label}");
+        let ops = [maps::get_by_key("m", as_val!("m"), MapReturnType::VALUE), maps::size("m")];
+        let record = client.operate(&wp, &key, &ops).await.unwrap();
+        assert_eq!(record.results.unwrap(), vec![Value::from(1), Value::from(3)], "{label}");
+        let create_only = MapPolicy::new(order, MapWriteFlags::CREATE_ONLY);
+        let err = client
+            .operate(&wp, &key, &[maps::put(&create_only, "m", as_val!("a"), as_val!(2))])
+            .await
+            .unwrap_err();
+        assert_eq!(err.result_code(), 24, "{label}: an existing key under create-only");
+    }
+    client.close().await.unwrap();
+}

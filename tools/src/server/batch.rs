@@ -98,16 +98,23 @@ fn decode_row<'a>(
     })
 }
 
-/// Answers a batch request into `reply`.
-pub fn execute(server: &Server, message: &Message<'_>, reply: &mut Reply) {
+/// Answers a batch request, handing each reply frame to `send` as it fills (about
+/// `BATCH_FRAME_BYTES`), so that a big batch streams as the real server's does instead of
+/// being held whole.
+pub fn execute(
+    server: &Server,
+    message: &Message<'_>,
+    send: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut reply = Reply::default();
     let Some(data) = message.field(FIELD_BATCH) else {
-        return finish(reply, code::PARAMETER);
+        return send(&finish(reply, code::PARAMETER));
     };
     let rows = match decode_rows(data) {
         Ok(rows) => rows,
         Err((code, err)) => {
             log::debug!("batch refused: {err}");
-            return finish(reply, code);
+            return send(&finish(reply, code));
         }
     };
     // Runs of plain reads of one namespace go to the engine together; any other row is
@@ -129,14 +136,15 @@ pub fn execute(server: &Server, message: &Message<'_>, reply: &mut Reply) {
         for outcome in outcomes {
             let row = &rows[at];
             let info1 = if outcome.bins.is_empty() { row.header.info1 & INFO1_NOBINDATA } else { 0 };
-            record::write_outcome(reply, &outcome, info1, row.index);
+            record::write_outcome(&mut reply, &outcome, info1, row.index);
             if reply.frame_bytes() >= BATCH_FRAME_BYTES {
                 reply.end_frame();
+                send(&std::mem::take(&mut reply.out))?;
             }
             at += 1;
         }
     }
-    finish(reply, code::OK);
+    send(&finish(reply, code::OK))
 }
 
 fn command_of<'a>(row: &'a Row<'a>) -> Command<'a> {
@@ -155,7 +163,8 @@ fn plain_read_run<'s>(server: &'s Server, rows: &[Row<'_>]) -> Option<(&'s super
     (len > 0).then_some((ns, len))
 }
 
-fn finish(reply: &mut Reply, code: u8) {
+/// The last frame: what is left of the reply and the LAST message with `code`.
+fn finish(mut reply: Reply, code: u8) -> Vec<u8> {
     reply.message(&MsgHeader { info3: INFO3_LAST, result_code: code, ..MsgHeader::default() });
-    reply.end_frame();
+    reply.finish()
 }

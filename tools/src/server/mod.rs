@@ -13,11 +13,13 @@
 pub mod batch;
 pub mod bins;
 pub mod catalog;
+pub mod cdt;
 pub mod compression;
 pub mod config;
 pub mod counters;
 pub mod info;
 pub mod metrics;
+pub mod msgpack;
 pub mod net;
 pub mod record;
 pub mod scan;

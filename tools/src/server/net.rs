@@ -389,9 +389,7 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
     };
     let h = message.header;
     if h.info1 & INFO1_BATCH != 0 {
-        let mut reply = Reply::default();
-        batch::execute(server, &message, &mut reply);
-        return send(&reply.finish()).is_ok();
+        return batch::execute(server, &message, send).is_ok();
     }
     let Some(digest) = message.field(FIELD_DIGEST) else {
         return scan::execute(server, &message, send).is_ok();

@@ -8,6 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
+use super::{cdt, msgpack};
 use spike::{Change, Error};
 
 pub mod code {
@@ -169,7 +170,15 @@ fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
         }
         if !matches!(
             op.code,
-            OP_READ | OP_WRITE | OP_INCR | OP_APPEND | OP_PREPEND | OP_TOUCH | OP_DELETE_ALL
+            OP_READ
+                | OP_WRITE
+                | OP_CDT_READ
+                | OP_CDT_MODIFY
+                | OP_INCR
+                | OP_APPEND
+                | OP_PREPEND
+                | OP_TOUCH
+                | OP_DELETE_ALL
         ) {
             return Some(code::UNSUPPORTED_FEATURE);
         }
@@ -198,7 +207,10 @@ fn read_outcome(ns: &Namespace, command: &Command<'_>, result: spike::Result<spi
         Ok(stored) => stored,
         Err(outcome) => return outcome,
     };
-    let bins = select_bins(&mut stored, &command.header, command.ops);
+    let bins = match select_bins(&mut stored, &command.header, command.ops) {
+        Ok(bins) => bins,
+        Err(code) => return Outcome::code(code),
+    };
     Outcome { code: code::OK, generation: record.generation, void_time: record.void_time, bins }
 }
 
@@ -230,26 +242,64 @@ fn read_touch(ns: &Namespace, percent: u32, record: spike::Record) -> spike::Rec
 }
 
 /// The bins a read returns: none for a header read, all for GET_ALL or no ops, else one
-/// result per READ op that names an existing bin, in op order (a bin named twice comes
-/// back twice, which the clients merge into one multi-result; an empty name, which Rust
-/// sends for a header read, names none). All bins are moved out of `stored`, not copied.
-pub fn select_bins(
-    stored: &mut StoredRecord,
-    header: &MsgHeader,
-    ops: &[Op<'_>],
-) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+/// result per READ op that names an existing bin and per list or map read, in op order (a
+/// bin named twice comes back twice, which the clients merge into one multi-result; an
+/// empty name, which Rust sends for a header read, names none; with RESPOND_ALL_OPS a
+/// missing bin is a nil). All bins are moved out of `stored`, not copied. Err: the result
+/// code of a list or map read that failed.
+pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) -> Result<ReplyBins, u8> {
     if header.info1 & INFO1_NOBINDATA != 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     if header.info1 & INFO1_GET_ALL != 0 || ops.is_empty() {
-        return std::mem::take(&mut stored.bins).into_iter().map(|b| (b.particle, b.name, b.value)).collect();
+        return Ok(std::mem::take(&mut stored.bins)
+            .into_iter()
+            .map(|b| (b.particle, b.name, b.value))
+            .collect());
     }
-    let copy = |b: &bins::Bin| (b.particle, b.name.clone(), b.value.clone());
-    ops.iter()
-        .filter(|op| op.code == OP_READ && !op.name.is_empty())
-        .filter_map(|op| stored.bin(op.name))
-        .map(copy)
-        .collect()
+    let respond_all = header.info2 & INFO2_RESPOND_ALL_OPS != 0;
+    let mut out = Vec::new();
+    for op in ops.iter().filter(|op| !op.name.is_empty()) {
+        let bin = stored.bin(op.name);
+        match (op.code, bin) {
+            (OP_READ, Some(b)) => out.push((b.particle, b.name.clone(), b.value.clone())),
+            (OP_READ | OP_CDT_READ, None) if respond_all => {
+                out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()))
+            }
+            (OP_CDT_READ, Some(b)) => {
+                let applied =
+                    cdt::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
+                out.push(result_bin(op.name, &applied.result));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A map written whole, with its keys put in the canonical order (the real server returns
+/// every map so, whatever order it was written in); None if it is not MessagePack.
+fn sorted_map(bytes: &[u8]) -> Option<Vec<u8>> {
+    let map = cdt::Map::normalized(msgpack::decode(bytes).ok()?)?;
+    Some(msgpack::encode(&map))
+}
+
+/// A list or map op's result as a reply op of bin `name`.
+fn result_bin(name: &[u8], result: &msgpack::Value) -> (u8, Vec<u8>, Vec<u8>) {
+    let (particle, bytes) = result.to_particle();
+    (particle, name.to_vec(), bytes)
+}
+
+/// Runs a list or map op of a write on the record being built: the bin changes (a bin
+/// left with nothing is kept empty, as the real server keeps an emptied list) and the
+/// result is the op's reply.
+fn apply_cdt(record: &mut StoredRecord, op: &Op<'_>) -> Result<(u8, Vec<u8>, Vec<u8>), u8> {
+    let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
+    let applied = cdt::apply(bin, op.value, op.code == OP_CDT_MODIFY).map_err(|e| e.code())?;
+    if let Some((particle, value)) = &applied.new_bin {
+        record.set_bin(op.name, *particle, value);
+    }
+    Ok(result_bin(op.name, &applied.result))
 }
 
 /// The TTL a write asks for, as the engine takes it (None = never expires).
@@ -356,6 +406,13 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
     let mut delete_record = false;
     for op in command.ops {
         let applied = match op.code {
+            OP_WRITE if op.particle == cdt::PARTICLE_MAP => match sorted_map(op.value) {
+                Some(map) => {
+                    record.set_bin(op.name, op.particle, &map);
+                    Ok(())
+                }
+                None => Err(BinOpError::Parameter),
+            },
             OP_WRITE => {
                 record.set_bin(op.name, op.particle, op.value);
                 Ok(())
@@ -367,6 +424,13 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
                 delete_record = true;
                 Ok(())
             }
+            OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(&mut record, op) {
+                Ok(reply) => {
+                    replies.push(reply);
+                    continue;
+                }
+                Err(code) => return refuse(code),
+            },
             OP_READ => {
                 // An unnamed read is "all bins" with GET_ALL, else a header read (no bins).
                 let selected: Vec<_> = match (op.name.is_empty(), h.info1 & INFO1_GET_ALL != 0) {

@@ -106,7 +106,8 @@ fn scan(
             if set.is_some_and(|s| s != stored.set) {
                 return true;
             }
-            let bins = select_bins(&mut stored, &header, &message.ops);
+            // A list or map read that fails on this record leaves it out.
+            let Ok(bins) = select_bins(&mut stored, &header, &message.ops) else { return true };
             let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
             if wants_bins && bins.is_empty() && !message.ops.is_empty() {
                 return true;

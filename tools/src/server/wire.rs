@@ -50,6 +50,8 @@ pub const FIELD_FILTER: u8 = 43;
 // op codes
 pub const OP_READ: u8 = 1;
 pub const OP_WRITE: u8 = 2;
+pub const OP_CDT_READ: u8 = 3;
+pub const OP_CDT_MODIFY: u8 = 4;
 pub const OP_INCR: u8 = 5;
 pub const OP_APPEND: u8 = 9;
 pub const OP_PREPEND: u8 = 10;

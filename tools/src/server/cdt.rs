@@ -1,0 +1,589 @@
+//! List and map operations (Aerospike's CDT ops) on a bin's MessagePack value: the op is a
+//! MessagePack array `[op code, args…]`; the result is a value returned as the op's reply
+//! bin, and a modifying op gives the bin's new value.
+//!
+//! Served: list append, append-items, insert, insert-items, pop, pop-range, remove,
+//! remove-range, set, trim, clear, increment, sort, size, get, get-range, get/remove by
+//! index and index range; map put, put-items, increment, decrement, clear, size, get and
+//! remove by key, get and remove by index. Not served (result 16): nested contexts, ordered
+//! lists, selection by value or rank, and the inverted flag. Maps are kept with their keys
+//! in the canonical order (as the real server returns them), so a map's index order is
+//! its key order. Pure; cost: a decode and an encode of the whole bin per op.
+
+use super::msgpack::{canonical_cmp, encode, Value};
+
+/// Why an op was refused, as result codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CdtError {
+    /// 4: the op does not decode or its arguments are wrong.
+    Parameter,
+    /// 12: the bin holds another type.
+    IncompatibleType,
+    /// 16: a form of the op this server does not serve.
+    Unsupported,
+    /// 23: a map key the op needs is not there (update-only put).
+    ElementNotFound,
+    /// 24: the element exists (create-only put, add-unique append).
+    ElementExists,
+    /// 26: an index outside the list.
+    NotApplicable,
+}
+
+impl CdtError {
+    pub fn code(self) -> u8 {
+        match self {
+            CdtError::Parameter => 4,
+            CdtError::IncompatibleType => 12,
+            CdtError::Unsupported => 16,
+            CdtError::ElementNotFound => 23,
+            CdtError::ElementExists => 24,
+            CdtError::NotApplicable => 26,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, CdtError>;
+
+pub const PARTICLE_MAP: u8 = 19;
+pub const PARTICLE_LIST: u8 = 20;
+const CONTEXT_MARKER: i64 = 0xff;
+const RETURN_INVERTED: i64 = 0x10000;
+
+/// What an op did: its result, and the bin's new (particle, bytes) if it changed it.
+#[derive(Debug, PartialEq)]
+pub struct Applied {
+    pub result: Value,
+    pub new_bin: Option<(u8, Vec<u8>)>,
+}
+
+/// Runs the op encoded in `op` on the bin (`None`: the record has no such bin). A read
+/// (`modify` false) may not change the bin.
+pub fn apply(bin: Option<(u8, &[u8])>, op: &[u8], modify: bool) -> Result<Applied> {
+    let Ok(Value::List(mut items)) = super::msgpack::decode(op) else { return Err(CdtError::Parameter) };
+    if items.is_empty() {
+        return Err(CdtError::Parameter);
+    }
+    let code = int(&items.remove(0))?;
+    if code == CONTEXT_MARKER {
+        return Err(CdtError::Unsupported);
+    }
+    let args = Args(items);
+    let applied =
+        if (64..128).contains(&code) { map_op(bin, code, &args)? } else { list_op(bin, code, &args)? };
+    if applied.new_bin.is_some() && !modify {
+        return Err(CdtError::Parameter);
+    }
+    Ok(applied)
+}
+
+fn int(value: &Value) -> Result<i64> {
+    match value {
+        Value::Int(i) => Ok(*i),
+        _ => Err(CdtError::Parameter),
+    }
+}
+
+struct Args(Vec<Value>);
+
+impl Args {
+    fn value(&self, at: usize) -> Result<&Value> {
+        self.0.get(at).ok_or(CdtError::Parameter)
+    }
+    fn int(&self, at: usize) -> Result<i64> {
+        int(self.value(at)?)
+    }
+    fn int_or(&self, at: usize, default: i64) -> Result<i64> {
+        self.0.get(at).map_or(Ok(default), int)
+    }
+    fn list(&self, at: usize) -> Result<&[Value]> {
+        match self.value(at)? {
+            Value::List(items) => Ok(items),
+            _ => Err(CdtError::Parameter),
+        }
+    }
+}
+
+fn held(bin: Option<(u8, &[u8])>, particle: u8) -> Result<Option<Value>> {
+    match bin {
+        None => Ok(None),
+        Some((p, bytes)) if p == particle => {
+            super::msgpack::decode(bytes).map(Some).map_err(|_| CdtError::Parameter)
+        }
+        Some(_) => Err(CdtError::IncompatibleType),
+    }
+}
+
+// ---- lists ----
+
+const LIST_WRITE_ADD_UNIQUE: i64 = 1;
+const LIST_WRITE_INSERT_BOUNDED: i64 = 2;
+const LIST_WRITE_NO_FAIL: i64 = 4;
+const LIST_SORT_DESCENDING: i64 = 1;
+const LIST_SORT_DROP_DUPLICATES: i64 = 2;
+
+fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
+    let existed = bin.is_some();
+    let mut list = match held(bin, PARTICLE_LIST)? {
+        None => Vec::new(),
+        Some(Value::List(items)) if !matches!(items.first(), Some(Value::Ext { .. })) => items,
+        // A leading ext is an ordered list's header.
+        Some(_) => return Err(CdtError::Unsupported),
+    };
+    let result = match code {
+        1 => add_items(&mut list, None, std::slice::from_ref(args.value(0)?), args.int_or(2, 0)?)?,
+        2 => add_items(&mut list, None, args.list(0)?, args.int_or(2, 0)?)?,
+        3 => add_items(
+            &mut list,
+            Some(args.int(0)?),
+            std::slice::from_ref(args.value(1)?),
+            args.int_or(2, 0)?,
+        )?,
+        4 => add_items(&mut list, Some(args.int(0)?), args.list(1)?, args.int_or(2, 0)?)?,
+        5 => list.remove(exact_index(args.int(0)?, list.len())?),
+        6 => Value::List(take_range(&mut list, args.int(0)?, args.0.get(1).map(int).transpose()?)),
+        7 => {
+            list.remove(exact_index(args.int(0)?, list.len())?);
+            Value::Int(1)
+        }
+        8 => {
+            Value::Int(take_range(&mut list, args.int(0)?, args.0.get(1).map(int).transpose()?).len() as i64)
+        }
+        9 => {
+            let at = exact_index(args.int(0)?, list.len() + 1)?;
+            if at == list.len() {
+                list.push(args.value(1)?.clone());
+            } else {
+                list[at] = args.value(1)?.clone();
+            }
+            Value::Nil
+        }
+        10 => {
+            let kept = take_range(&mut list, args.int(0)?, Some(args.int(1)?));
+            Value::Int(std::mem::replace(&mut list, kept).len() as i64)
+        }
+        11 => {
+            list.clear();
+            Value::Nil
+        }
+        12 => increment(&mut list, args)?,
+        13 => {
+            sort_list(&mut list, args.int_or(0, 0)?);
+            Value::Nil
+        }
+        16 => return read_only(Value::Int(list.len() as i64), existed),
+        17 => return read_only(list[exact_index(args.int(0)?, list.len())?].clone(), existed),
+        18 => {
+            return read_only(
+                Value::List(range_of(&list, args.int(0)?, args.0.get(1).map(int).transpose()?).to_vec()),
+                existed,
+            )
+        }
+        19 | 24 => return read_only(by_index(&mut list, code == 24, args, false)?, existed),
+        32 | 37 => by_index(&mut list, code == 37, args, true)?,
+        _ => return Err(CdtError::Unsupported),
+    };
+    Ok(Applied { result, new_bin: Some((PARTICLE_LIST, encode(&Value::List(list)))) })
+}
+
+/// A read op's result; on a missing bin, nothing.
+fn read_only(result: Value, existed: bool) -> Result<Applied> {
+    Ok(Applied { result: if existed { result } else { Value::Nil }, new_bin: None })
+}
+
+/// Appends (`at` None) or inserts `items`, under the write flags; returns the new size.
+fn add_items(list: &mut Vec<Value>, at: Option<i64>, items: &[Value], flags: i64) -> Result<Value> {
+    let mut position = match at {
+        None => list.len(),
+        Some(index) if index < 0 => exact_index(index, list.len())?,
+        Some(index) if index as usize > list.len() && flags & LIST_WRITE_INSERT_BOUNDED != 0 => {
+            return Err(CdtError::NotApplicable)
+        }
+        Some(index) => index as usize,
+    };
+    if position > list.len() {
+        list.resize(position, Value::Nil);
+    }
+    for item in items {
+        if flags & LIST_WRITE_ADD_UNIQUE != 0 && list.iter().any(|held| canonical_cmp(held, item).is_eq()) {
+            if flags & LIST_WRITE_NO_FAIL != 0 {
+                continue;
+            }
+            return Err(CdtError::ElementExists);
+        }
+        list.insert(position, item.clone());
+        position += 1;
+    }
+    Ok(Value::Int(list.len() as i64))
+}
+
+/// An index naming an element of a list of `len` (negative counts from the end).
+fn exact_index(index: i64, len: usize) -> Result<usize> {
+    let at = if index < 0 { len as i64 + index } else { index };
+    if (0..len as i64).contains(&at) {
+        Ok(at as usize)
+    } else {
+        Err(CdtError::NotApplicable)
+    }
+}
+
+/// The span of `count` elements (all to the end when None) from `index`, clamped to the list.
+fn span(index: i64, count: Option<i64>, len: usize) -> std::ops::Range<usize> {
+    let start = if index < 0 { (len as i64 + index).max(0) } else { index.min(len as i64) } as usize;
+    let end = match count {
+        None => len,
+        Some(n) if n <= 0 => start,
+        Some(n) => start.saturating_add(n as usize).min(len),
+    };
+    start..end
+}
+
+fn range_of(list: &[Value], index: i64, count: Option<i64>) -> &[Value] {
+    &list[span(index, count, list.len())]
+}
+
+/// Removes the span and returns its elements.
+fn take_range(list: &mut Vec<Value>, index: i64, count: Option<i64>) -> Vec<Value> {
+    let range = span(index, count, list.len());
+    list.drain(range).collect()
+}
+
+fn increment(list: &mut [Value], args: &Args) -> Result<Value> {
+    let at = exact_index(args.int(0)?, list.len())?;
+    let delta = args.0.get(1).cloned().unwrap_or(Value::Int(1));
+    let sum = match (&list[at], &delta) {
+        (Value::Int(a), Value::Int(b)) => Value::Int(a.checked_add(*b).ok_or(CdtError::Parameter)?),
+        (Value::F64(a), Value::F64(b)) => Value::F64(a + b),
+        (Value::F64(a), Value::Int(b)) => Value::F64(a + *b as f64),
+        (Value::Int(a), Value::F64(b)) => Value::Int(a.wrapping_add(*b as i64)),
+        _ => return Err(CdtError::IncompatibleType),
+    };
+    list[at] = sum.clone();
+    Ok(sum)
+}
+
+fn sort_list(list: &mut Vec<Value>, flags: i64) {
+    list.sort_by(canonical_cmp);
+    if flags & LIST_SORT_DROP_DUPLICATES != 0 {
+        list.dedup_by(|a, b| canonical_cmp(a, b).is_eq());
+    }
+    if flags & LIST_SORT_DESCENDING != 0 {
+        list.reverse();
+    }
+}
+
+/// Get (or remove, `remove`) by index or index range: args `[return type, index,
+/// count?]`. Returns what the return type asks for.
+fn by_index(list: &mut Vec<Value>, range: bool, args: &Args, remove: bool) -> Result<Value> {
+    let return_type = args.int(0)?;
+    if return_type & RETURN_INVERTED != 0 {
+        return Err(CdtError::Unsupported);
+    }
+    let index = args.int(1)?;
+    let picked = if range {
+        span(index, args.0.get(2).map(int).transpose()?, list.len())
+    } else {
+        match exact_index(index, list.len()) {
+            Ok(at) => at..at + 1,
+            Err(_) => 0..0,
+        }
+    };
+    let len = list.len();
+    let values: Vec<Value> =
+        if remove { list.drain(picked.clone()).collect() } else { list[picked.clone()].to_vec() };
+    let single = !range;
+    let indexes = |reverse: bool| {
+        let all: Vec<Value> = picked
+            .clone()
+            .map(|i| Value::Int(if reverse { (len - 1 - i) as i64 } else { i as i64 }))
+            .collect();
+        one_or_list(all, single)
+    };
+    Ok(match return_type {
+        0 => Value::Nil,
+        1 => indexes(false),
+        2 => indexes(true),
+        5 => Value::Int(values.len() as i64),
+        7 => one_or_list(values, single),
+        13 => Value::Bool(!values.is_empty()),
+        _ => return Err(CdtError::Unsupported),
+    })
+}
+
+fn one_or_list(mut values: Vec<Value>, single: bool) -> Value {
+    match (single, values.len()) {
+        (true, 1) => values.remove(0),
+        (true, _) => Value::Nil,
+        (false, _) => Value::List(values),
+    }
+}
+
+// ---- maps ----
+
+const MAP_WRITE_CREATE_ONLY: i64 = 1;
+const MAP_WRITE_UPDATE_ONLY: i64 = 2;
+const MAP_WRITE_NO_FAIL: i64 = 4;
+
+/// A map bin's value: its order flags and entries in canonical key order.
+pub struct Map {
+    order: Option<u8>,
+    entries: Vec<(Value, Value)>,
+}
+
+impl Map {
+    /// A map value put whole (a bin write), with its entries in key order.
+    pub fn normalized(value: Value) -> Option<Value> {
+        match value {
+            Value::Map { order, mut entries } => {
+                entries.sort_by(|a, b| canonical_cmp(&a.0, &b.0));
+                Some(Value::Map { order, entries })
+            }
+            _ => None,
+        }
+    }
+
+    fn find(&self, key: &Value) -> std::result::Result<usize, usize> {
+        self.entries.binary_search_by(|(held, _)| canonical_cmp(held, key))
+    }
+
+    fn value(self) -> Value {
+        Value::Map { order: self.order, entries: self.entries }
+    }
+}
+
+fn map_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
+    let existed = bin.is_some();
+    let mut map = match held(bin, PARTICLE_MAP)? {
+        None => Map { order: None, entries: Vec::new() },
+        Some(value) => match Map::normalized(value) {
+            Some(Value::Map { order, entries }) => Map { order, entries },
+            _ => return Err(CdtError::IncompatibleType),
+        },
+    };
+    let result = match code {
+        67 => {
+            let (value, attr, flags) = match args.0.len() {
+                2 => (Value::Nil, args.int(1)?, 0),
+                _ => (args.value(1)?.clone(), args.int_or(2, 0)?, args.int_or(3, 0)?),
+            };
+            create_order(&mut map, existed, attr);
+            put(&mut map, args.value(0)?.clone(), value, flags)?;
+            Value::Int(map.entries.len() as i64)
+        }
+        68 => {
+            let Value::Map { entries, .. } = args.value(0)? else { return Err(CdtError::Parameter) };
+            create_order(&mut map, existed, args.int_or(1, 0)?);
+            let flags = args.int_or(2, 0)?;
+            for (key, value) in entries {
+                put(&mut map, key.clone(), value.clone(), flags)?;
+            }
+            Value::Int(map.entries.len() as i64)
+        }
+        73 | 74 => map_increment(&mut map, existed, args, code == 74)?,
+        75 => {
+            map.entries.clear();
+            Value::Nil
+        }
+        76 => by_key(&mut map, args, true)?,
+        77 => map_by_index(&mut map, args, true)?,
+        96 => return read_only(Value::Int(map.entries.len() as i64), existed),
+        97 => return read_only(by_key(&mut map, args, false)?, existed),
+        98 => return read_only(map_by_index(&mut map, args, false)?, existed),
+        _ => return Err(CdtError::Unsupported),
+    };
+    Ok(Applied { result, new_bin: Some((PARTICLE_MAP, encode(&map.value()))) })
+}
+
+/// A map created by an op takes the order its policy names (attribute bits 0..2).
+fn create_order(map: &mut Map, existed: bool, attr: i64) {
+    if !existed && attr & 3 != 0 {
+        map.order = Some((attr & 3) as u8);
+    }
+}
+
+fn put(map: &mut Map, key: Value, value: Value, flags: i64) -> Result<()> {
+    let no_fail = flags & MAP_WRITE_NO_FAIL != 0;
+    match map.find(&key) {
+        Ok(_) if flags & MAP_WRITE_CREATE_ONLY != 0 => fail_unless(no_fail, CdtError::ElementExists),
+        Ok(at) => {
+            map.entries[at].1 = value;
+            Ok(())
+        }
+        Err(_) if flags & MAP_WRITE_UPDATE_ONLY != 0 => fail_unless(no_fail, CdtError::ElementNotFound),
+        Err(at) => {
+            map.entries.insert(at, (key, value));
+            Ok(())
+        }
+    }
+}
+
+fn fail_unless(no_fail: bool, err: CdtError) -> Result<()> {
+    if no_fail {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}
+
+/// args `[key, delta?, attr?]`: adds (or subtracts) the delta; returns the new value.
+fn map_increment(map: &mut Map, existed: bool, args: &Args, negate: bool) -> Result<Value> {
+    let key = args.value(0)?.clone();
+    let delta = args.0.get(1).cloned().unwrap_or(Value::Int(1));
+    create_order(map, existed, args.int_or(2, 0)?);
+    let held = match map.find(&key) {
+        Ok(at) => map.entries[at].1.clone(),
+        Err(_) => Value::Int(0),
+    };
+    let sum = match (&held, &delta) {
+        (Value::Int(a), Value::Int(b)) => {
+            let b = if negate { b.checked_neg().ok_or(CdtError::Parameter)? } else { *b };
+            Value::Int(a.checked_add(b).ok_or(CdtError::Parameter)?)
+        }
+        (Value::F64(a), Value::F64(b)) => Value::F64(if negate { a - b } else { a + b }),
+        _ => return Err(CdtError::IncompatibleType),
+    };
+    put(map, key, sum.clone(), 0)?;
+    Ok(sum)
+}
+
+/// args `[return type, key]`.
+fn by_key(map: &mut Map, args: &Args, remove: bool) -> Result<Value> {
+    let found = map.find(args.value(1)?).ok();
+    map_result(map, args.int(0)?, found.map(|at| at..at + 1).unwrap_or(0..0), remove, true)
+}
+
+/// args `[return type, index]`: the index counts keys in order.
+fn map_by_index(map: &mut Map, args: &Args, remove: bool) -> Result<Value> {
+    let picked = match exact_index(args.int(1)?, map.entries.len()) {
+        Ok(at) => at..at + 1,
+        Err(_) => 0..0,
+    };
+    map_result(map, args.int(0)?, picked, remove, true)
+}
+
+fn map_result(
+    map: &mut Map,
+    return_type: i64,
+    picked: std::ops::Range<usize>,
+    remove: bool,
+    single: bool,
+) -> Result<Value> {
+    if return_type & RETURN_INVERTED != 0 {
+        return Err(CdtError::Unsupported);
+    }
+    let len = map.entries.len();
+    let index_of =
+        |i: usize, reverse: bool| Value::Int(if reverse { (len - 1 - i) as i64 } else { i as i64 });
+    let indexes: Vec<usize> = picked.clone().collect();
+    let entries: Vec<(Value, Value)> =
+        if remove { map.entries.drain(picked).collect() } else { map.entries[picked].to_vec() };
+    Ok(match return_type {
+        0 => Value::Nil,
+        1 | 2 => one_or_list(indexes.iter().map(|&i| index_of(i, return_type == 2)).collect(), single),
+        5 => Value::Int(entries.len() as i64),
+        6 => one_or_list(entries.into_iter().map(|(k, _)| k).collect(), single),
+        7 => one_or_list(entries.into_iter().map(|(_, v)| v).collect(), single),
+        8 | 16 | 17 => Value::Map { order: (return_type == 17).then_some(1).or(map.order), entries },
+        13 => Value::Bool(!entries.is_empty()),
+        _ => return Err(CdtError::Unsupported),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::msgpack::decode;
+
+    fn op(code: i64, args: Vec<Value>) -> Vec<u8> {
+        let mut items = vec![Value::Int(code)];
+        items.extend(args);
+        encode(&Value::List(items))
+    }
+
+    fn list(values: &[i64]) -> Vec<u8> {
+        encode(&Value::List(values.iter().map(|v| Value::Int(*v)).collect()))
+    }
+
+    fn run(bin: &[u8], code: i64, args: Vec<Value>) -> Result<(Value, Option<Value>)> {
+        let applied = apply(Some((PARTICLE_LIST, bin)), &op(code, args), true)?;
+        Ok((applied.result, applied.new_bin.map(|(_, b)| decode(&b).unwrap())))
+    }
+
+    fn ints(values: &[i64]) -> Value {
+        Value::List(values.iter().map(|v| Value::Int(*v)).collect())
+    }
+
+    #[test]
+    fn list_ops_change_the_list_and_return_what_the_clients_expect() {
+        let l = list(&[1, 2]);
+        assert_eq!(run(&l, 1, vec![Value::Int(3)]).unwrap(), (Value::Int(3), Some(ints(&[1, 2, 3]))));
+        let padded = Value::List(vec![Value::Int(1), Value::Int(2), Value::Nil, Value::Nil, Value::Int(9)]);
+        assert_eq!(run(&l, 3, vec![Value::Int(4), Value::Int(9)]).unwrap(), (Value::Int(5), Some(padded)));
+        assert_eq!(run(&l, 5, vec![Value::Int(-1)]).unwrap(), (Value::Int(2), Some(ints(&[1]))));
+        assert_eq!(run(&l, 5, vec![Value::Int(2)]), Err(CdtError::NotApplicable));
+        let l = list(&[111, 222, 333]);
+        assert_eq!(run(&l, 16, vec![]).unwrap(), (Value::Int(3), None));
+        assert_eq!(run(&l, 19, vec![Value::Int(7), Value::Int(-1)]).unwrap(), (Value::Int(333), None));
+        assert_eq!(run(&l, 24, vec![Value::Int(1), Value::Int(1)]).unwrap(), (ints(&[1, 2]), None));
+        assert_eq!(
+            run(&l, 37, vec![Value::Int(5), Value::Int(0), Value::Int(2)]).unwrap(),
+            (Value::Int(2), Some(ints(&[333])))
+        );
+        assert_eq!(
+            run(&l, 10, vec![Value::Int(1), Value::Int(1)]).unwrap(),
+            (Value::Int(2), Some(ints(&[222])))
+        );
+        assert_eq!(
+            run(&l, 12, vec![Value::Int(0), Value::Int(5)]).unwrap(),
+            (Value::Int(116), Some(ints(&[116, 222, 333])))
+        );
+        let unsorted = list(&[3, 1, 2, 1]);
+        assert_eq!(
+            run(&unsorted, 13, vec![Value::Int(LIST_SORT_DROP_DUPLICATES | LIST_SORT_DESCENDING)]).unwrap().1,
+            Some(ints(&[3, 2, 1]))
+        );
+        assert_eq!(
+            run(&l, 1, vec![Value::Int(222), Value::Int(0), Value::Int(LIST_WRITE_ADD_UNIQUE)]),
+            Err(CdtError::ElementExists)
+        );
+    }
+
+    #[test]
+    fn a_read_op_may_not_modify_and_a_list_op_refuses_another_type() {
+        assert_eq!(
+            apply(Some((PARTICLE_LIST, &list(&[1]))), &op(1, vec![Value::Int(2)]), false),
+            Err(CdtError::Parameter)
+        );
+        assert_eq!(apply(Some((1, &[0; 8])), &op(16, vec![]), false), Err(CdtError::IncompatibleType));
+        assert_eq!(apply(None, &op(16, vec![]), false).unwrap().result, Value::Nil);
+        assert_eq!(apply(None, &op(0xff, vec![]), true), Err(CdtError::Unsupported));
+        assert_eq!(apply(None, &[0xc1], true), Err(CdtError::Parameter));
+    }
+
+    #[test]
+    fn map_puts_keep_keys_in_order_and_honour_the_write_flags() {
+        let s = |t: &str| Value::string(t.as_bytes());
+        let mut bin: Option<Vec<u8>> = None;
+        for key in ["z", "m", "a"] {
+            let put = op(67, vec![s(key), Value::Int(1), Value::Int(1)]);
+            let applied = apply(bin.as_deref().map(|b| (PARTICLE_MAP, b)), &put, true).unwrap();
+            bin = applied.new_bin.map(|(_, b)| b);
+        }
+        let held = decode(bin.as_deref().unwrap()).unwrap();
+        let Value::Map { order, entries } = held else { panic!() };
+        assert_eq!(order, Some(1));
+        assert_eq!(entries.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![s("a"), s("m"), s("z")]);
+        let map = bin.unwrap();
+        let create_only =
+            op(67, vec![s("a"), Value::Int(2), Value::Int(0), Value::Int(MAP_WRITE_CREATE_ONLY)]);
+        assert_eq!(apply(Some((PARTICLE_MAP, &map)), &create_only, true), Err(CdtError::ElementExists));
+        let get = op(97, vec![Value::Int(7), s("m")]);
+        assert_eq!(apply(Some((PARTICLE_MAP, &map)), &get, false).unwrap().result, Value::Int(1));
+        let incr = op(73, vec![s("m"), Value::Int(4)]);
+        assert_eq!(apply(Some((PARTICLE_MAP, &map)), &incr, true).unwrap().result, Value::Int(5));
+        let remove = op(76, vec![Value::Int(6), s("z")]);
+        let applied = apply(Some((PARTICLE_MAP, &map)), &remove, true).unwrap();
+        assert_eq!(applied.result, s("z"));
+        let Value::Map { entries, .. } = decode(&applied.new_bin.unwrap().1).unwrap() else { panic!() };
+        assert_eq!(entries.len(), 2);
+    }
+}
