@@ -356,11 +356,32 @@ async fn sigkill_in_commit_to_device_mode_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn udf_modules_and_index_definitions_register_but_are_not_executed() {
+async fn udf_modules_run_on_records_and_index_definitions_register() {
     use aerospike::{CollectionIndexType, IndexType, Task, UdfLang};
     let server = ServerProcess::start("buffered", "");
     let client = connect(&server).await;
-    let body = b"function echo(rec, val)\n  return val\nend\n";
+    let body = br#"
+function echo(rec, val)
+  return val
+end
+function add_to(rec, name, n)
+  local held = rec[name] or 0
+  rec[name] = held + n
+  if aerospike:exists(rec) then aerospike:update(rec) else aerospike:create(rec) end
+  return rec[name]
+end
+function drop(rec)
+  aerospike:remove(rec)
+end
+function fails(rec)
+  error("boom")
+end
+function spins(rec)
+  rec['x'] = 1
+  aerospike:update(rec)
+  while true do end
+end
+"#;
     let task = client.register_udf(&AdminPolicy::default(), body, "echo.lua", UdfLang::Lua).await.unwrap();
     task.wait_till_complete(None).await.unwrap();
     assert!(info(&client, "udf-list").await.contains("filename=echo.lua"));
@@ -393,13 +414,35 @@ async fn udf_modules_and_index_definitions_register_but_are_not_executed() {
         .await
         .unwrap();
     assert!(info(&client, "sindex-list:ns=test").await.contains("indexname=test_idx_n"));
-    // Executing the module is not supported: result 16, and nothing is written.
-    let key = as_key!("test", "idx", 1);
-    let err = client
-        .execute_udf(&WritePolicy::default(), &key, "echo", "echo", &[Value::from(1)])
-        .await
-        .unwrap_err();
-    assert_eq!(result_code(&err), ResultCode::UnsupportedFeature);
+    // The module runs on records: its writes are atomic updates, its return value the
+    // call's answer.
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "udf", 1);
+    let echoed = client.execute_udf(&wp, &key, "echo", "echo", &[Value::from("hi")]).await.unwrap();
+    assert_eq!(echoed, Some(Value::from("hi")));
+    assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap(), "echo writes nothing");
+    for expected in [5, 12] {
+        let args = [Value::from("n"), Value::from(expected - if expected == 5 { 0 } else { 5 })];
+        let sum = client.execute_udf(&wp, &key, "echo", "add_to", &args).await.unwrap();
+        assert_eq!(sum, Some(Value::from(expected)));
+    }
+    client.put(&wp, &key, &[as_bin!("other", "kept")]).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!((record.bins.get("n"), record.generation), (Some(&Value::from(12)), 3));
+    // Failures are result 100 and change nothing; a runaway call is stopped (result 9).
+    let mut patient = WritePolicy::default();
+    (patient.base_policy.total_timeout, patient.base_policy.socket_timeout) = (10_000, 10_000);
+    for (function, code) in [("fails", 100), ("no_such_function", 100), ("spins", 9)] {
+        let err = client.execute_udf(&patient, &key, "echo", function, &[]).await.unwrap_err();
+        // A server timeout reaches the caller as the client's timeout, caused by result 9.
+        let seen = err.server_result_code().unwrap_or_else(|| result_code(&err));
+        assert_eq!(seen, ResultCode::from(code), "{function}: {err}");
+    }
+    let err = client.execute_udf(&wp, &key, "no_such_module", "echo", &[]).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::UdfBadResponse, "{err}");
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!((record.bins.len(), record.generation), (2, 3), "{:?}", record.bins);
+    client.execute_udf(&wp, &key, "echo", "drop", &[]).await.unwrap();
     assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
     client.close().await.unwrap();
 }

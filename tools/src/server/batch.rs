@@ -5,7 +5,7 @@
 use super::counters::Origin;
 use super::record::{self, code, Command, Outcome};
 use super::wire::*;
-use super::Server;
+use super::{udf, Server};
 
 /// Rows one batch may hold (the real server's default `batch-max-requests`).
 pub const BATCH_ROWS_MAX: usize = 5000;
@@ -27,8 +27,9 @@ struct Row<'a> {
     namespace: &'a [u8],
     set: &'a [u8],
     key: Option<&'a [u8]>,
-    /// A filter expression or a UDF call: neither is supported (16).
+    /// A filter expression: not supported (16).
     has_filter: bool,
+    udf: Option<udf::Call<'a>>,
     ops: Vec<Op<'a>>,
 }
 
@@ -93,7 +94,12 @@ fn decode_row<'a>(
         namespace: field(FIELD_NAMESPACE).ok_or_else(|| WireError("batch row without a namespace".into()))?,
         set: field(FIELD_SET).unwrap_or(&[]),
         key: field(FIELD_KEY),
-        has_filter: field(FIELD_FILTER).is_some() || field(FIELD_UDF_PACKAGE).is_some(),
+        has_filter: field(FIELD_FILTER).is_some(),
+        udf: field(FIELD_UDF_PACKAGE).map(|module| udf::Call {
+            module,
+            function: field(FIELD_UDF_FUNCTION).unwrap_or(&[]),
+            args: field(FIELD_UDF_ARGLIST).unwrap_or(&[0x90]),
+        }),
         ops,
     })
 }
@@ -130,7 +136,13 @@ pub fn execute(
             None => vec![match server.namespace(rows[at].namespace) {
                 None => Outcome::code(code::NAMESPACE),
                 Some(_) if rows[at].has_filter => Outcome::code(code::UNSUPPORTED_FEATURE),
-                Some(ns) => record::execute(ns, &command_of(&rows[at]), Origin::BatchRow),
+                Some(ns) => match &rows[at].udf {
+                    Some(call) => {
+                        let source = server.catalog.udf_source(call.module);
+                        record::execute_udf(ns, source, &command_of(&rows[at]), call, Origin::BatchRow)
+                    }
+                    None => record::execute(ns, &command_of(&rows[at]), Origin::BatchRow),
+                },
             }],
         };
         for outcome in outcomes {
@@ -157,7 +169,10 @@ fn plain_read_run<'s>(server: &'s Server, rows: &[Row<'_>]) -> Option<(&'s super
     let first = rows.first()?;
     let ns = server.namespace(first.namespace)?;
     let plain = |row: &Row| {
-        row.namespace == first.namespace && !row.has_filter && record::is_plain_read(&command_of(row))
+        row.namespace == first.namespace
+            && !row.has_filter
+            && row.udf.is_none()
+            && record::is_plain_read(&command_of(row))
     };
     let len = rows.iter().take_while(|row| plain(row)).count();
     (len > 0).then_some((ns, len))

@@ -1,10 +1,9 @@
 //! What clients register besides records: UDF modules and secondary-index definitions.
 //!
 //! Partial, and said so: both are kept in memory only (a restart forgets them, where
-//! Aerospike keeps them in its system metadata), UDF modules are stored and listed but
-//! never executed (a UDF call is answered 16, unsupported feature), and an index
+//! Aerospike keeps them in its system metadata); record UDFs run (`udf`), and an index
 //! definition is listed and reports itself loaded, but a query that uses it is answered
-//! 16 too. This lets applications and tools that register modules and indexes at start-up
+//! 16 (unsupported feature). This lets applications and tools that register modules and indexes at start-up
 //! (the Aerospike clients' own test suites do) run their record operations.
 
 use std::collections::BTreeMap;
@@ -34,6 +33,15 @@ impl Catalog {
         let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(content.as_bytes()));
         self.udfs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), (content.clone(), hash));
         "ok".into()
+    }
+
+    /// The Lua text of module `name` (registered as `name.lua`).
+    pub fn udf_source(&self, name: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let file = format!("{}.lua", String::from_utf8_lossy(name));
+        let udfs = self.udfs.lock().unwrap_or_else(|e| e.into_inner());
+        let (content, _) = udfs.get(&file)?;
+        base64::engine::general_purpose::STANDARD.decode(content).ok()
     }
 
     pub fn udf_list(&self) -> String {

@@ -23,6 +23,7 @@ pub mod msgpack;
 pub mod net;
 pub mod record;
 pub mod scan;
+pub mod udf;
 pub mod wire;
 
 use spike::Engine;

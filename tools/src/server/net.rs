@@ -15,7 +15,7 @@
 use super::counters::Origin;
 use super::record::{code, Command};
 use super::wire::*;
-use super::{batch, info, record, scan, Namespace, Server};
+use super::{batch, info, record, scan, udf, Namespace, Server};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::collections::HashMap;
@@ -398,16 +398,20 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
     {
         (None, _) => record::Outcome::code(code::NAMESPACE),
         (_, Err(_)) => record::Outcome::code(code::PARAMETER),
-        (Some(_), _)
-            if message.field(FIELD_FILTER).is_some() || message.field(FIELD_UDF_PACKAGE).is_some() =>
-        {
+        (Some(_), _) if message.field(FIELD_FILTER).is_some() => {
             record::Outcome::code(code::UNSUPPORTED_FEATURE)
         }
         (Some(ns), Ok(digest)) => {
             let set = message.field(FIELD_SET).unwrap_or(&[]);
             let key = message.field(FIELD_KEY);
             let command = Command { header: h, set, key, digest, ops: &message.ops };
-            record::execute(ns, &command, Origin::Client)
+            match udf_call(&message) {
+                Some(call) => {
+                    let source = server.catalog.udf_source(call.module);
+                    record::execute_udf(ns, source, &command, &call, Origin::Client)
+                }
+                None => record::execute(ns, &command, Origin::Client),
+            }
         }
     };
     if outcome.code != code::OK && outcome.code != code::KEY_NOT_FOUND {
@@ -416,6 +420,16 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
         log::debug!("result {} for info bits {info:?}, ops (code, particle) {ops:?}", outcome.code);
     }
     send(&single_reply(&h, &outcome)).is_ok()
+}
+
+/// The UDF call a message's fields name, if any (a missing function or argument list is
+/// an empty one, which the call then reports).
+pub fn udf_call<'m>(message: &Message<'m>) -> Option<udf::Call<'m>> {
+    Some(udf::Call {
+        module: message.field(FIELD_UDF_PACKAGE)?,
+        function: message.field(FIELD_UDF_FUNCTION).unwrap_or(&[]),
+        args: message.field(FIELD_UDF_ARGLIST).unwrap_or(&[0x90]),
+    })
 }
 
 /// The reply frame to a single-record command with header `h`.

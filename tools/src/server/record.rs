@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{cdt, msgpack};
+use super::{cdt, msgpack, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -86,6 +86,61 @@ pub fn execute(ns: &Namespace, command: &Command<'_>, origin: Origin) -> Outcome
     let (kind, outcome) = dispatch(ns, command);
     ns.counters.count(origin, kind, outcome.code);
     outcome
+}
+
+/// Runs a record UDF call (`udf`) inside the record's atomic update, counted as a write.
+pub fn execute_udf(
+    ns: &Namespace,
+    source: Option<Vec<u8>>,
+    command: &Command<'_>,
+    call: &udf::Call<'_>,
+    origin: Origin,
+) -> Outcome {
+    let outcome = match refusal(command) {
+        Some(code) => Outcome::code(code),
+        None => run_udf(ns, source.as_deref(), command, call),
+    };
+    ns.counters.count(origin, Kind::Write, outcome.code);
+    outcome
+}
+
+fn run_udf(ns: &Namespace, source: Option<&[u8]>, command: &Command<'_>, call: &udf::Call<'_>) -> Outcome {
+    let result = ns.engine.update_by_digest(&command.digest, |existing| {
+        let held = match existing
+            .map(|r| decode(ns, &r.value).map(|s| (s, r.generation, r.void_time)))
+            .transpose()
+        {
+            Ok(held) => held,
+            Err(outcome) => return Ok((Change::Keep, (outcome.code, Vec::new()))),
+        };
+        let mut ran = udf::run(source, call, held);
+        let change = match ran.action {
+            udf::Action::None => Change::Keep,
+            udf::Action::Remove if existing.is_some() => Change::Delete,
+            udf::Action::Remove => Change::Keep,
+            udf::Action::Write if ran.record.bins.is_empty() => match existing {
+                Some(_) => Change::Delete,
+                None => Change::Keep,
+            },
+            udf::Action::Write => {
+                ran.record.set = command.set.to_vec();
+                if let Some(key) = command.key.filter(|k| !k.is_empty() && ns.store_keys) {
+                    ran.record.key = Some((key[0], key[1..].to_vec()));
+                }
+                match ttl_for(ns, command.header.record_ttl, existing) {
+                    Ok(ttl_s) => Change::Put { value: ran.record.encode(), ttl_s },
+                    Err(code) => return Ok((Change::Keep, (code, Vec::new()))),
+                }
+            }
+        };
+        Ok((change, (ran.code, vec![ran.reply])))
+    });
+    match result {
+        Ok(((code, bins), written)) => {
+            Outcome { code, generation: written.generation, void_time: written.void_time, bins }
+        }
+        Err(err) => Outcome::code(engine_error_code(&err)),
+    }
 }
 
 /// Dispatches on the info bits as the real server does.
@@ -318,7 +373,7 @@ fn ttl_for(ns: &Namespace, record_ttl: u32, existing: Option<&spike::Record>) ->
     Ok((ttl_s > 0).then_some(ttl_s))
 }
 
-fn spike_now_s() -> u32 {
+pub fn spike_now_s() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as u32)
 }
 
@@ -481,7 +536,9 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
 /// Writes `outcome` as one reply message; `index` is the batch row index (batch rows
 /// carry it in transaction_ttl). Error rows carry no ops.
 pub fn write_outcome(reply: &mut Reply, outcome: &Outcome, info1: u8, index: u32) {
-    let bins: &[(u8, Vec<u8>, Vec<u8>)] = if outcome.code == code::OK { &outcome.bins } else { &[] };
+    // A failed UDF call answers its FAILURE bin; other failures answer no bins.
+    let with_bins = outcome.code == code::OK || outcome.code == udf::UDF_FAILED;
+    let bins: &[(u8, Vec<u8>, Vec<u8>)] = if with_bins { &outcome.bins } else { &[] };
     let header = MsgHeader {
         info1,
         result_code: outcome.code,

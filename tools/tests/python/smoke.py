@@ -1,7 +1,9 @@
 """Smoke test of spike-server with the official Python client (which bundles Aerospike's
 C client): the operations of the Rust client tests, through an independent client.
 Usage: smoke.py PORT. Exits non-zero on the first mismatch."""
+import os
 import sys
+import tempfile
 import time
 
 import aerospike
@@ -61,6 +63,25 @@ assert found == {i: i for i in range(20)}, found
 assert sum(1 for r in records if r.result == 2) == 5
 scanned = sorted(rec[2]["i"] for rec in client.scan("test", "pybatch").results())
 assert scanned == list(range(20)), scanned
+
+# List and map operations, and a record UDF, through the C client inside.
+from aerospike_helpers.operations import list_operations as lops, map_operations as mops
+lkey = ("test", "pycdt", 1)
+client.put(lkey, {"l": [3, 1, 2], "m": {"z": 1, "a": 2}})
+_, _, bins = client.operate(lkey, [lops.list_append("l", 4), lops.list_size("l")])
+assert bins["l"] == 4, bins
+_, _, bins = client.operate(lkey, [lops.list_sort("l", 0), lops.list_get_by_index("l", 0, aerospike.LIST_RETURN_VALUE)])
+assert bins["l"] == 1, bins
+_, _, bins = client.operate(lkey, [mops.map_put("m", "b", 3), mops.map_get_by_key("m", "b", aerospike.MAP_RETURN_VALUE)])
+assert bins["m"] == 3, bins
+_, _, bins = client.get(lkey)
+assert bins["l"] == [1, 2, 3, 4] and list(bins["m"].keys()) == ["a", "b", "z"], bins
+module = "function bump(rec, n)\n  rec['c'] = (rec['c'] or 0) + n\n  aerospike:update(rec)\n  return rec['c']\nend\n"
+with open(os.path.join(tempfile.mkdtemp(), "pysmoke.lua"), "w") as f:
+    f.write(module)
+client.udf_put(f.name)
+assert client.apply(lkey, "pysmoke", "bump", [5]) == 5
+assert client.apply(lkey, "pysmoke", "bump", [2]) == 7
 
 # Delete is durable and final; truncate empties a set.
 client.remove(key)

@@ -1,0 +1,30 @@
+//! spike-server's MessagePack codec and list/map operations, on bytes a client sends: a
+//! decoded value must encode to bytes that decode to the same encoding, and no op on any
+//! bin may panic. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
+//! 16-bit length, the bin's bytes, then the op's bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use spike_tools::server::{cdt, msgpack};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = msgpack::decode(data) {
+        let encoded = msgpack::encode(&value);
+        let again = msgpack::decode(&encoded).expect("an encoded value decodes");
+        assert_eq!(msgpack::encode(&again), encoded, "encoding is not stable");
+    }
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((len, rest)) = rest.split_first_chunk::<2>() else { return };
+    let bin_len = (u16::from_be_bytes(*len) as usize).min(rest.len());
+    let (bin, op) = rest.split_at(bin_len);
+    let particle = if selector & 1 != 0 { cdt::PARTICLE_MAP } else { cdt::PARTICLE_LIST };
+    let modify = selector & 2 != 0;
+    if let Ok(applied) = cdt::apply(Some((particle, bin)), op, modify) {
+        if let Some((particle, bytes)) = applied.new_bin {
+            // What an op stores must be a bin the next op can read.
+            let _ = cdt::apply(Some((particle, &bytes)), &[0x91, 0x10], false);
+            assert!(msgpack::decode(&bytes).is_ok(), "an op stored bytes that do not decode");
+        }
+    }
+    let _ = cdt::apply(None, op, modify);
+});
