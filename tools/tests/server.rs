@@ -525,3 +525,51 @@ async fn list_and_map_operations_answer_as_the_client_expects() {
     }
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_expressions_decide_reads_writes_batches_and_scans() {
+    use aerospike::expressions::{and, eq, ge, int_bin, int_val, set_name, string_val};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    for i in 0..10 {
+        client.put(&wp, &as_key!("test", "flt", i), &[as_bin!("n", i)]).await.unwrap();
+    }
+    let key = as_key!("test", "flt", 7);
+    let mut rp = ReadPolicy::default();
+    rp.base_policy.filter_expression = Some(eq(int_bin("n"), int_val(99)));
+    let err = client.get(&rp, &key, Bins::All).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::FilteredOut));
+    rp.base_policy.filter_expression =
+        Some(and(vec![ge(int_bin("n"), int_val(7)), eq(set_name(), string_val("flt"))]));
+    assert_eq!(client.get(&rp, &key, Bins::All).await.unwrap().bins.get("n"), Some(&Value::from(7)));
+
+    // A write whose record does not pass changes nothing.
+    let mut guarded = WritePolicy::default();
+    guarded.base_policy.filter_expression = Some(eq(int_bin("n"), int_val(0)));
+    let err = client.put(&guarded, &key, &[as_bin!("n", 100)]).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::FilteredOut));
+    assert_eq!(
+        client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap().bins.get("n"),
+        Some(&Value::from(7))
+    );
+
+    // A batch and a scan keep only the records that pass.
+    let mut bp = BatchPolicy::default();
+    bp.base_policy.filter_expression = Some(ge(int_bin("n"), int_val(5)));
+    let mut batch: Vec<BatchOperation> = (0..10)
+        .map(|i| BatchOperation::read(&BatchReadPolicy::default(), as_key!("test", "flt", i), Bins::All))
+        .collect();
+    client.batch(&bp, &mut batch).await.unwrap();
+    let passed = batch.iter().filter(|row| row.result_code() == Some(ResultCode::Ok)).count();
+    let filtered = batch.iter().filter(|row| row.result_code() == Some(ResultCode::FilteredOut)).count();
+    assert_eq!((passed, filtered), (5, 5));
+    let mut qp = QueryPolicy::default();
+    qp.base_policy.filter_expression = Some(ge(int_bin("n"), int_val(8)));
+    let stream =
+        client.query(&qp, PartitionFilter::all(), Statement::new("test", "flt", Bins::All)).await.unwrap();
+    let mut seen: Vec<Value> = stream.into_stream().map(|r| r.unwrap().bins["n"].clone()).collect().await;
+    seen.sort();
+    assert_eq!(seen, vec![Value::from(8), Value::from(9)]);
+    client.close().await.unwrap();
+}

@@ -27,8 +27,8 @@ struct Row<'a> {
     namespace: &'a [u8],
     set: &'a [u8],
     key: Option<&'a [u8]>,
-    /// A filter expression: not supported (16).
-    has_filter: bool,
+    /// The row's filter expression, or else the batch's.
+    filter: Option<&'a [u8]>,
     udf: Option<udf::Call<'a>>,
     ops: Vec<Op<'a>>,
 }
@@ -94,7 +94,7 @@ fn decode_row<'a>(
         namespace: field(FIELD_NAMESPACE).ok_or_else(|| WireError("batch row without a namespace".into()))?,
         set: field(FIELD_SET).unwrap_or(&[]),
         key: field(FIELD_KEY),
-        has_filter: field(FIELD_FILTER).is_some(),
+        filter: field(FIELD_FILTER),
         udf: field(FIELD_UDF_PACKAGE).map(|module| udf::Call {
             module,
             function: field(FIELD_UDF_FUNCTION).unwrap_or(&[]),
@@ -116,13 +116,19 @@ pub fn execute(
     let Some(data) = message.field(FIELD_BATCH) else {
         return send(&finish(reply, code::PARAMETER));
     };
-    let rows = match decode_rows(data) {
+    let mut rows = match decode_rows(data) {
         Ok(rows) => rows,
         Err((code, err)) => {
             log::debug!("batch refused: {err}");
             return send(&finish(reply, code));
         }
     };
+    // The batch's filter (its policy's) stands for every row without one of its own.
+    if let Some(batch_filter) = message.field(FIELD_FILTER) {
+        for row in rows.iter_mut().filter(|row| row.filter.is_none()) {
+            row.filter = Some(batch_filter);
+        }
+    }
     // Runs of plain reads of one namespace go to the engine together; any other row is
     // answered alone, in row order, so a row that writes is seen by the reads after it.
     let mut at = 0;
@@ -135,7 +141,6 @@ pub fn execute(
             }
             None => vec![match server.namespace(rows[at].namespace) {
                 None => Outcome::code(code::NAMESPACE),
-                Some(_) if rows[at].has_filter => Outcome::code(code::UNSUPPORTED_FEATURE),
                 Some(ns) => match &rows[at].udf {
                     Some(call) => {
                         let source = server.catalog.udf_source(call.module);
@@ -160,7 +165,14 @@ pub fn execute(
 }
 
 fn command_of<'a>(row: &'a Row<'a>) -> Command<'a> {
-    Command { header: row.header, set: row.set, key: row.key, digest: row.digest, ops: &row.ops }
+    Command {
+        header: row.header,
+        set: row.set,
+        key: row.key,
+        digest: row.digest,
+        ops: &row.ops,
+        filter: row.filter,
+    }
 }
 
 /// The namespace and length of the run of plain reads of one namespace that `rows`
@@ -169,10 +181,7 @@ fn plain_read_run<'s>(server: &'s Server, rows: &[Row<'_>]) -> Option<(&'s super
     let first = rows.first()?;
     let ns = server.namespace(first.namespace)?;
     let plain = |row: &Row| {
-        row.namespace == first.namespace
-            && !row.has_filter
-            && row.udf.is_none()
-            && record::is_plain_read(&command_of(row))
+        row.namespace == first.namespace && row.udf.is_none() && record::is_plain_read(&command_of(row))
     };
     let len = rows.iter().take_while(|row| plain(row)).count();
     (len > 0).then_some((ns, len))

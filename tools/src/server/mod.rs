@@ -17,6 +17,7 @@ pub mod cdt;
 pub mod compression;
 pub mod config;
 pub mod counters;
+pub mod filter;
 pub mod info;
 pub mod metrics;
 pub mod msgpack;

@@ -241,10 +241,7 @@ fn answer_frames(server: &Server, connection: &mut Connection) -> Next {
 /// A single-record command that can be gathered with other connections' commands
 /// (`record::is_gatherable`): its namespace and the command.
 fn gatherable<'s, 'm>(server: &'s Server, message: &'m Message<'m>) -> Option<(&'s Namespace, Command<'m>)> {
-    if message.header.info1 & INFO1_BATCH != 0
-        || message.field(FIELD_FILTER).is_some()
-        || message.field(FIELD_UDF_PACKAGE).is_some()
-    {
+    if message.header.info1 & INFO1_BATCH != 0 || message.field(FIELD_UDF_PACKAGE).is_some() {
         return None;
     }
     let digest = message.field(FIELD_DIGEST)?.try_into().ok()?;
@@ -255,6 +252,7 @@ fn gatherable<'s, 'm>(server: &'s Server, message: &'m Message<'m>) -> Option<(&
         key: message.field(FIELD_KEY),
         digest,
         ops: &message.ops,
+        filter: message.field(FIELD_FILTER),
     };
     record::is_gatherable(&command).then_some((ns, command))
 }
@@ -398,13 +396,11 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
     {
         (None, _) => record::Outcome::code(code::NAMESPACE),
         (_, Err(_)) => record::Outcome::code(code::PARAMETER),
-        (Some(_), _) if message.field(FIELD_FILTER).is_some() => {
-            record::Outcome::code(code::UNSUPPORTED_FEATURE)
-        }
         (Some(ns), Ok(digest)) => {
             let set = message.field(FIELD_SET).unwrap_or(&[]);
             let key = message.field(FIELD_KEY);
-            let command = Command { header: h, set, key, digest, ops: &message.ops };
+            let filter = message.field(FIELD_FILTER);
+            let command = Command { header: h, set, key, digest, ops: &message.ops, filter };
             match udf_call(&message) {
                 Some(call) => {
                     let source = server.catalog.udf_source(call.module);

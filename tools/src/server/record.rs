@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{cdt, msgpack, udf};
+use super::{cdt, filter, msgpack, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -48,6 +48,8 @@ pub struct Command<'a> {
     pub key: Option<&'a [u8]>,
     pub digest: [u8; DIGEST_SIZE],
     pub ops: &'a [Op<'a>],
+    /// A filter expression the held record must pass (`filter`), else FILTERED_OUT.
+    pub filter: Option<&'a [u8]>,
 }
 
 /// What a command answers: result code, the record's generation and Unix void time, and
@@ -113,6 +115,11 @@ fn run_udf(ns: &Namespace, source: Option<&[u8]>, command: &Command<'_>, call: &
             Ok(held) => held,
             Err(outcome) => return Ok((Change::Keep, (outcome.code, Vec::new()))),
         };
+        if let (Some(record), Some((stored, _, _))) = (existing, &held) {
+            if let Some(code) = filtered(command, record, stored) {
+                return Ok((Change::Keep, (code, Vec::new())));
+            }
+        }
         let mut ran = udf::run(source, call, held);
         let change = match ran.action {
             udf::Action::None => Change::Keep,
@@ -262,11 +269,32 @@ fn read_outcome(ns: &Namespace, command: &Command<'_>, result: spike::Result<spi
         Ok(stored) => stored,
         Err(outcome) => return outcome,
     };
+    if let Some(code) = filtered(command, &record, &stored) {
+        return Outcome::code(code);
+    }
     let bins = match select_bins(&mut stored, &command.header, command.ops) {
         Ok(bins) => bins,
         Err(code) => return Outcome::code(code),
     };
     Outcome { code: code::OK, generation: record.generation, void_time: record.void_time, bins }
+}
+
+/// FILTERED_OUT, or the expression's own error code, when the held record does not pass
+/// the command's filter expression.
+fn filtered(command: &Command<'_>, record: &spike::Record, stored: &StoredRecord) -> Option<u8> {
+    let subject = filter::Subject {
+        record: stored,
+        generation: record.generation,
+        void_time: record.void_time,
+        last_update_ms: record.last_update_ms,
+        digest: &record.digest,
+        size_bytes: record.value.len(),
+    };
+    match filter::passes(command.filter?, &subject) {
+        Ok(true) => None,
+        Ok(false) => Some(code::FILTERED_OUT),
+        Err(err) => Some(err.code()),
+    }
 }
 
 /// A read's TTL field is its read-touch percentage (1 to 100): a record read within that
@@ -409,7 +437,14 @@ fn plan(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Record>)
     if kind_of(&command.header) != Kind::Delete {
         return plan_write(ns, command, existing);
     }
-    match policy_check(&command.header, existing, true) {
+    let refused = policy_check(&command.header, existing, true).or_else(|| {
+        let record = existing?;
+        match decode(ns, &record.value) {
+            Ok(stored) => filtered(command, record, &stored),
+            Err(outcome) => Some(outcome.code),
+        }
+    });
+    match refused {
         Some(code) => (Change::Keep, (code, Vec::new())),
         None => (Change::Delete, (code::OK, Vec::new())),
     }
@@ -444,6 +479,9 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
         Ok(record) => record.unwrap_or_default(),
         Err(outcome) => return refuse(outcome.code),
     };
+    if let Some(code) = existing.and_then(|held| filtered(command, held, &record)) {
+        return refuse(code);
+    }
     if let (Some(key), Some((particle, held))) = (command.key, &record.key) {
         if key.first() != Some(particle) || key.get(1..) != Some(&held[..]) {
             return refuse(code::KEY_MISMATCH);

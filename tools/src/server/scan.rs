@@ -7,6 +7,7 @@
 //! meanwhile, as every request does until its reply is written.
 
 use super::bins::StoredRecord;
+use super::filter::{passes, Subject};
 use super::record::{code, select_bins};
 use super::wire::*;
 use super::Server;
@@ -69,8 +70,7 @@ fn scan(
     let Some(ns) = message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)) else {
         return Ok(code::NAMESPACE);
     };
-    if message.field(FIELD_FILTER).is_some()
-        || message.field(FIELD_INDEX_NAME).is_some()
+    if message.field(FIELD_INDEX_NAME).is_some()
         || message.field(FIELD_INDEX_RANGE).is_some()
         || message.field(FIELD_UDF_PACKAGE).is_some()
     {
@@ -89,6 +89,9 @@ fn scan(
         .unwrap_or(u64::MAX);
     let header = message.header;
     let mut failure = None;
+    let filter = message.field(FIELD_FILTER);
+    // The code of a filter expression this server cannot evaluate.
+    let mut refused = None;
     let records_per_s =
         message.field(FIELD_RECS_PER_SEC).and_then(|r| r.try_into().ok()).map(u32::from_be_bytes);
     let mut pace =
@@ -105,6 +108,24 @@ fn scan(
             let Ok(mut stored) = StoredRecord::decode(&record.value) else { return true };
             if set.is_some_and(|s| s != stored.set) {
                 return true;
+            }
+            if let Some(expression) = filter {
+                let subject = Subject {
+                    record: &stored,
+                    generation: record.generation,
+                    void_time: record.void_time,
+                    last_update_ms: record.last_update_ms,
+                    digest: &record.digest,
+                    size_bytes: record.value.len(),
+                };
+                match passes(expression, &subject) {
+                    Ok(true) => {}
+                    Ok(false) => return true,
+                    Err(err) => {
+                        refused = Some(err.code());
+                        return false;
+                    }
+                }
             }
             // A list or map read that fails on this record leaves it out.
             let Ok(bins) = select_bins(&mut stored, &header, &message.ops) else { return true };
@@ -139,6 +160,9 @@ fn scan(
         }
         if let Some(err) = failure {
             return Err(err);
+        }
+        if let Some(code) = refused {
+            return Ok(code);
         }
         if budget == 0 {
             break;
