@@ -296,10 +296,12 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
             let Some((bin_len, rest)) = rest.split_first_chunk::<2>() else { continue };
             let (bin, op) = rest.split_at((u16::from_be_bytes(*bin_len) as usize).min(rest.len()));
             let particle = if selector & 1 != 0 { cdt::PARTICLE_MAP } else { cdt::PARTICLE_LIST };
-            if let Ok(applied) = cdt::apply(Some((particle, bin)), op, selector & 2 != 0) {
-                if let Some((_, bytes)) = applied.new_bin {
-                    assert!(msgpack::decode(&bytes).is_ok());
-                    stored += 1;
+            for held in [Some((particle, bin)), None] {
+                if let Ok(applied) = cdt::apply(held, op, selector & 2 != 0) {
+                    if let Some((_, bytes)) = applied.new_bin {
+                        assert!(msgpack::decode(&bytes).is_ok());
+                        stored += 1;
+                    }
                 }
             }
         }

@@ -190,6 +190,10 @@ fn read_only(result: Value, existed: bool) -> Result<Applied> {
     Ok(Applied { result: if existed { result } else { Value::Nil }, new_bin: None })
 }
 
+/// Most nils an insert past a list's end pads it with: a client's index is not trusted
+/// to size an allocation (the fuzzer's first finding was an insert at index 2^30).
+pub const LIST_PAD_MAX: usize = 1 << 16;
+
 /// Appends (`at` None) or inserts `items`, under the write flags; returns the new size.
 fn add_items(list: &mut Vec<Value>, at: Option<i64>, items: &[Value], flags: i64) -> Result<Value> {
     let mut position = match at {
@@ -197,6 +201,9 @@ fn add_items(list: &mut Vec<Value>, at: Option<i64>, items: &[Value], flags: i64
         Some(index) if index < 0 => exact_index(index, list.len())?,
         Some(index) if index as usize > list.len() && flags & LIST_WRITE_INSERT_BOUNDED != 0 => {
             return Err(CdtError::NotApplicable)
+        }
+        Some(index) if index as usize - list.len().min(index as usize) > LIST_PAD_MAX => {
+            return Err(CdtError::Parameter)
         }
         Some(index) => index as usize,
     };
@@ -518,6 +525,9 @@ mod tests {
         assert_eq!(run(&l, 1, vec![Value::Int(3)]).unwrap(), (Value::Int(3), Some(ints(&[1, 2, 3]))));
         let padded = Value::List(vec![Value::Int(1), Value::Int(2), Value::Nil, Value::Nil, Value::Int(9)]);
         assert_eq!(run(&l, 3, vec![Value::Int(4), Value::Int(9)]).unwrap(), (Value::Int(5), Some(padded)));
+        let far = (LIST_PAD_MAX + 3) as i64;
+        assert_eq!(run(&l, 3, vec![Value::Int(far), Value::Int(9)]), Err(CdtError::Parameter));
+        assert_eq!(run(&l, 3, vec![Value::Int(1 << 30), Value::Int(9)]), Err(CdtError::Parameter));
         assert_eq!(run(&l, 5, vec![Value::Int(-1)]).unwrap(), (Value::Int(2), Some(ints(&[1]))));
         assert_eq!(run(&l, 5, vec![Value::Int(2)]), Err(CdtError::NotApplicable));
         let l = list(&[111, 222, 333]);

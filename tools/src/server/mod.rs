@@ -6,9 +6,15 @@
 //! commands), `batch`, `scan`, `net` (the event loops), `config` (the TOML file and
 //! flags), `metrics` (the Prometheus endpoint).
 //!
+//! More modules: `msgpack` (lists and maps as the clients encode them), `cdt` (list and
+//! map operations), `filter` (filter expressions), `udf` (record UDFs in Lua), `catalog`
+//! (registered UDF modules and index definitions), `counters` (per-namespace command
+//! counts).
+//!
 //! Threads: one acceptor, `threads` event loops (each an epoll set of connections, via
-//! mio) that decode a request, run it on the engine (a read may block on the device)
-//! and write the reply, and the engine's own flusher and janitor threads per namespace.
+//! mio) that decode requests, run them on the engine (the single-record commands of one
+//! round together, so a loop blocks once per round on the device) and write the replies,
+//! and the engine's own flusher and janitor threads per namespace.
 
 pub mod batch;
 pub mod bins;

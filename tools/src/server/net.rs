@@ -1,16 +1,18 @@
 //! Connections: an acceptor hands each new socket to one of `threads` event loops (mio,
-//! epoll underneath), which read frames, answer each in turn and write the reply.
+//! epoll underneath), which read frames and answer them in rounds: the single-record
+//! commands that arrived on a loop's connections together go to the engine together
+//! (`answer_round`), everything else is answered frame by frame (`respond`).
 //!
 //! Limits (named in `Server`): at most `connections_max` connections (more are closed at
 //! once), frames of at most `frame_bytes_max` bytes (a larger one gets PARAMETER and the
 //! connection closes), connections idle for `idle_timeout_s` are closed (0 = never). A
 //! frame that does not decode gets PARAMETER; nothing is written for it.
 //!
-//! Replies are written before the next frame is read: one request at a time per
-//! connection, as the clients use them. A reply write waits (poll, bounded by
+//! Replies are written before a connection's next frame is answered: one request at a
+//! time per connection, as the clients use them. A reply write waits (poll, bounded by
 //! `REPLY_STALL_MAX`) when the client's socket buffer is full, so a big scan streams at
-//! the client's pace; meanwhile that loop's other connections wait, which is why there
-//! are several loops.
+//! the client's pace; meanwhile that loop's other connections wait (as they do behind a
+//! UDF call, at most 1 s), which is why there are several loops.
 
 use super::counters::Origin;
 use super::record::{code, Command};
