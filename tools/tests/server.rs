@@ -376,6 +376,10 @@ end
 function fails(rec)
   error("boom")
 end
+function hoards(rec)
+  local t = {}
+  for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end
+end
 function spins(rec)
   rec['x'] = 1
   aerospike:update(rec)
@@ -432,7 +436,7 @@ end
     // Failures are result 100 and change nothing; a runaway call is stopped (result 9).
     let mut patient = WritePolicy::default();
     (patient.base_policy.total_timeout, patient.base_policy.socket_timeout) = (10_000, 10_000);
-    for (function, code) in [("fails", 100), ("no_such_function", 100), ("spins", 9)] {
+    for (function, code) in [("fails", 100), ("no_such_function", 100), ("hoards", 100), ("spins", 9)] {
         let err = client.execute_udf(&patient, &key, "echo", function, &[]).await.unwrap_err();
         // A server timeout reaches the caller as the client's timeout, caused by result 9.
         let seen = err.server_result_code().unwrap_or_else(|| result_code(&err));

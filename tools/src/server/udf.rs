@@ -15,7 +15,8 @@
 //! so that a registered module cannot reach the server's files.
 //!
 //! Cost: a fresh Lua state and one load of the module per call (about 0.1 ms), so UDFs are
-//! for logic, not for the hot path. A call runs at most `UDF_TIME_MAX` (then result 9).
+//! for logic, not for the hot path. A call runs at most `UDF_TIME_MAX` (then result 9)
+//! and takes at most `UDF_MEMORY_MAX` of memory (then result 100).
 
 use super::bins::{self, StoredRecord, PARTICLE_NULL};
 use super::msgpack;
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Longest a call may run, as the real server's default transaction time.
 pub const UDF_TIME_MAX: Duration = Duration::from_secs(1);
+/// Most memory a call's Lua state may take (then the call fails, result 100).
+pub const UDF_MEMORY_MAX: usize = 64 << 20;
 /// Result code of a failed call (Aerospike's UDF_BAD_RESPONSE).
 pub const UDF_FAILED: u8 = 100;
 const TIMEOUT: u8 = 9;
@@ -104,6 +107,8 @@ fn call_lua(
     let bad = |e: mlua::Error| Failure::Bad(first_line(&e.to_string()));
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8;
     let lua = Lua::new_with(libs, LuaOptions::default()).map_err(bad)?;
+    // A function cannot take the server's memory either.
+    lua.set_memory_limit(UDF_MEMORY_MAX).map_err(bad)?;
     let started = Instant::now();
     let timed_out = Rc::new(Cell::new(false));
     let flag = timed_out.clone();
