@@ -107,7 +107,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { threads: 8, connections_max: 10_000, frame_bytes_max: 16 << 20, idle_timeout_s: 0 }
+        Limits {
+            threads: config::default_threads(),
+            connections_max: 10_000,
+            frame_bytes_max: 16 << 20,
+            idle_timeout_s: 0,
+        }
     }
 }
 
