@@ -51,6 +51,23 @@ enum Term {
     Unknown,
 }
 
+/// Whether a record read from the engine (and its decoded bins) passes the expression.
+pub fn record_passes(
+    bytes: &[u8],
+    record: &spike::Record,
+    stored: &StoredRecord,
+) -> Result<bool, FilterError> {
+    let subject = Subject {
+        record: stored,
+        generation: record.generation,
+        void_time: record.void_time,
+        last_update_ms: record.last_update_ms,
+        digest: &record.digest,
+        size_bytes: record.value.len(),
+    };
+    passes(bytes, &subject)
+}
+
 /// Whether the subject passes the expression in `bytes`.
 pub fn passes(bytes: &[u8], subject: &Subject<'_>) -> Result<bool, FilterError> {
     let expression = msgpack::decode(bytes).map_err(|_| FilterError::Parameter)?;

@@ -282,15 +282,7 @@ fn read_outcome(ns: &Namespace, command: &Command<'_>, result: spike::Result<spi
 /// FILTERED_OUT, or the expression's own error code, when the held record does not pass
 /// the command's filter expression.
 fn filtered(command: &Command<'_>, record: &spike::Record, stored: &StoredRecord) -> Option<u8> {
-    let subject = filter::Subject {
-        record: stored,
-        generation: record.generation,
-        void_time: record.void_time,
-        last_update_ms: record.last_update_ms,
-        digest: &record.digest,
-        size_bytes: record.value.len(),
-    };
-    match filter::passes(command.filter?, &subject) {
+    match filter::record_passes(command.filter?, record, stored) {
         Ok(true) => None,
         Ok(false) => Some(code::FILTERED_OUT),
         Err(err) => Some(err.code()),
@@ -358,6 +350,69 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
         }
     }
     Ok(out)
+}
+
+/// Runs a write's ops in order on the record being built: the reply ops, and whether an op
+/// deletes the record. Err: the result code of the op that failed (the write then does
+/// nothing).
+fn run_ops(record: &mut StoredRecord, command: &Command<'_>) -> Result<(ReplyBins, bool), u8> {
+    let h = &command.header;
+    let respond_all = h.info2 & INFO2_RESPOND_ALL_OPS != 0;
+    let mut replies = Vec::new();
+    let mut delete_record = false;
+    for op in command.ops {
+        let applied = match op.code {
+            OP_WRITE if op.particle == cdt::PARTICLE_MAP => match sorted_map(op.value) {
+                Some(map) => {
+                    record.set_bin(op.name, op.particle, &map);
+                    Ok(())
+                }
+                None => Err(BinOpError::Parameter),
+            },
+            OP_WRITE => {
+                record.set_bin(op.name, op.particle, op.value);
+                Ok(())
+            }
+            OP_INCR => bins::add(record, op.name, op.particle, op.value),
+            OP_APPEND => bins::concat(record, op.name, op.particle, op.value, false),
+            OP_PREPEND => bins::concat(record, op.name, op.particle, op.value, true),
+            OP_DELETE_ALL => {
+                delete_record = true;
+                Ok(())
+            }
+            OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(record, op) {
+                Ok(reply) => {
+                    replies.push(reply);
+                    continue;
+                }
+                Err(code) => return Err(code),
+            },
+            OP_READ => {
+                // An unnamed read is "all bins" with GET_ALL, else a header read (no bins).
+                let selected: Vec<_> = match (op.name.is_empty(), h.info1 & INFO1_GET_ALL != 0) {
+                    (true, true) => record.bins.iter().collect(),
+                    (true, false) => Vec::new(),
+                    (false, _) => record.bin(op.name).into_iter().collect(),
+                };
+                if selected.is_empty() && respond_all {
+                    replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
+                }
+                replies.extend(selected.into_iter().map(|b| (b.particle, b.name.clone(), b.value.clone())));
+                continue;
+            }
+            _ => continue, // OP_TOUCH: the write itself renews the TTL; no reply op
+        };
+        if let Err(err) = applied {
+            return Err(match err {
+                BinOpError::IncompatibleType => code::INCOMPATIBLE_TYPE,
+                BinOpError::Parameter => code::PARAMETER,
+            });
+        }
+        if respond_all {
+            replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
+        }
+    }
+    Ok((replies, delete_record))
 }
 
 /// A map written whole, with its keys put in the canonical order (the real server returns
@@ -464,7 +519,7 @@ fn update_outcome(kind: Kind, result: spike::Result<((u8, ReplyBins), spike::Wri
 }
 
 /// The ops of a reply: (particle type, bin name, value).
-type ReplyBins = Vec<(u8, Vec<u8>, Vec<u8>)>;
+pub type ReplyBins = Vec<(u8, Vec<u8>, Vec<u8>)>;
 type Plan = (Change, (u8, ReplyBins));
 
 /// Decides what a write or operate does to the held record: the policy checks, then
@@ -494,61 +549,10 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
     if let Some(key) = command.key.filter(|k| !k.is_empty() && ns.store_keys) {
         record.key = Some((key[0], key[1..].to_vec()));
     }
-    let respond_all = h.info2 & INFO2_RESPOND_ALL_OPS != 0;
-    let mut replies = Vec::new();
-    let mut delete_record = false;
-    for op in command.ops {
-        let applied = match op.code {
-            OP_WRITE if op.particle == cdt::PARTICLE_MAP => match sorted_map(op.value) {
-                Some(map) => {
-                    record.set_bin(op.name, op.particle, &map);
-                    Ok(())
-                }
-                None => Err(BinOpError::Parameter),
-            },
-            OP_WRITE => {
-                record.set_bin(op.name, op.particle, op.value);
-                Ok(())
-            }
-            OP_INCR => bins::add(&mut record, op.name, op.particle, op.value),
-            OP_APPEND => bins::concat(&mut record, op.name, op.particle, op.value, false),
-            OP_PREPEND => bins::concat(&mut record, op.name, op.particle, op.value, true),
-            OP_DELETE_ALL => {
-                delete_record = true;
-                Ok(())
-            }
-            OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(&mut record, op) {
-                Ok(reply) => {
-                    replies.push(reply);
-                    continue;
-                }
-                Err(code) => return refuse(code),
-            },
-            OP_READ => {
-                // An unnamed read is "all bins" with GET_ALL, else a header read (no bins).
-                let selected: Vec<_> = match (op.name.is_empty(), h.info1 & INFO1_GET_ALL != 0) {
-                    (true, true) => record.bins.iter().collect(),
-                    (true, false) => Vec::new(),
-                    (false, _) => record.bin(op.name).into_iter().collect(),
-                };
-                if selected.is_empty() && respond_all {
-                    replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
-                }
-                replies.extend(selected.into_iter().map(|b| (b.particle, b.name.clone(), b.value.clone())));
-                continue;
-            }
-            _ => continue, // OP_TOUCH: the write itself renews the TTL; no reply op
-        };
-        if let Err(err) = applied {
-            return refuse(match err {
-                BinOpError::IncompatibleType => code::INCOMPATIBLE_TYPE,
-                BinOpError::Parameter => code::PARAMETER,
-            });
-        }
-        if respond_all {
-            replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
-        }
-    }
+    let (replies, delete_record) = match run_ops(&mut record, command) {
+        Ok(done) => done,
+        Err(code) => return refuse(code),
+    };
     if record.bins.len() > BINS_MAX {
         return refuse(code::PARAMETER);
     }

@@ -7,8 +7,8 @@
 //! meanwhile, as every request does until its reply is written.
 
 use super::bins::StoredRecord;
-use super::filter::{passes, Subject};
-use super::record::{code, select_bins};
+use super::filter::record_passes;
+use super::record::{code, select_bins, ReplyBins};
 use super::wire::*;
 use super::Server;
 use std::io;
@@ -105,34 +105,15 @@ fn scan(
                     return true;
                 }
             };
-            let Ok(mut stored) = StoredRecord::decode(&record.value) else { return true };
-            if set.is_some_and(|s| s != stored.set) {
-                return true;
-            }
-            if let Some(expression) = filter {
-                let subject = Subject {
-                    record: &stored,
-                    generation: record.generation,
-                    void_time: record.void_time,
-                    last_update_ms: record.last_update_ms,
-                    digest: &record.digest,
-                    size_bytes: record.value.len(),
-                };
-                match passes(expression, &subject) {
-                    Ok(true) => {}
-                    Ok(false) => return true,
-                    Err(err) => {
-                        refused = Some(err.code());
-                        return false;
-                    }
-                }
-            }
-            // A list or map read that fails on this record leaves it out.
-            let Ok(bins) = select_bins(&mut stored, &header, &message.ops) else { return true };
             let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
-            if wants_bins && bins.is_empty() && !message.ops.is_empty() {
-                return true;
-            }
+            let (stored, bins) = match selected(&record, set, filter, message) {
+                Ok(Some(selected)) => selected,
+                Ok(None) => return true,
+                Err(code) => {
+                    refused = Some(code);
+                    return false;
+                }
+            };
             if let Some(wait) = pace.ahead_by() {
                 // Ahead of the asked rate: let the client have what is ready, then wait.
                 reply.end_frame();
@@ -169,6 +150,33 @@ fn scan(
         }
     }
     Ok(code::OK)
+}
+
+/// A scanned record as the scan returns it, its stored form and the bins asked for; None
+/// when it is left out: not of the set, filtered out, a list or map read that fails on
+/// it, or none of the bins asked for. Err: the code of a filter this server cannot
+/// evaluate, which ends the scan.
+fn selected(
+    record: &spike::Record,
+    set: Option<&[u8]>,
+    filter: Option<&[u8]>,
+    message: &Message<'_>,
+) -> Result<Option<(StoredRecord, ReplyBins)>, u8> {
+    let Ok(mut stored) = StoredRecord::decode(&record.value) else { return Ok(None) };
+    if set.is_some_and(|s| s != stored.set) {
+        return Ok(None);
+    }
+    let passes = filter.map_or(Ok(true), |expression| record_passes(expression, record, &stored));
+    if !passes.map_err(|err| err.code())? {
+        return Ok(None);
+    }
+    let header = message.header;
+    let Ok(bins) = select_bins(&mut stored, &header, &message.ops) else { return Ok(None) };
+    let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
+    if wants_bins && bins.is_empty() && !message.ops.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((stored, bins)))
 }
 
 /// A scan's rate limit (0 = none): how far ahead of it the records sent are. At r records
