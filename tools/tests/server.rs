@@ -358,8 +358,10 @@ async fn sigkill_in_commit_to_device_mode_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udf_modules_run_on_records_and_index_definitions_register() {
     use aerospike::{CollectionIndexType, IndexType, Task, UdfLang};
-    let server = ServerProcess::start("buffered", "");
-    let client = connect(&server).await;
+    let udf_dir = tempfile::tempdir().unwrap();
+    let top = format!("udf_dir = \"{}\"", udf_dir.path().display());
+    let mut server = ServerProcess::start_with("buffered", &top, "");
+    let mut client = connect(&server).await;
     let body = br#"
 function echo(rec, val)
   return val
@@ -448,6 +450,20 @@ end
     assert_eq!((record.bins.len(), record.generation), (2, 3), "{:?}", record.bins);
     client.execute_udf(&wp, &key, "echo", "drop", &[]).await.unwrap();
     assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
+
+    // A module name is a plain file name: nothing outside the module directory.
+    let err = client.register_udf(&AdminPolicy::default(), body, "../escape.lua", UdfLang::Lua).await;
+    assert!(err.is_err(), "{:?}", err.map(|_| ()));
+    assert!(!udf_dir.path().join("../escape.lua").exists());
+
+    // Modules are kept across a restart.
+    client.close().await.unwrap();
+    assert_eq!(server.stop(), Some(0));
+    server.launch();
+    client = connect(&server).await;
+    assert!(info(&client, "udf-list").await.contains("filename=echo.lua"));
+    let echoed = client.execute_udf(&wp, &key, "echo", "echo", &[Value::from(3)]).await.unwrap();
+    assert_eq!(echoed, Some(Value::from(3)));
     client.close().await.unwrap();
 }
 

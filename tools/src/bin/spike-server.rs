@@ -8,6 +8,7 @@
 
 use clap::Parser;
 use spike::Engine;
+use spike_tools::server::catalog::Catalog;
 use spike_tools::server::config::{ServerConfig, EXAMPLE};
 use spike_tools::server::{metrics, net, Limits, Namespace, Server};
 use std::path::{Path, PathBuf};
@@ -102,8 +103,9 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
         frame_bytes_max: config.frame_bytes_max,
         idle_timeout_s: config.idle_timeout_s,
     };
-    let server =
-        Arc::new(Server::new(namespaces, node_id(&config.listen), config.cluster_name.clone(), limits));
+    let mut server = Server::new(namespaces, node_id(&config.listen), config.cluster_name.clone(), limits);
+    server.catalog = Catalog::open(config.udf_dir.clone())?;
+    let server = Arc::new(server);
     let metrics_thread = match &config.metrics {
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr)

@@ -1,18 +1,23 @@
 //! What clients register besides records: UDF modules and secondary-index definitions.
 //!
-//! Partial, and said so: both are kept in memory only (a restart forgets them, where
-//! Aerospike keeps them in its system metadata); record UDFs run (`udf`), and an index
-//! definition is listed and reports itself loaded, but a query that uses it is answered
-//! 16 (unsupported feature). This lets applications and tools that register modules and indexes at start-up
-//! (the Aerospike clients' own test suites do) run their record operations.
+//! UDF modules are kept across restarts when the server has a `udf_dir` (one file per
+//! module, its Lua text, written to a temporary name and renamed into place), else in
+//! memory only; record UDFs run (`udf`). Partial, and said so: an index definition is
+//! kept in memory only, listed and reports itself loaded, but a query that uses it is
+//! answered 16 (unsupported feature). This lets applications and tools that register
+//! modules and indexes at start-up (the Aerospike clients' own test suites do) run.
 
+use base64::Engine as _;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct Catalog {
     /// Module file name → (base64 content, content hash).
     udfs: Mutex<BTreeMap<String, (String, String)>>,
+    /// Where modules are kept across restarts, if anywhere.
+    udf_dir: Option<PathBuf>,
     /// (namespace, index name) → the `sindex-create` arguments.
     indexes: Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>,
 }
@@ -22,22 +27,70 @@ pub fn args(text: &str) -> BTreeMap<String, String> {
     text.split(';').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A module name a client may register: a plain file name (no directory, not hidden), so
+/// that it cannot name a file outside the module directory.
+fn valid_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn content_hash(content: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(content.as_bytes()))
+}
+
 impl Catalog {
+    /// A catalog whose modules live in `udf_dir` (created if missing; the modules found
+    /// there are loaded), or in memory only.
+    pub fn open(udf_dir: Option<PathBuf>) -> Result<Catalog, String> {
+        let mut udfs = BTreeMap::new();
+        if let Some(dir) = &udf_dir {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+            for entry in entries {
+                let path = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).filter(|n| valid_module_name(n))
+                else {
+                    continue;
+                };
+                let text =
+                    std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let content = base64::engine::general_purpose::STANDARD.encode(text);
+                let hash = content_hash(&content);
+                udfs.insert(name.to_string(), (content, hash));
+            }
+        }
+        Ok(Catalog { udfs: Mutex::new(udfs), udf_dir, indexes: Default::default() })
+    }
+
     pub fn udf_put(&self, args: &BTreeMap<String, String>) -> String {
         let (Some(name), Some(content)) = (args.get("filename"), args.get("content")) else {
             return "error=invalid_filename_or_content".into();
         };
+        if !valid_module_name(name) {
+            return "error=invalid_filename".into();
+        }
         if args.get("udf-type").is_some_and(|t| t != "LUA") {
             return "error=invalid_udf_type".into();
         }
-        let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(content.as_bytes()));
+        let Ok(text) = base64::engine::general_purpose::STANDARD.decode(content) else {
+            return "error=invalid_content".into();
+        };
+        if let Some(dir) = &self.udf_dir {
+            if let Err(err) = write_atomically(&dir.join(name), &text) {
+                log::error!("cannot keep UDF module {name}: {err}");
+                return "error=cannot_store".into();
+            }
+        }
+        let hash = content_hash(content);
         self.udfs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), (content.clone(), hash));
         "ok".into()
     }
 
     /// The Lua text of module `name` (registered as `name.lua`).
     pub fn udf_source(&self, name: &[u8]) -> Option<Vec<u8>> {
-        use base64::Engine as _;
         let file = format!("{}.lua", String::from_utf8_lossy(name));
         let udfs = self.udfs.lock().unwrap_or_else(|e| e.into_inner());
         let (content, _) = udfs.get(&file)?;
@@ -58,9 +111,15 @@ impl Catalog {
     }
 
     pub fn udf_remove(&self, args: &BTreeMap<String, String>) -> String {
-        let removed = args
-            .get("filename")
-            .and_then(|name| self.udfs.lock().unwrap_or_else(|e| e.into_inner()).remove(name));
+        let Some(name) = args.get("filename").filter(|n| valid_module_name(n)) else {
+            return "error=file_not_found".into();
+        };
+        let removed = self.udfs.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        if let (Some(_), Some(dir)) = (&removed, &self.udf_dir) {
+            if let Err(err) = std::fs::remove_file(dir.join(name)) {
+                log::error!("cannot remove UDF module {name}: {err}");
+            }
+        }
         if removed.is_some() {
             "ok".into()
         } else {
@@ -124,4 +183,20 @@ impl Catalog {
         }
         out
     }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one, whole.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    // A hidden name, which `open` never loads.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let staging = path.with_file_name(format!(".{name}.partial"));
+    let mut file = std::fs::File::create(&staging)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

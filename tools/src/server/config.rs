@@ -14,6 +14,7 @@ connections_max = 10000        # more connections are closed at once
 frame_bytes_max = 16777216     # larger requests get PARAMETER and the connection closes
 idle_timeout_s = 0             # close connections idle this long; 0 = never
 # metrics = "127.0.0.1:9145"  # Prometheus text endpoint
+# udf_dir = "/var/lib/spike/udf" # registered UDF modules are kept here across restarts (else in memory only)
 # cluster_name = "spike"
 
 [[namespace]]
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub idle_timeout_s: u64,
     pub metrics: Option<String>,
     pub cluster_name: Option<String>,
+    /// Where registered UDF modules are kept across restarts; None: in memory only.
+    pub udf_dir: Option<PathBuf>,
     #[serde(rename = "namespace")]
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -110,6 +113,7 @@ impl ServerConfig {
             idle_timeout_s: 0,
             metrics: None,
             cluster_name: None,
+            udf_dir: Some(data_dir.join("udf")),
             namespaces: vec![NamespaceConfig {
                 name: "test".into(),
                 devices: vec![data_dir.join("test.dat")],
