@@ -32,27 +32,39 @@ pub fn encode_snapshot_entry(partition: usize, entry: &[u8; INDEX_ENTRY_BYTES], 
     entries.extend_from_slice(entry);
 }
 
-/// The whole payload: `entries` as built by `encode_snapshot_entry`.
-pub fn encode_snapshot_payload(next_seq: u64, block_seqs: &[u64], floors: &[u32], entries: &[u8]) -> Vec<u8> {
+/// The payload's head, everything before its `entry_count` entries: magic, counts, every
+/// block's write sequence and the generation floors.
+pub fn encode_snapshot_head(entry_count: u64, next_seq: u64, block_seqs: &[u64], floors: &[u32]) -> Vec<u8> {
     assert_eq!(floors.len(), PARTITION_COUNT, "one generation floor per partition");
-    assert_eq!(entries.len() % SNAPSHOT_ENTRY_SIZE, 0, "entries are whole");
-    let mut payload = Vec::with_capacity(HEAD_SIZE + block_seqs.len() * 8 + floors.len() * 4 + entries.len());
-    payload.extend_from_slice(&SNAPSHOT_MAGIC);
-    payload.extend_from_slice(&((entries.len() / SNAPSHOT_ENTRY_SIZE) as u64).to_le_bytes());
-    payload.extend_from_slice(&next_seq.to_le_bytes());
-    payload.extend_from_slice(&(block_seqs.len() as u64).to_le_bytes());
+    let mut head = Vec::with_capacity(HEAD_SIZE + block_seqs.len() * 8 + floors.len() * 4);
+    head.extend_from_slice(&SNAPSHOT_MAGIC);
+    head.extend_from_slice(&entry_count.to_le_bytes());
+    head.extend_from_slice(&next_seq.to_le_bytes());
+    head.extend_from_slice(&(block_seqs.len() as u64).to_le_bytes());
     for seq in block_seqs {
-        payload.extend_from_slice(&seq.to_le_bytes());
+        head.extend_from_slice(&seq.to_le_bytes());
     }
     for floor in floors {
-        payload.extend_from_slice(&floor.to_le_bytes());
+        head.extend_from_slice(&floor.to_le_bytes());
     }
+    head
+}
+
+/// The whole payload: `entries` as built by `encode_snapshot_entry`. (The engine streams
+/// the head and then the entries instead of building this.)
+#[cfg_attr(not(feature = "offline"), allow(dead_code))] // the tests and the fuzz target build payloads whole
+pub fn encode_snapshot_payload(next_seq: u64, block_seqs: &[u64], floors: &[u32], entries: &[u8]) -> Vec<u8> {
+    assert_eq!(entries.len() % SNAPSHOT_ENTRY_SIZE, 0, "entries are whole");
+    let entry_count = (entries.len() / SNAPSHOT_ENTRY_SIZE) as u64;
+    let mut payload = encode_snapshot_head(entry_count, next_seq, block_seqs, floors);
     payload.extend_from_slice(entries);
     payload
 }
 
-/// A snapshot payload, checked for layout.
+/// A snapshot payload, checked for layout. (The engine streams the payload; the inspector,
+/// the tests and the fuzz target read it whole.)
 #[derive(Debug)]
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
 pub struct SnapshotContents<'a> {
     pub next_seq: u64,
     pub block_seq: Vec<u64>,
@@ -61,6 +73,7 @@ pub struct SnapshotContents<'a> {
     entries: &'a [u8],
 }
 
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
 impl SnapshotContents<'_> {
     pub fn entry_count(&self) -> usize {
         self.entries.len() / SNAPSHOT_ENTRY_SIZE
@@ -68,31 +81,66 @@ impl SnapshotContents<'_> {
 
     /// (partition, raw index entry); `None` for an entry whose partition is out of range.
     pub fn entries(&self) -> impl Iterator<Item = Option<(usize, &[u8; INDEX_ENTRY_BYTES])>> + '_ {
-        self.entries.chunks_exact(SNAPSHOT_ENTRY_SIZE).map(|raw| {
-            let partition = le_u16(raw, 0) as usize;
-            let entry = raw[4..].try_into().ok()?;
-            (partition < PARTITION_COUNT).then_some((partition, entry))
-        })
+        self.entries.chunks_exact(SNAPSHOT_ENTRY_SIZE).map(decode_snapshot_entry)
     }
 }
 
-/// Checks a payload's magic, sizes and counts against the device's block count.
-pub fn parse_snapshot_payload(payload: &[u8], wblock_count: u64) -> Result<SnapshotContents<'_>, String> {
-    let u64_at = |at: usize| payload.get(at..at + 8).map(|_| le_u64(payload, at));
-    if payload.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(wblock_count) {
+/// One entry of a payload (`SNAPSHOT_ENTRY_SIZE` bytes): (partition, raw index entry);
+/// `None` if its partition is out of range or the bytes are not one entry.
+pub fn decode_snapshot_entry(raw: &[u8]) -> Option<(usize, &[u8; INDEX_ENTRY_BYTES])> {
+    let partition = le_u16(raw.get(..2)?, 0) as usize;
+    let entry = raw.get(4..SNAPSHOT_ENTRY_SIZE)?.try_into().ok()?;
+    (raw.len() == SNAPSHOT_ENTRY_SIZE && partition < PARTITION_COUNT).then_some((partition, entry))
+}
+
+/// Bytes before a payload's entries on a device of `wblock_count` write blocks.
+pub fn snapshot_head_len(wblock_count: u64) -> usize {
+    let count = usize::try_from(wblock_count).unwrap_or(usize::MAX);
+    count.saturating_mul(8).saturating_add(HEAD_SIZE + PARTITION_COUNT * 4)
+}
+
+/// What precedes a payload's entries, checked for magic and block count.
+#[derive(Debug)]
+pub struct SnapshotHead {
+    pub entry_count: u64,
+    pub next_seq: u64,
+    pub block_seq: Vec<u64>,
+    pub generation_floors: Vec<u32>,
+}
+
+/// Decodes a payload's head: the first `snapshot_head_len(wblock_count)` bytes of `bytes`.
+pub fn parse_snapshot_head(bytes: &[u8], wblock_count: u64) -> Result<SnapshotHead, String> {
+    let u64_at = |at: usize| bytes.get(at..at + 8).map(|_| le_u64(bytes, at));
+    if bytes.get(..8) != Some(&SNAPSHOT_MAGIC[..]) || u64_at(24) != Some(wblock_count) {
         return Err("bad magic or block count".into());
     }
-    let count = usize::try_from(wblock_count).map_err(|_| "block count out of range")?;
-    let entry_count = u64_at(8).unwrap_or(0) as usize;
-    let floors_at = count.saturating_mul(8).saturating_add(HEAD_SIZE);
-    let entries_at = floors_at.saturating_add(PARTITION_COUNT * 4);
-    if payload.len() != entries_at.saturating_add(entry_count.saturating_mul(SNAPSHOT_ENTRY_SIZE)) {
+    if bytes.len() < snapshot_head_len(wblock_count) {
+        return Err("shorter than its head".into());
+    }
+    let count = wblock_count as usize;
+    let floors_at = HEAD_SIZE + count * 8;
+    Ok(SnapshotHead {
+        entry_count: le_u64(bytes, 8),
+        next_seq: le_u64(bytes, 16),
+        block_seq: (0..count).map(|b| le_u64(bytes, HEAD_SIZE + b * 8)).collect(),
+        generation_floors: (0..PARTITION_COUNT).map(|p| le_u32(bytes, floors_at + p * 4)).collect(),
+    })
+}
+
+/// Checks a payload's magic, sizes and counts against the device's block count.
+#[cfg_attr(not(feature = "offline"), allow(dead_code))]
+pub fn parse_snapshot_payload(payload: &[u8], wblock_count: u64) -> Result<SnapshotContents<'_>, String> {
+    let head = parse_snapshot_head(payload, wblock_count)?;
+    let entries_at = snapshot_head_len(wblock_count);
+    let entry_bytes =
+        usize::try_from(head.entry_count).unwrap_or(usize::MAX).saturating_mul(SNAPSHOT_ENTRY_SIZE);
+    if payload.len() != entries_at.saturating_add(entry_bytes) {
         return Err("size does not match its entry count".into());
     }
     Ok(SnapshotContents {
-        next_seq: le_u64(payload, 16),
-        block_seq: (0..count).map(|b| le_u64(payload, HEAD_SIZE + b * 8)).collect(),
-        generation_floors: (0..PARTITION_COUNT).map(|p| le_u32(payload, floors_at + p * 4)).collect(),
+        next_seq: head.next_seq,
+        block_seq: head.block_seq,
+        generation_floors: head.generation_floors,
         entries: &payload[entries_at..],
     })
 }
