@@ -156,14 +156,22 @@ fn defrag_keeps_freeing_blocks_while_a_tombstone_reclaim_scan_is_in_progress() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let defragged_before = engine.stats().blocks_defragged;
+    // A quarter of the keys are never rewritten, so the blocks that hold them stay partly
+    // live and only the defragmenter can free them (a block whose every record was
+    // rewritten is freed without it: with all keys rewritten, whether defrag ran at all
+    // depended on when the janitor looked, and CI once saw it not run).
     for round in 1..=60u64 {
-        for k in 100..200 {
+        for k in (100..200).filter(|k| k % 4 != 0) {
             let put = engine.put(&key(k), &value(k, round, 3000), &WriteOptions::default());
             put.unwrap_or_else(|e| panic!("round {round}, key {k}, while the scan is held: {e}"));
         }
     }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.stats().blocks_defragged == defragged_before {
+        assert!(Instant::now() < deadline, "no block defragmented within 10 s: {:?}", engine.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let stats = engine.stats();
-    assert!(stats.blocks_defragged > defragged_before, "{stats:?}");
     assert_eq!(stats.tombstones_reclaimed, 0, "the scan finished while held");
     assert_eq!(hits(scan_block), hits_before + 1, "the scan moved past its first block");
     drop(held);
@@ -177,7 +185,8 @@ fn defrag_keeps_freeing_blocks_while_a_tombstone_reclaim_scan_is_in_progress() {
         if k < 100 {
             assert!(matches!(got, Err(Error::NotFound)), "deleted key {k}: {got:?}");
         } else {
-            assert_eq!(got.unwrap().value, value(k, 60, 3000), "key {k}");
+            let round = if k % 4 == 0 { 0 } else { 60 };
+            assert_eq!(got.unwrap().value, value(k, round, 3000), "key {k}");
         }
     }
 }
