@@ -378,6 +378,11 @@ end
 function fails(rec)
   error("boom")
 end
+function blob_of(rec, name)
+  rec['touched'] = 1
+  aerospike:update(rec)
+  return rec[name]
+end
 function hoards(rec)
   local t = {}
   for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end
@@ -450,6 +455,26 @@ end
     assert_eq!((record.bins.len(), record.generation), (2, 3), "{:?}", record.bins);
     client.execute_udf(&wp, &key, "echo", "drop", &[]).await.unwrap();
     assert!(!client.exists(&ReadPolicy::default(), &key).await.unwrap());
+
+    // A blob that is not UTF-8 comes back as a blob; one that is UTF-8 and untouched by
+    // the function stays a blob in the record.
+    let bkey = as_key!("test", "udf", "blobs");
+    let bins =
+        [as_bin!("raw", Value::Blob(vec![0xff, 0x00, 0x9c])), as_bin!("text", Value::Blob(b"abc".to_vec()))];
+    client.put(&wp, &bkey, &bins).await.unwrap();
+    let returned = client.execute_udf(&wp, &bkey, "echo", "blob_of", &[Value::from("raw")]).await.unwrap();
+    assert_eq!(returned, Some(Value::Blob(vec![0xff, 0x00, 0x9c])));
+    let record = client.get(&ReadPolicy::default(), &bkey, Bins::All).await.unwrap();
+    assert_eq!(record.bins.get("text"), Some(&Value::Blob(b"abc".to_vec())));
+    assert_eq!(record.bins.get("touched"), Some(&Value::from(1)));
+
+    // Clients registering one module at once all succeed.
+    let admin = AdminPolicy::default();
+    let registrations: Vec<_> =
+        (0..8).map(|_| client.register_udf(&admin, body, "same.lua", UdfLang::Lua)).collect();
+    for registered in futures::future::join_all(registrations).await {
+        registered.unwrap().wait_till_complete(None).await.unwrap();
+    }
 
     // A module name is a plain file name: nothing outside the module directory.
     let err = client.register_udf(&AdminPolicy::default(), body, "../escape.lua", UdfLang::Lua).await;

@@ -78,14 +78,16 @@ impl Catalog {
         let Ok(text) = base64::engine::general_purpose::STANDARD.decode(content) else {
             return "error=invalid_content".into();
         };
+        // The file is written under the lock, so that two clients registering one module
+        // at once neither race on its staging file nor leave memory and disk apart.
+        let mut udfs = self.udfs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(dir) = &self.udf_dir {
             if let Err(err) = write_atomically(&dir.join(name), &text) {
                 log::error!("cannot keep UDF module {name}: {err}");
                 return "error=cannot_store".into();
             }
         }
-        let hash = content_hash(content);
-        self.udfs.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), (content.clone(), hash));
+        udfs.insert(name.clone(), (content.clone(), content_hash(content)));
         "ok".into()
     }
 
@@ -114,7 +116,8 @@ impl Catalog {
         let Some(name) = args.get("filename").filter(|n| valid_module_name(n)) else {
             return "error=file_not_found".into();
         };
-        let removed = self.udfs.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let mut udfs = self.udfs.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = udfs.remove(name);
         if let (Some(_), Some(dir)) = (&removed, &self.udf_dir) {
             if let Err(err) = std::fs::remove_file(dir.join(name)) {
                 log::error!("cannot remove UDF module {name}: {err}");

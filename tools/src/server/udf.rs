@@ -149,7 +149,7 @@ fn call_lua(
     };
     let returned = from_lua(&returned)
         .ok_or_else(|| Failure::Bad("the function returned a value of an unsupported type".into()))?;
-    Ok((action.get(), bin_changes(record, &rec)?, returned.unwrap_or((PARTICLE_NULL, Vec::new()))))
+    Ok((action.get(), bin_changes(&lua, record, &rec)?, returned.unwrap_or((PARTICLE_NULL, Vec::new()))))
 }
 
 fn first_line(message: &str) -> String {
@@ -216,16 +216,24 @@ fn from_lua(value: &LuaValue) -> Option<Option<(u8, Vec<u8>)>> {
         LuaValue::Integer(i) => Some((1, i.to_be_bytes().to_vec())),
         LuaValue::Number(x) => Some((2, x.to_be_bytes().to_vec())),
         LuaValue::Boolean(b) => Some((17, vec![*b as u8])),
-        LuaValue::String(s) => Some((3, s.as_bytes().to_vec())),
+        // A Lua string is text when it is UTF-8 (the clients decode a STRING as UTF-8),
+        // else a blob.
+        LuaValue::String(s) => {
+            let bytes = s.as_bytes().to_vec();
+            Some((if std::str::from_utf8(&bytes).is_ok() { 3 } else { 4 }, bytes))
+        }
         _ => return None,
     })
 }
 
-/// Every bin the function could see or set, with its value after the call.
-fn bin_changes(record: &StoredRecord, rec: &Table) -> Result<BinChanges, Failure> {
+/// Every bin the function set, with its value after the call. A bin it left as it was
+/// is not among them, so that it keeps its own type (a blob that happens to be UTF-8
+/// stays a blob).
+fn bin_changes(lua: &Lua, record: &StoredRecord, rec: &Table) -> Result<BinChanges, Failure> {
+    let bad = |e: mlua::Error| Failure::Bad(first_line(&e.to_string()));
     let mut changes = BinChanges::new();
     for pair in rec.pairs::<LuaValue, LuaValue>() {
-        let (name, value) = pair.map_err(|e| Failure::Bad(first_line(&e.to_string())))?;
+        let (name, value) = pair.map_err(bad)?;
         let LuaValue::String(name) = name else {
             return Err(Failure::Bad("a bin name that is not a string".into()));
         };
@@ -233,18 +241,32 @@ fn bin_changes(record: &StoredRecord, rec: &Table) -> Result<BinChanges, Failure
         if name.len() > super::wire::BIN_NAME_MAX {
             return Err(Failure::Bad("a bin name over 15 bytes".into()));
         }
+        let shown = record.bin(&name).and_then(|bin| to_lua(lua, bin.particle, &bin.value).ok().flatten());
+        if shown.is_some_and(|before| same_lua_value(&before, &value)) {
+            continue;
+        }
         let value =
             from_lua(&value).ok_or_else(|| Failure::Bad("a bin value of an unsupported type".into()))?;
         changes.push((name, value));
     }
     // A bin the function saw and set to nil is no longer among the table's pairs.
-    for bin in &record.bins {
-        let shown = matches!(bin.particle, 1 | 2 | 3 | 4 | 17);
-        if shown && !changes.iter().any(|(name, _)| *name == bin.name) {
+    for bin in record.bins.iter().filter(|bin| matches!(bin.particle, 1 | 2 | 3 | 4 | 17)) {
+        let held: LuaValue = rec.raw_get(lua.create_string(&bin.name).map_err(bad)?).map_err(bad)?;
+        if held == LuaValue::Nil {
             changes.push((bin.name.clone(), None));
         }
     }
     Ok(changes)
+}
+
+fn same_lua_value(a: &LuaValue, b: &LuaValue) -> bool {
+    match (a, b) {
+        (LuaValue::Integer(x), LuaValue::Integer(y)) => x == y,
+        (LuaValue::Number(x), LuaValue::Number(y)) => x.to_bits() == y.to_bits(),
+        (LuaValue::Boolean(x), LuaValue::Boolean(y)) => x == y,
+        (LuaValue::String(x), LuaValue::String(y)) => x.as_bytes() == y.as_bytes(),
+        _ => false,
+    }
 }
 
 fn apply_bins(record: &mut StoredRecord, changes: BinChanges) {
