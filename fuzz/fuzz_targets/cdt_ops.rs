@@ -1,11 +1,12 @@
-//! spike-server's MessagePack codec and list/map operations, on bytes a client sends: a
-//! decoded value must encode to bytes that decode to the same encoding, and no op on any
-//! bin may panic. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
+//! spike-server's MessagePack codec, list/map operations and filter expressions, on bytes
+//! a client sends: a decoded value must encode to bytes that decode to the same encoding,
+//! and no op on any bin and no expression on a record may panic. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
 //! 16-bit length, the bin's bytes, then the op's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spike_tools::server::{cdt, msgpack};
+use spike_tools::server::bins::StoredRecord;
+use spike_tools::server::{cdt, filter, msgpack};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = msgpack::decode(data) {
@@ -13,6 +14,19 @@ fuzz_target!(|data: &[u8]| {
         let again = msgpack::decode(&encoded).expect("an encoded value decodes");
         assert_eq!(msgpack::encode(&again), encoded, "encoding is not stable");
     }
+    let mut record = StoredRecord::default();
+    record.set_bin(b"n", 1, &7i64.to_be_bytes());
+    record.set_bin(b"s", 3, b"text");
+    record.set_bin(b"l", cdt::PARTICLE_LIST, &[0x92, 0x01, 0x02]);
+    let subject = filter::Subject {
+        record: &record,
+        generation: 3,
+        void_time: 0,
+        last_update_ms: 1,
+        digest: &[7; 20],
+        size_bytes: 64,
+    };
+    let _ = filter::passes(data, &subject);
     let Some((&selector, rest)) = data.split_first() else { return };
     let Some((len, rest)) = rest.split_first_chunk::<2>() else { return };
     let bin_len = (u16::from_be_bytes(*len) as usize).min(rest.len());

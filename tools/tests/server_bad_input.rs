@@ -270,11 +270,22 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 }
 
 /// The `cdt_ops` fuzz target's check on its seeds and saved findings, each also cut short
-/// at every length: list and map ops on client bytes never panic, and what an op stores
-/// decodes.
+/// at every length: list and map ops and filter expressions on client bytes never panic,
+/// and what an op stores decodes.
 #[test]
 fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
-    use spike_tools::server::{cdt, msgpack};
+    use spike_tools::server::bins::StoredRecord;
+    use spike_tools::server::{cdt, filter, msgpack};
+    let mut record = StoredRecord::default();
+    record.set_bin(b"n", 1, &7i64.to_be_bytes());
+    let subject = filter::Subject {
+        record: &record,
+        generation: 3,
+        void_time: 0,
+        last_update_ms: 1,
+        digest: &[7; 20],
+        size_bytes: 64,
+    };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut inputs = Vec::new();
     for dir in ["seeds/cdt_ops", "regressions/cdt_ops"] {
@@ -292,6 +303,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                 let encoded = msgpack::encode(&value);
                 assert_eq!(msgpack::encode(&msgpack::decode(&encoded).unwrap()), encoded);
             }
+            let _ = filter::passes(data, &subject);
             let Some((&selector, rest)) = data.split_first() else { continue };
             let Some((bin_len, rest)) = rest.split_first_chunk::<2>() else { continue };
             let (bin, op) = rest.split_at((u16::from_be_bytes(*bin_len) as usize).min(rest.len()));
