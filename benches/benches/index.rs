@@ -48,7 +48,7 @@ fn entry(i: u64) -> EntryInfo {
 fn filled_partition(entries: u64) -> Partition {
     let mut partition = Partition::default();
     for i in 0..entries {
-        partition.upsert(entry(i));
+        partition.upsert(&digest(i), entry(i));
     }
     partition
 }
@@ -75,7 +75,7 @@ fn partition_at(
             |mut partition| {
                 for _ in 0..BATCH {
                     next += 1;
-                    partition.upsert(entry(next));
+                    partition.upsert(&digest(next), entry(next));
                 }
                 partition
             },
@@ -84,27 +84,27 @@ fn partition_at(
     });
 
     let mut partition = filled_partition(entries);
-    let present: Vec<EntryInfo> = (0..BATCH).map(|i| entry(i * 7919 % entries)).collect();
+    let present: Vec<(Digest, EntryInfo)> =
+        (0..BATCH).map(|i| i * 7919 % entries).map(|i| (digest(i), entry(i))).collect();
     group.bench_function(format!("update_in_{label}"), |b| {
         b.iter(|| {
-            for e in &present {
-                black_box(partition.upsert(*e));
+            for (d, e) in &present {
+                black_box(partition.upsert(d, *e));
             }
         })
     });
-    let tags: Vec<DigestTag> = present.iter().map(|e| e.tag).collect();
     group.bench_function(format!("get_in_{label}"), |b| {
         b.iter(|| {
-            for tag in &tags {
-                black_box(partition.get(*tag));
+            for (d, _) in &present {
+                black_box(partition.get(d));
             }
         })
     });
-    let missing: Vec<DigestTag> = (0..BATCH).map(|i| entry(entries + 1_000_000 + i).tag).collect();
+    let missing: Vec<Digest> = (0..BATCH).map(|i| digest(entries + 1_000_000 + i)).collect();
     group.bench_function(format!("get_missing_in_{label}"), |b| {
         b.iter(|| {
-            for tag in &missing {
-                black_box(partition.get(*tag));
+            for d in &missing {
+                black_box(partition.get(d));
             }
         })
     });
@@ -120,7 +120,7 @@ fn index(c: &mut Criterion) {
             |index| {
                 for i in 0..INDEX_ENTRIES {
                     let d = digest(i);
-                    index.partition(partition_of(&d)).upsert(entry(i));
+                    index.partition(partition_of(&d)).upsert(&d, entry(i));
                 }
                 index
             },
@@ -130,7 +130,7 @@ fn index(c: &mut Criterion) {
 
     let index = Index::default();
     for i in 0..INDEX_ENTRIES {
-        index.partition(partition_of(&digest(i))).upsert(entry(i));
+        index.partition(partition_of(&digest(i))).upsert(&digest(i), entry(i));
     }
     // Every key of the index once, in a scattered order, and each iteration takes the next
     // batch: lookups land in cold partitions and cache lines as a server's would (a fixed
@@ -145,7 +145,7 @@ fn index(c: &mut Criterion) {
             let batch = &digests[cursor..cursor + BATCH as usize];
             cursor = (cursor + BATCH as usize) % (digests.len() - BATCH as usize);
             for d in batch {
-                black_box(index.partition(partition_of(d)).get(DigestTag::of(d)));
+                black_box(index.partition(partition_of(d)).get(d));
             }
         })
     });

@@ -19,6 +19,7 @@ fn meta() -> RecordMeta {
         last_update_ms: 1_700_000_000_000,
         tombstone: false,
         wblock_seq_lo: 3,
+        shared_tag: false,
     }
 }
 

@@ -5,7 +5,7 @@
 //! `cargo run --release -p spike --features offline --example index_footprint -- 10000000`
 
 use spike::device::sim::SimRng;
-use spike::offline::index::{partition_of, DigestTag, EntryInfo, Index, Location};
+use spike::offline::index::{partition_of, DigestTag, EntryInfo, EntryName, Index, Location};
 use std::time::Instant;
 
 /// Operations timed for lookups, updates and removes: enough to leave the caches cold.
@@ -46,7 +46,7 @@ fn main() {
     let mut rng = SimRng::new(1);
     for i in 0..records {
         let d = digest(&mut rng);
-        index.partition(partition_of(&d)).upsert(entry(&d, i, 1));
+        index.partition(partition_of(&d)).upsert(&d, entry(&d, i, 1));
     }
     let inserts_s = records as f64 / start.elapsed().as_secs_f64();
     let (entries, allocated) = index.usage();
@@ -64,15 +64,15 @@ fn main() {
     }
     let mut found = 0u64;
     let lookups_s = timed(&keys, |_, d| {
-        found += index.partition(partition_of(d)).get(DigestTag::of(d)).is_some() as u64;
+        found += index.partition(partition_of(d)).get(d).is_some() as u64;
     });
     assert_eq!(found, sample, "every inserted key is found");
     let updates_s = timed(&keys, |i, d| {
-        index.partition(partition_of(d)).upsert(entry(d, i as u64, 2));
+        index.partition(partition_of(d)).upsert(d, entry(d, i as u64, 2));
     });
     let mut removed = 0u64;
     let removes_s = timed(&keys, |_, d| {
-        removed += index.partition(partition_of(d)).remove(DigestTag::of(d)).is_some() as u64;
+        removed += index.partition(partition_of(d)).remove_named(EntryName::Digest(*d)).is_some() as u64;
     });
     assert_eq!(removed, sample, "every inserted key is removed once");
 

@@ -22,7 +22,7 @@
 use crate::disk::{BlockState, Disk};
 use crate::error::{Error, Result};
 use crate::format::{block_records, BlockClass, BlockItem, RecordView};
-use crate::index::{partition_of, DigestTag, EntryInfo, Location};
+use crate::index::{partition_of, EntryInfo, Location};
 use crate::record_core::Shared;
 use crate::stats::Counters;
 use crate::write::WriteKind;
@@ -122,14 +122,14 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32) -> Result<u64> {
 /// A full write queue is waited out with no partition lock held (readers of the
 /// partition must not wait on the device), up to `overload_wait_ms`.
 fn move_record(shared: &Shared, disk: &Disk, view: &RecordView<'_>, old: Location) -> Result<bool> {
-    let tag = DigestTag::of(&view.meta.digest);
+    let digest = &view.meta.digest;
     let deadline = disk.overload_deadline();
     loop {
         let mut partition = shared.index.partition(partition_of(&view.meta.digest));
-        let Some(entry) = partition.get(tag).filter(|e| e.location == old) else { return Ok(false) };
+        let Some(entry) = partition.get(digest).filter(|e| e.location == old) else { return Ok(false) };
         match disk.append(&view.meta, view.key, view.value, WriteKind::Defrag) {
             Ok((new, _)) => {
-                partition.upsert(EntryInfo { location: new, ..entry });
+                partition.upsert(digest, EntryInfo { location: new, ..entry });
                 disk.remove_live(old);
                 return Ok(true);
             }

@@ -43,10 +43,6 @@ pub enum Error {
     Refused { path: PathBuf, reason: String },
     #[error("partition {partition} out of range: partitions are 0..{count}")]
     InvalidPartition { partition: usize, count: usize },
-    #[error(
-        "digest collision in partition {partition}: another record's digest agrees with this one in every bit the index keeps; the write is refused"
-    )]
-    DigestCollision { partition: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("invalid configuration: {0}")]

@@ -14,7 +14,7 @@
 
 use crate::config::WriteOptions;
 use crate::disk::Disk;
-use crate::index::{EntryInfo, PARTITION_COUNT};
+use crate::index::{EntryInfo, EntryName, PARTITION_COUNT};
 use crate::record_core::WriteRequest;
 use crate::record_core::{is_live, Shared};
 use crate::stats::Counters;
@@ -79,17 +79,17 @@ fn evict_until(shared: &Shared, disk: &Disk, now_s: u32, void_range: (u32, u32),
         if *left == 0 {
             break;
         }
-        let victims: Vec<EntryInfo> = shared
+        let victims: Vec<(EntryName, EntryInfo)> = shared
             .index
             .partition(partition)
-            .entries()
-            .filter(|e| e.location.device == disk.index && e.void_time != 0)
-            .filter(|e| (void_range.0..=void_range.1).contains(&e.void_time) && is_live(e, now_s))
+            .named_entries()
+            .filter(|(_, e)| e.location.device == disk.index && e.void_time != 0)
+            .filter(|(_, e)| (void_range.0..=void_range.1).contains(&e.void_time) && is_live(e, now_s))
             .take(*left)
             .collect();
-        for entry in victims {
+        for (name, entry) in victims {
             // The index keeps 96 bits of the digest; the record on the device has all of it.
-            let Ok(Some(record)) = shared.fetch(partition, entry.tag) else { continue };
+            let Ok(Some(record)) = shared.fetch(partition, name) else { continue };
             let options = WriteOptions { expected_generation: Some(entry.generation), ..Default::default() };
             let request = WriteRequest {
                 digest: &record.digest,

@@ -41,9 +41,8 @@ fn digest_of(key: u8) -> [u8; 20] {
 /// accounting).
 fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
     let digest = digest_of(key);
-    let tag = DigestTag::of(&digest);
     let mut partition = partition.lock().unwrap();
-    let existing = partition.get(tag);
+    let existing = partition.get(&digest);
     let generation = next_generation(&partition, existing).unwrap();
     let meta = RecordMeta {
         digest,
@@ -52,6 +51,7 @@ fn put(disk: &Disk, partition: &Mutex<Partition>, key: u8, value_len: usize) {
         last_update_ms: 1,
         tombstone: false,
         wblock_seq_lo: 0,
+        shared_tag: false,
     };
     let value = vec![key; value_len];
     place_on(disk, &mut partition, existing, &meta, &[], &value).unwrap();
@@ -76,7 +76,7 @@ fn concurrent_puts_keep_index_buffer_and_live_bytes_consistent() {
         for writer in writers {
             writer.join().unwrap();
         }
-        let entry = partitions[1].lock().unwrap().get(DigestTag::of(&digest_of(1))).unwrap();
+        let entry = partitions[1].lock().unwrap().get(&digest_of(1)).unwrap();
         assert_eq!(entry.generation, 2);
         let entries: Vec<EntryInfo> =
             partitions.iter().flat_map(|p| p.lock().unwrap().entries().collect::<Vec<_>>()).collect();

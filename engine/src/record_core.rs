@@ -11,7 +11,9 @@ use crate::disk::{Disk, Position};
 use crate::error::{Error, Result};
 use crate::format::device_of;
 use crate::format::{self, Digest, RecordMeta, DIGEST_SECRET_SIZE};
-use crate::index::{partition_of, DigestTag, EntryInfo, Index, Location, Partition, GENERATION_MAX};
+use crate::index::{
+    partition_of, DigestTag, EntryInfo, EntryName, Index, Location, Partition, GENERATION_MAX,
+};
 use crate::read::{Record, Verify};
 use crate::stats::{Counters, RecoveryStats};
 use crate::write::WriteKind;
@@ -35,15 +37,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Looks up and reads the live record with this tag, retrying when it moves under us.
-    pub fn fetch(&self, partition: usize, tag: DigestTag) -> Result<Option<Record>> {
-        Ok(self.fetch_with_entry(partition, tag)?.map(|(_, record)| record))
+    pub fn fetch(&self, partition: usize, name: EntryName) -> Result<Option<Record>> {
+        Ok(self.fetch_with_entry(partition, name)?.map(|(_, record)| record))
     }
 
     /// `fetch`, with the index entry the record was read through.
-    pub fn fetch_with_entry(&self, partition: usize, tag: DigestTag) -> Result<Option<(EntryInfo, Record)>> {
+    pub fn fetch_with_entry(&self, partition: usize, name: EntryName) -> Result<Option<(EntryInfo, Record)>> {
         let mut last_problem = None;
         for _ in 0..READ_RETRIES_MAX {
-            let entry = self.index.partition(partition).get(tag);
+            let entry = self.index.partition(partition).get_named(name);
             let Some(entry) = entry.filter(|e| is_live(e, now_s())) else { return Ok(None) };
             let disk = &self.disks[entry.location.device as usize];
             let (verified, from_memory) = disk.read_entry(&entry)?;
@@ -53,7 +55,7 @@ impl Shared {
             match verified {
                 Verify::Ok(record) => return Ok(Some((entry, record))),
                 Verify::Moved | Verify::Corrupt(_)
-                    if self.index.partition(partition).get(tag) != Some(entry) =>
+                    if self.index.partition(partition).get_named(name) != Some(entry) =>
                 {
                     continue
                 }
@@ -110,7 +112,8 @@ impl Shared {
     /// `overload_wait_ms`, with no lock held) and retries from the policy checks. A
     /// caller-supplied digest whose tag an entry already holds is first proven to be that
     /// entry's own digest by reading the record: two digests that agree in every bit the
-    /// index keeps must never share an entry, so the second is refused.
+    /// index keeps must never share an entry, so the tag becomes shared and each is named
+    /// by its full digest (`index::shared`).
     pub fn write_pending(&self, request: &WriteRequest<'_>) -> Result<(Written, Pending)> {
         let kind = if request.tombstone { WriteKind::Delete } else { WriteKind::Client };
         let mut pressure = Pressure::new(self.disk_of(request.digest), kind);
@@ -136,22 +139,35 @@ impl Shared {
     }
 
     /// Reads the record `entry` names (live or not) and says whether it is `digest`'s:
-    /// `Some(entry)` if so, `None` if the entry moved (look again), `DigestCollision` if
-    /// it belongs to another digest.
+    /// `Some(entry)` if so, `None` if the entry moved or belongs to another digest (look
+    /// again: the tag is shared from then on, see `read_own_copy`).
     pub fn verify_identity(&self, digest: &Digest, entry: EntryInfo) -> Result<Option<EntryInfo>> {
         Ok(self.read_own_copy(digest, entry)?.map(|_| entry))
     }
 
     /// The record `entry` names (live or a tombstone) if it is `digest`'s own; `None` if
-    /// the entry moved since it was looked up; `DigestCollision` if another digest holds
-    /// it; a corrupt or misplaced record the index still names is an error.
+    /// the entry moved since it was looked up, or if another digest holds it: then the
+    /// tag becomes shared, so that a second look finds `digest`'s own entry (or none). A
+    /// corrupt or misplaced record the index still names is an error.
     pub fn read_own_copy(&self, digest: &Digest, entry: EntryInfo) -> Result<Option<Record>> {
         let disk = &self.disks[entry.location.device as usize];
         match disk.read_entry(&entry)?.0 {
             Verify::Ok(record) if record.digest == *digest => Ok(Some(record)),
-            Verify::Ok(_) => Err(Error::DigestCollision { partition: partition_of(digest) }),
+            Verify::Ok(other) => {
+                if partition_of(&other.digest) != partition_of(digest) {
+                    let problem = "the record the index names belongs to another partition";
+                    return Err(Error::corrupt(disk.name(), entry.location.offset_bytes, problem));
+                }
+                let _poison_on_panic = self.index.poison_on_panic();
+                let mut partition = self.index.partition(partition_of(digest));
+                if partition.get_by_tag(entry.tag) == Some(entry) {
+                    partition.share_tag(&other.digest);
+                    Counters::add(&self.counters.tags_shared, 1);
+                }
+                Ok(None)
+            }
             Verify::Moved | Verify::Corrupt(_)
-                if self.index.partition(partition_of(digest)).get(entry.tag) != Some(entry) =>
+                if self.index.partition(partition_of(digest)).get(digest) != Some(entry) =>
             {
                 Ok(None)
             }
@@ -181,8 +197,9 @@ impl Shared {
         if self.index.is_poisoned() {
             return Err(Error::EngineFailed { reason: "a thread panicked while updating the index".into() });
         }
-        let existing = partition.get(tag);
-        if let Some(entry) = existing.filter(|e| request.caller_digest && Some(*e) != verified) {
+        let existing = partition.get(&digest);
+        let exact = partition.is_shared(tag); // found by full digest: no need to prove it
+        if let Some(entry) = existing.filter(|e| request.caller_digest && !exact && Some(*e) != verified) {
             return Ok(Attempt::Unverified(entry));
         }
         let live = existing.filter(|e| is_live(e, now_s));
@@ -205,8 +222,15 @@ impl Shared {
             Some(ttl) if ttl > 0 && !tombstone => now_s.saturating_add(ttl),
             _ => 0,
         };
-        let meta =
-            RecordMeta { digest, generation, void_time, last_update_ms: now_ms, tombstone, wblock_seq_lo: 0 };
+        let meta = RecordMeta {
+            digest,
+            generation,
+            void_time,
+            last_update_ms: now_ms,
+            tombstone,
+            shared_tag: false, // decided by `place_on`, under the partition lock
+            wblock_seq_lo: 0,
+        };
         let pending = self.place(&mut partition, existing, &meta, stored_key, value)?;
         drop(partition);
         Ok(Attempt::Placed(Written { generation, void_time }, pending))
@@ -253,14 +277,19 @@ pub(crate) fn place_on(
     value: &[u8],
 ) -> Result<(Location, Position)> {
     let kind = if meta.tombstone { WriteKind::Delete } else { WriteKind::Client };
+    // A copy written while its tag is shared says so, for the next cold start (`recovery`).
+    let meta = &RecordMeta { shared_tag: partition.is_shared(DigestTag::of(&meta.digest)), ..*meta };
     let (location, position) = disk.append(meta, stored_key, value, kind)?;
-    partition.upsert(EntryInfo {
-        tag: DigestTag::of(&meta.digest),
-        generation: meta.generation,
-        tombstone: meta.tombstone,
-        location,
-        void_time: meta.void_time,
-    });
+    partition.upsert(
+        &meta.digest,
+        EntryInfo {
+            tag: DigestTag::of(&meta.digest),
+            generation: meta.generation,
+            tombstone: meta.tombstone,
+            location,
+            void_time: meta.void_time,
+        },
+    );
     // Meant to be armed with `Action::Panic` (a panic holding the partition lock); an
     // injected error here is ignored, as returning would skip the old copy's accounting.
     let _ = crate::failpoint::hit("engine::write::after_index_update");

@@ -223,7 +223,18 @@ impl BlockScan<'_> {
                 block_seq: seq,
             };
             let mut partition = index.partition(partition_of(&meta.digest));
-            let newer = match partition.get(candidate.tag) {
+            if meta.shared_tag && !partition.is_shared(candidate.tag) {
+                // Another digest may share this copy's tag: the entry merged so far (from
+                // copies that were not flagged, so all of one digest) is named by its own.
+                match partition.get_by_tag(candidate.tag) {
+                    Some(held) => partition.share_tag(&disk.digest_at(held.location)?),
+                    None => {
+                        partition.upsert_shared_new(&meta.digest, candidate);
+                        continue;
+                    }
+                }
+            }
+            let newer = match partition.get(&meta.digest) {
                 None => true,
                 Some(current) if current.generation != candidate.generation => {
                     candidate_order > CopyOrder::by_generation(current.generation)
@@ -242,7 +253,7 @@ impl BlockScan<'_> {
                 }
             };
             if newer {
-                partition.upsert(candidate);
+                partition.upsert(&meta.digest, candidate);
             }
         }
         Ok(())
@@ -253,12 +264,22 @@ impl Disk {
     /// Last-update time of the record at `location` (for ties on generation, which only a
     /// defrag copy or an interrupted defrag leaves; a read is rare).
     fn last_update_ms_at(&self, location: Location) -> Result<u64> {
+        self.meta_at(location).map(|meta| meta.last_update_ms)
+    }
+
+    /// Full digest of the record at `location` (when a copy flagged as sharing its tag
+    /// meets the entry merged so far: crafted digests only).
+    fn digest_at(&self, location: Location) -> Result<crate::format::Digest> {
+        self.meta_at(location).map(|meta| meta.digest)
+    }
+
+    fn meta_at(&self, location: Location) -> Result<crate::format::RecordMeta> {
         let (start, len) = read_span(location);
         let mut buf = AlignedBuf::zeroed(len);
         self.device.read_at(&mut buf, start)?;
         let at = (location.offset_bytes - start) as usize;
         decode_record(&buf[at..at + location.size_bytes as usize])
-            .map(|view| view.meta.last_update_ms)
+            .map(|view| view.meta)
             .map_err(|problem| Error::corrupt(self.name(), location.offset_bytes, problem.to_string()))
     }
 }

@@ -18,15 +18,15 @@ use crate::error::{Error, Result};
 use crate::format::Geometry;
 use crate::format::{
     classify_block, decode_snapshot_chain, decode_snapshot_entry, encode_snapshot_chain,
-    encode_snapshot_entry, encode_snapshot_head, parse_snapshot_head, snapshot_head_len, BlockClass,
-    DeviceHeader, SnapshotRef, SNAPSHOT_CHAIN_END, SNAPSHOT_CHUNK_START, SNAPSHOT_ENTRY_SIZE,
-    WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT,
+    encode_snapshot_entry, encode_snapshot_head, parse_snapshot_head, snapshot_head_len, snapshot_slots_of,
+    BlockClass, DeviceHeader, SnapshotRef, SnapshotSlot, SNAPSHOT_CHAIN_END, SNAPSHOT_CHUNK_START,
+    SNAPSHOT_ENTRY_SIZE, WBLOCK_HEADER_SIZE, WBLOCK_KIND_SNAPSHOT,
 };
-use crate::index::{Index, IndexEntry, PARTITION_COUNT};
+use crate::index::{partition_of, DigestTag, EntryInfo, EntryName, Index, IndexEntry, PARTITION_COUNT};
 use std::sync::atomic::Ordering;
 use xxhash_rust::xxh3::Xxh3Default;
 
-/// This disk's entry count and every partition's generation floor. Called at close, once
+/// This disk's slot count (`format::snapshot_slots_of`) and every partition's generation floor. Called at close, once
 /// the flusher and janitor have stopped. Partition locks are taken one at a time, never
 /// while holding the disk lock: the lock order (ARCHITECTURE.md) is partition, then disk.
 fn count_entries(disk: &Disk, index: &Index) -> (u64, Vec<u32>) {
@@ -35,7 +35,9 @@ fn count_entries(disk: &Disk, index: &Index) -> (u64, Vec<u32>) {
     for partition in 0..PARTITION_COUNT {
         let p = index.partition(partition);
         floors.push(p.generation_floor());
-        count += p.entries().filter(|e| e.location.device == disk.index).count() as u64;
+        for (name, _) in p.named_entries().filter(|(_, e)| e.location.device == disk.index) {
+            count += snapshot_slots_of(matches!(name, EntryName::Digest(_)));
+        }
     }
     (count, floors)
 }
@@ -70,9 +72,16 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
     let mut written = 0u64;
     let mut chunk = Vec::new();
     for partition in 0..PARTITION_COUNT {
-        for entry in index.partition(partition).entries().filter(|e| e.location.device == disk.index) {
-            encode_snapshot_entry(partition, &IndexEntry::new(entry).to_bytes(), &mut chunk);
-            written += 1;
+        for (name, entry) in index.partition(partition).named_entries() {
+            if entry.location.device != disk.index {
+                continue;
+            }
+            let named_by = match &name {
+                EntryName::Digest(digest) => Some(digest),
+                EntryName::Tag(_) => None,
+            };
+            encode_snapshot_entry(partition, &IndexEntry::new(entry).to_bytes(), named_by, &mut chunk);
+            written += snapshot_slots_of(named_by.is_some());
         }
         writer.push(&chunk)?;
         chunk.clear();
@@ -94,6 +103,53 @@ pub fn write_snapshot(disk: &Disk, index: &Index, open_count: u64) -> Result<Opt
         checksum,
         open_count,
     }))
+}
+
+/// Loads one slot of a snapshot into the index: an entry now, or, for an entry named by
+/// its digest, once the slot after it (the digest) comes; `named` holds it in between.
+fn load_slot(
+    disk: &Disk,
+    index: &Index,
+    device_count: u8,
+    raw: &[u8],
+    named: &mut Option<(usize, EntryInfo)>,
+) -> std::result::Result<(), &'static str> {
+    let slot = decode_snapshot_entry(raw).ok_or("a slot is not an entry")?;
+    let (partition, entry, digest) = match (slot, named.take()) {
+        (SnapshotSlot::Entry(partition, raw), None) => {
+            (partition, IndexEntry::from_bytes(raw).info(device_count), None)
+        }
+        (SnapshotSlot::NamedEntry(partition, raw), None) => {
+            *named = Some((partition, IndexEntry::from_bytes(raw).info(device_count)));
+            return Ok(());
+        }
+        (SnapshotSlot::Digest(at, digest), Some((partition, entry))) if at == partition => {
+            if DigestTag::of(&digest) != entry.tag || partition_of(&digest) != partition {
+                return Err("an entry is named by a digest of another tag");
+            }
+            (partition, entry, Some(digest))
+        }
+        _ => return Err("an entry named by digest is not followed by its digest"),
+    };
+    if !disk.location_is_valid(entry.location) {
+        return Err("entry points outside a record area of this device");
+    }
+    let mut p = index.partition(partition);
+    // Each name once, and a shared tag never also named by tag (the snapshot is
+    // checksummed, so this is a bug's or a forger's snapshot, and the open cold-starts).
+    let replaced = match digest {
+        Some(digest) if p.get_by_tag(entry.tag).is_none() && p.get(&digest).is_none() => {
+            p.upsert_shared_new(&digest, entry);
+            false
+        }
+        None if !p.is_shared(entry.tag) => p.upsert_by_tag(entry).is_some(),
+        _ => true,
+    };
+    if replaced {
+        return Err("two entries of one name");
+    }
+    disk.add_live(entry.location);
+    Ok(())
 }
 
 /// Writes a payload into a chain of blocks as its bytes come: each block is written once
@@ -201,19 +257,18 @@ pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
     const BATCH_ENTRIES: u64 = 4096;
     let mut batch = vec![0u8; BATCH_ENTRIES as usize * SNAPSHOT_ENTRY_SIZE];
     let mut left = head.entry_count;
+    let mut named = None;
     while left > 0 {
         let n = left.min(BATCH_ENTRIES) as usize;
         reader.read_exact(&mut batch[..n * SNAPSHOT_ENTRY_SIZE])?;
         for raw in batch[..n * SNAPSHOT_ENTRY_SIZE].chunks_exact(SNAPSHOT_ENTRY_SIZE) {
-            let entry = decode_snapshot_entry(raw)
-                .map(|(partition, raw)| (partition, IndexEntry::from_bytes(raw).info(device_count)));
-            let Some((partition, entry)) = entry.filter(|(_, e)| disk.location_is_valid(e.location)) else {
-                return Err(corrupt("entry points outside a record area of this device".into()));
-            };
-            index.partition(partition).upsert(entry);
-            disk.add_live(entry.location);
+            load_slot(disk, index, device_count, raw, &mut named)
+                .map_err(|problem| corrupt(problem.into()))?;
         }
         left -= n as u64;
+    }
+    if named.is_some() {
+        return Err(corrupt("an entry named by digest ends the snapshot without its digest".into()));
     }
     reader.finish()?;
     let mut state = disk.lock();
@@ -359,7 +414,7 @@ mod tests {
                 location: Location { device: 0, offset_bytes: area + 16 * (n % 1000), size_bytes: 128 },
                 void_time: n as u32,
             };
-            index.partition((n % 4096) as usize).upsert(entry);
+            index.partition((n % 4096) as usize).upsert_by_tag(entry);
             written.push(((n % 4096) as usize, entry));
         }
         let open_count = disk.header().open_count;
@@ -383,7 +438,7 @@ mod tests {
         let loaded = Index::new(1);
         assert_eq!(load_snapshot(&loaded_disk, &loaded).unwrap(), count as u64);
         for (partition, entry) in written {
-            assert_eq!(loaded.partition(partition).get(entry.tag), Some(entry));
+            assert_eq!(loaded.partition(partition).get_by_tag(entry.tag), Some(entry));
         }
     }
 
@@ -417,9 +472,11 @@ mod tests {
             void_time: 0,
         };
         let index = Index::new(1);
-        index.partition(7).upsert(entry(1, Location { device: 0, offset_bytes: record_at, size_bytes: 128 }));
+        index
+            .partition(7)
+            .upsert_by_tag(entry(1, Location { device: 0, offset_bytes: record_at, size_bytes: 128 }));
         if let Some(location) = extra {
-            index.partition(9).upsert(entry(2, location));
+            index.partition(9).upsert_by_tag(entry(2, location));
         }
         let open_count = disk.header().open_count;
         let snapshot = write_snapshot(&disk, &index, open_count)?.expect("room for the snapshot");

@@ -21,7 +21,7 @@ pub enum Op {
 }
 
 pub const OP_NAMES: [&str; 8] = ["get", "put", "delete", "touch", "update", "apply", "batch", "scan"];
-pub const ERROR_KIND_NAMES: [&str; 15] = [
+pub const ERROR_KIND_NAMES: [&str; 14] = [
     "not_found",
     "already_exists",
     "generation_mismatch",
@@ -35,7 +35,6 @@ pub const ERROR_KIND_NAMES: [&str; 15] = [
     "in_doubt",
     "engine_failed",
     "corrupt",
-    "digest_collision",
     "other",
 ];
 
@@ -56,8 +55,7 @@ pub fn error_kind(err: &crate::Error) -> usize {
         E::InDoubt { .. } => 10,
         E::EngineFailed { .. } | E::ShutDown => 11,
         E::Corrupt { .. } => 12,
-        E::DigestCollision { .. } => 13,
-        _ => 14,
+        _ => 13,
     }
 }
 
@@ -121,6 +119,8 @@ pub struct Counters {
     pub blocks_defragged: AtomicU64,
     pub blocks_quarantined: AtomicU64,
     pub tombstones_reclaimed: AtomicU64,
+    /// Index tags found to be shared by two digests (crafted: `index::shared`).
+    pub tags_shared: AtomicU64,
     pub expired: AtomicU64,
     pub evicted: AtomicU64,
     /// Latency of every operation (`Op`): a batch or a scan call counts once.
@@ -226,6 +226,8 @@ pub struct Stats {
     pub blocks_quarantined: u64,
     pub tombstones: u64,
     pub tombstones_reclaimed: u64,
+    /// Index tags found shared by two digests since open (each pair kept, named by digest).
+    pub tags_shared: u64,
     pub expired: u64,
     pub evicted: u64,
     pub index_entries: u64,

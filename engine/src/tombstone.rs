@@ -20,7 +20,7 @@ use crate::device::{AlignedBuf, StreamRead};
 use crate::disk::{BlockState, Disk};
 use crate::error::{Error, Result};
 use crate::format::{block_records, BlockItem};
-use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::index::{partition_of, DigestTag, EntryInfo, EntryName, PARTITION_COUNT};
 use crate::record_core::Shared;
 use crate::stats::Counters;
 use std::cell::RefCell;
@@ -36,7 +36,8 @@ struct Candidate {
     older_copy_found: bool,
 }
 
-type Candidates = HashMap<(u16, DigestTag), Candidate>;
+/// By partition and the entry's name (its tag, or its digest where the tag is shared).
+type Candidates = HashMap<(u16, EntryName), Candidate>;
 
 /// Scans every device and reclaims the tombstones with no older copy left. Returns how
 /// many were reclaimed. `stop` is asked between blocks: a stopped scan reclaims nothing
@@ -53,10 +54,9 @@ pub fn reclaim_tombstones(shared: &Shared, stop: &dyn Fn() -> bool) -> Result<u6
 fn reclaim_on_disk(shared: &Shared, disk: &Disk, stop: &dyn Fn() -> bool) -> Result<u64> {
     let mut candidates: Candidates = HashMap::new();
     for partition in 0..PARTITION_COUNT {
-        for entry in shared.index.partition(partition).entries() {
+        for (name, entry) in shared.index.partition(partition).named_entries() {
             if entry.tombstone && entry.location.device == disk.index {
-                candidates
-                    .insert((partition as u16, entry.tag), Candidate { entry, older_copy_found: false });
+                candidates.insert((partition as u16, name), Candidate { entry, older_copy_found: false });
             }
         }
     }
@@ -65,15 +65,15 @@ fn reclaim_on_disk(shared: &Shared, disk: &Disk, stop: &dyn Fn() -> bool) -> Res
     }
     scan_used_blocks(disk, &mut candidates, shared.config.tombstone_scan_mib_s, stop)?;
     let mut reclaimed = 0;
-    for ((partition, tag), candidate) in candidates {
+    for ((partition, name), candidate) in candidates {
         if candidate.older_copy_found {
             continue;
         }
         let mut p = shared.index.partition(partition as usize);
-        if p.get(tag) != Some(candidate.entry) {
+        if p.get_named(name) != Some(candidate.entry) {
             continue;
         }
-        p.remove(tag);
+        p.remove_named(name);
         p.raise_generation_floor(candidate.entry.generation);
         disk.remove_live(candidate.entry.location);
         reclaimed += 1;
@@ -166,10 +166,14 @@ impl Pace {
 fn note_older_copies(buf: &[u8], seq: u64, candidates: &mut Candidates) {
     for item in block_records(buf, seq) {
         let BlockItem::Record { view, .. } = item else { continue };
-        let key = (partition_of(&view.meta.digest) as u16, DigestTag::of(&view.meta.digest));
-        if let Some(candidate) = candidates.get_mut(&key) {
-            if view.meta.generation < candidate.entry.generation {
-                candidate.older_copy_found = true;
+        let partition = partition_of(&view.meta.digest) as u16;
+        let by_tag = (partition, EntryName::Tag(DigestTag::of(&view.meta.digest)));
+        let by_digest = (partition, EntryName::Digest(view.meta.digest));
+        for key in [by_tag, by_digest] {
+            if let Some(candidate) = candidates.get_mut(&key) {
+                if view.meta.generation < candidate.entry.generation {
+                    candidate.older_copy_found = true;
+                }
             }
         }
     }

@@ -57,51 +57,134 @@ fn a_client_digest_lands_in_aerospikes_partition_and_comes_back_whole_from_a_sca
     assert!(engine.exists_by_digest(&digest).unwrap());
 }
 
+/// `first` and a digest that agrees with it in every bit an index entry keeps (same
+/// partition, device and tag; only bytes the entry does not store differ).
+fn crafted_twin(first: &Digest, salt: u8) -> Digest {
+    let mut twin = *first;
+    twin[19] ^= 0xFF;
+    twin[17] ^= salt;
+    twin
+}
+
+fn value_of(engine: &Engine, digest: &Digest) -> Option<Vec<u8>> {
+    match engine.get_by_digest(digest) {
+        Ok(record) => {
+            assert_eq!(record.digest, *digest, "a record returned for another digest");
+            Some(record.value)
+        }
+        Err(Error::NotFound) => None,
+        Err(err) => panic!("get: {err}"),
+    }
+}
+
+fn scanned(engine: &Engine, digest: &Digest) -> BTreeMap<Digest, Vec<u8>> {
+    let mut seen = BTreeMap::new();
+    engine
+        .scan_partition_by_digest(spike::partition_of(digest), None, &mut |r| {
+            let r = r.unwrap();
+            assert!(seen.insert(r.digest, r.value).is_none(), "a record scanned twice");
+            true
+        })
+        .unwrap();
+    seen
+}
+
 #[test]
-fn crafted_digests_that_agree_in_every_indexed_bit_never_share_a_record() {
+fn crafted_digests_that_agree_in_every_indexed_bit_are_both_kept_each_for_its_own_key() {
     let (config, sims) = sim_namespace(1, 8 << 20, Durability::CommitToDevice, 12);
     let engine = open(&config, &sims);
     let first = digest_of(1);
-    // Same partition, device and index tag: only the last bytes, which no entry keeps.
-    let mut second = first;
-    second[19] ^= 0xFF;
-    second[17] ^= 0x01;
+    let (second, third) = (crafted_twin(&first, 1), crafted_twin(&first, 2));
     engine.put_by_digest(&first, b"first", &WriteOptions::default()).unwrap();
-    let refused = engine.put_by_digest(&second, b"second", &WriteOptions::default());
-    assert!(matches!(refused, Err(Error::DigestCollision { .. })), "{refused:?}");
-    assert_eq!(engine.get_by_digest(&first).unwrap().value, b"first");
-    assert!(matches!(engine.get_by_digest(&second), Err(Error::NotFound)));
+    assert_eq!(value_of(&engine, &second), None, "the twin is not the first's record");
     assert!(!engine.exists_by_digest(&second).unwrap());
-    let many = engine.get_many_by_digest(&[first, second]);
+    let created = engine.put_by_digest(&second, b"second", &WriteOptions::default()).unwrap();
+    assert_eq!(created.generation, 1, "the twin is a new record");
+    assert_eq!(engine.stats().tags_shared, 1);
+    assert_eq!(value_of(&engine, &first).as_deref(), Some(&b"first"[..]));
+    assert_eq!(value_of(&engine, &second).as_deref(), Some(&b"second"[..]));
+    assert!(engine.exists_by_digest(&second).unwrap() && !engine.exists_by_digest(&third).unwrap());
+    let many = engine.get_many_by_digest(&[first, second, third]);
     assert_eq!(many[0].as_ref().unwrap().value, b"first");
-    assert!(matches!(many[1], Err(Error::NotFound)));
-    let update =
-        engine.update_by_digest(&second, |_| Ok((Change::Put { value: b"x".to_vec(), ttl_s: None }, ())));
-    assert!(matches!(update, Err(Error::DigestCollision { .. })), "{update:?}");
+    assert_eq!(many[1].as_ref().unwrap().value, b"second");
+    assert!(matches!(many[2], Err(Error::NotFound)));
+    // Each op reaches its own record only.
+    engine
+        .update_by_digest(&second, |_| Ok((Change::Put { value: b"second v2".to_vec(), ttl_s: None }, ())))
+        .unwrap();
     let copy = ReplicaCopy {
-        digest: &second,
+        digest: &third,
         generation: 9,
         last_update_ms: 1,
         void_time: 0,
         tombstone: false,
-        value: b"copy",
+        value: b"third",
     };
-    assert!(matches!(engine.apply(&copy), Err(Error::DigestCollision { .. })));
-    let delete = engine.delete_by_digest(&second, &WriteOptions::default());
-    assert!(matches!(delete, Err(Error::DigestCollision { .. })), "{delete:?}");
-    // A tombstone of the first still holds the entry: the second stays refused.
+    assert_eq!(engine.apply(&copy).unwrap(), Applied::Written);
     engine.delete_by_digest(&first, &WriteOptions::default()).unwrap();
-    let refused = engine.put_by_digest(&second, b"second", &WriteOptions::default());
-    assert!(matches!(refused, Err(Error::DigestCollision { .. })), "{refused:?}");
-    engine.put_by_digest(&first, b"again", &WriteOptions::default()).unwrap();
-    let mut seen = Vec::new();
-    engine
-        .scan_partition_by_digest(spike::partition_of(&first), None, &mut |r| {
-            seen.push(r.unwrap().digest);
-            true
-        })
-        .unwrap();
-    assert_eq!(seen, vec![first]);
+    let want = |first_value: Option<&[u8]>| {
+        let mut want = BTreeMap::new();
+        if let Some(v) = first_value {
+            want.insert(first, v.to_vec());
+        }
+        want.insert(second, b"second v2".to_vec());
+        want.insert(third, b"third".to_vec());
+        want
+    };
+    assert_eq!(scanned(&engine, &first), want(None));
+    assert_eq!(engine.partition_record_count(spike::partition_of(&first)).unwrap(), 2);
+    engine.put_by_digest(&first, b"first again", &WriteOptions::default()).unwrap();
+    assert_eq!(scanned(&engine, &first), want(Some(b"first again")));
+
+    // A fast restart keeps the entries named by digest; so does a cold start, from the
+    // copies flagged on the device (the first's oldest copy is not flagged).
+    engine.close().unwrap();
+    let engine = open(&config, &sims);
+    assert_eq!(engine.stats().recovery.kind, "fast");
+    assert_eq!(scanned(&engine, &first), want(Some(b"first again")));
+    engine.put_by_digest(&second, b"second v3", &WriteOptions::default()).unwrap();
+    let crashed = crash_all(&sims, 5);
+    drop(engine);
+    let engine = open(&config, &crashed);
+    assert_eq!(engine.stats().recovery.kind, "cold");
+    let mut after = want(Some(b"first again"));
+    after.insert(second, b"second v3".to_vec());
+    assert_eq!(scanned(&engine, &first), after);
+    for (digest, value) in &after {
+        assert_eq!(value_of(&engine, digest).as_ref(), Some(value));
+    }
+}
+
+#[test]
+fn a_cold_start_tells_apart_twins_whose_copies_it_meets_in_any_order() {
+    // The twin written first has unflagged copies before the sharing and flagged ones
+    // after; defrag moves them around, so that the scan meets them in another order.
+    let (mut config, sims) = sim_namespace(1, 8 << 20, Durability::CommitToDevice, 13);
+    config.defrag_enabled = true;
+    let engine = open(&config, &sims);
+    let first = digest_of(7);
+    let second = crafted_twin(&first, 3);
+    for round in 0..40u32 {
+        engine.put_by_digest(&first, format!("first {round}").as_bytes(), &WriteOptions::default()).unwrap();
+        if round >= 20 {
+            engine
+                .put_by_digest(&second, format!("second {round}").as_bytes(), &WriteOptions::default())
+                .unwrap();
+        }
+        for filler in 0..20u64 {
+            engine
+                .put_by_digest(&digest_of(1000 + filler), &[round as u8; 900], &WriteOptions::default())
+                .unwrap();
+        }
+    }
+    let crashed = crash_all(&sims, 9);
+    drop(engine);
+    let engine = open(&config, &crashed);
+    assert_eq!(engine.stats().recovery.kind, "cold");
+    assert_eq!(value_of(&engine, &first).as_deref(), Some(&b"first 39"[..]));
+    assert_eq!(value_of(&engine, &second).as_deref(), Some(&b"second 39"[..]));
+    assert_eq!(engine.get_by_digest(&first).unwrap().generation, 40);
+    assert_eq!(engine.get_by_digest(&second).unwrap().generation, 20);
 }
 
 #[test]

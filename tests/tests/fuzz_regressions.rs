@@ -157,6 +157,7 @@ fn sample_record(key: &[u8], value: &[u8]) -> Vec<u8> {
         last_update_ms: 1_700_000_000_000,
         tombstone: false,
         wblock_seq_lo: 9,
+        shared_tag: false,
     };
     let mut out = vec![0u8; record_size(key.len(), value.len())];
     encode_record(&meta, key, value, &mut out);

@@ -4,11 +4,12 @@
 //! partition scan returns exactly the records a client expects in that partition.
 //!
 //! Identity: the index keeps only part of a digest, so a caller could craft two digests
-//! that share an entry. A digest-addressed write that finds an entry with its tag first
-//! reads that entry's record and compares the whole digest (`Shared::write_pending`); a
-//! different digest is refused with `DigestCollision`, and a read or scan never returns a
-//! record for a digest other than its own. Cost: an overwrite reads the old copy once
-//! (from RAM while its block is recent); a create reads nothing.
+//! that share an entry's tag. A digest-addressed write that finds an entry with its tag
+//! first reads that entry's record and compares the whole digest (`Shared::write_pending`);
+//! for a different digest the tag becomes shared and both records are kept, each named by
+//! its full digest (`index::shared`), and a read or scan never returns a record for a
+//! digest other than its own. Cost: an overwrite reads the old copy once (from RAM while
+//! its block is recent); a create reads nothing.
 //!
 //! Read-modify-write (`update_by_digest`) serialises updaters of one record on a striped
 //! lock (`UPDATE_STRIPES`), taken before the partition lock and held across the read and
@@ -19,7 +20,7 @@ use super::Engine;
 use crate::config::{WriteOptions, WritePolicy};
 use crate::error::{Error, Result};
 use crate::format::Digest;
-use crate::index::{partition_of, DigestTag, EntryInfo};
+use crate::index::{partition_of, DigestTag, EntryInfo, EntryName};
 use crate::read::{Record, Verify};
 use crate::record_core::{is_live, now_s};
 use crate::record_core::{WriteRequest, Written};
@@ -85,14 +86,14 @@ impl Engine {
     /// The live record with this digest and the entry it was read through, if any. An
     /// entry holding another digest (a crafted collision) is not this digest's record.
     fn fetch_by_digest(&self, digest: &Digest) -> Result<Option<(EntryInfo, Record)>> {
-        let found = self.shared.fetch_with_entry(partition_of(digest), DigestTag::of(digest))?;
+        let found = self.shared.fetch_with_entry(partition_of(digest), EntryName::Digest(*digest))?;
         Ok(found.filter(|(_, record)| record.digest == *digest))
     }
 
     /// Whether a live record has this digest. Reads the record when the index has an entry
     /// for its tag, to tell it from a crafted digest that shares the entry.
     pub fn exists_by_digest(&self, digest: &Digest) -> Result<bool> {
-        let entry = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest));
+        let entry = self.shared.index.partition(partition_of(digest)).get(digest);
         if !entry.is_some_and(|e| is_live(&e, now_s())) {
             return Ok(false);
         }
@@ -246,7 +247,7 @@ impl Engine {
     /// Whether a record read earlier for `digest` (`None`: there was none) is still the
     /// live copy the index names.
     fn still_current(&self, digest: &Digest, found: &Found) -> bool {
-        let entry = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest));
+        let entry = self.shared.index.partition(partition_of(digest)).get(digest);
         let live = entry.filter(|e| is_live(e, now_s()));
         match found {
             None => live.is_none(),
@@ -308,7 +309,7 @@ impl Engine {
         let mut results: Vec<Option<Result<Found>>> = digests.iter().map(|_| None).collect();
         let mut per_disk: Vec<Vec<(usize, EntryInfo)>> = vec![Vec::new(); self.shared.disks.len()];
         for (i, digest) in digests.iter().enumerate() {
-            match self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest)) {
+            match self.shared.index.partition(partition_of(digest)).get(digest) {
                 Some(entry) if is_live(&entry, now_s) => {
                     per_disk[entry.location.device as usize].push((i, entry))
                 }

@@ -23,7 +23,7 @@ use crate::device::{self, Device};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{self, Digest, KEY_SIZE_MAX};
-use crate::index::{partition_of, DigestTag, EntryInfo, Index, PARTITION_COUNT};
+use crate::index::{partition_of, EntryInfo, EntryName, Index, PARTITION_COUNT};
 use crate::janitor::{self, BackgroundControl};
 use crate::namespace;
 use crate::read::{Record, Verify};
@@ -287,7 +287,7 @@ impl Engine {
         Self::check_key(key)?;
         let digest = self.digest(key);
         let record =
-            self.shared.fetch(partition_of(&digest), DigestTag::of(&digest))?.ok_or(Error::NotFound)?;
+            self.shared.fetch(partition_of(&digest), EntryName::Digest(digest))?.ok_or(Error::NotFound)?;
         if record.digest != digest {
             let disk = self.shared.disk_of(&digest);
             return Err(Error::corrupt(
@@ -303,7 +303,7 @@ impl Engine {
     pub fn exists(&self, key: &[u8]) -> Result<bool> {
         Self::check_key(key)?;
         let digest = self.digest(key);
-        let entry = self.shared.index.partition(partition_of(&digest)).get(DigestTag::of(&digest));
+        let entry = self.shared.index.partition(partition_of(&digest)).get(&digest);
         Ok(entry.is_some_and(|e| is_live(&e, now_s())))
     }
 
@@ -361,16 +361,24 @@ impl Engine {
     ) -> Result<bool> {
         check_partition(partition)?;
         let now_s = now_s();
-        let mut entries: Vec<EntryInfo> =
-            self.shared.index.partition(partition).entries().filter(|e| is_live(e, now_s)).collect();
-        entries.sort_by_key(|e| (e.location.device, e.location.offset_bytes));
+        let mut named: Vec<(EntryName, EntryInfo)> = self
+            .shared
+            .index
+            .partition(partition)
+            .named_entries()
+            .filter(|(_, e)| is_live(e, now_s))
+            .collect();
+        named.sort_by_key(|(_, e)| (e.location.device, e.location.offset_bytes));
+        let (names, entries): (Vec<EntryName>, Vec<EntryInfo>) = named.into_iter().unzip();
+        let mut names = names.into_iter();
         for chunk in entries.chunk_by(|a, b| a.location.device == b.location.device) {
             let disk = &self.shared.disks[chunk[0].location.device as usize];
             for batch in chunk.chunks(SCAN_BATCH) {
-                for (entry, verified) in batch.iter().zip(disk.read_entries(batch)) {
+                for verified in disk.read_entries(batch) {
+                    let name = names.next().ok_or(Error::ShutDown)?;
                     let record = match verified {
                         Ok(Verify::Ok(record)) => Ok(Some(record)),
-                        Ok(_) => self.shared.fetch(partition, entry.tag),
+                        Ok(_) => self.shared.fetch(partition, name),
                         Err(err) => Err(err),
                     };
                     let go_on = match record {
@@ -483,6 +491,7 @@ impl Engine {
             blocks_quarantined: c.blocks_quarantined.load(Relaxed),
             tombstones: self.shared.index.tombstone_count(),
             tombstones_reclaimed: c.tombstones_reclaimed.load(Relaxed),
+            tags_shared: c.tags_shared.load(Relaxed),
             expired: c.expired.load(Relaxed),
             evicted: c.evicted.load(Relaxed),
             index_entries,

@@ -15,7 +15,7 @@
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::format::{CopyOrder, Digest, RecordMeta};
-use crate::index::{partition_of, DigestTag, EntryInfo, PARTITION_COUNT};
+use crate::index::{partition_of, EntryInfo, PARTITION_COUNT};
 use crate::read::Record;
 use crate::record_core::now_ms;
 use crate::record_core::{Pending, Pressure};
@@ -103,7 +103,7 @@ impl Engine {
     /// The copy this node holds for `digest` (live or a tombstone), read to learn its
     /// last-update time and to prove the entry is this digest's.
     fn held_copy(&self, digest: &Digest) -> Result<Held> {
-        let Some(entry) = self.shared.index.partition(partition_of(digest)).get(DigestTag::of(digest)) else {
+        let Some(entry) = self.shared.index.partition(partition_of(digest)).get(digest) else {
             return Ok(None);
         };
         Ok(Some(match self.shared.read_own_copy(digest, entry)? {
@@ -120,7 +120,7 @@ impl Engine {
     fn try_apply(&self, copy: &ReplicaCopy<'_>, held: Held) -> Result<ApplyAttempt> {
         let _poison_on_panic = self.shared.index.poison_on_panic();
         let mut partition = self.shared.index.partition(partition_of(copy.digest));
-        let existing = partition.get(DigestTag::of(copy.digest));
+        let existing = partition.get(copy.digest);
         if existing != held.map(|(entry, _)| entry) {
             return Ok(ApplyAttempt::Moved);
         }
@@ -139,6 +139,7 @@ impl Engine {
             last_update_ms: copy.last_update_ms,
             tombstone: copy.tombstone,
             wblock_seq_lo: 0,
+            shared_tag: false, // decided by `place_on`, under the partition lock
         };
         let value = if copy.tombstone { &[][..] } else { copy.value };
         Ok(ApplyAttempt::Placed(self.shared.place(&mut partition, existing, &meta, &[], value)?))

@@ -53,6 +53,9 @@ pub const RECORD_SEQ_LO_OFFSET: usize = 40;
 /// Header bytes the checksum covers (everything before the checksum field).
 const RECORD_CHECKSUMMED_HEADER: usize = 56;
 pub const FLAG_TOMBSTONE: u8 = 1;
+/// The copy was written while its index tag was shared with another digest
+/// (`index::shared`): a cold start must compare its full digest with the other copies'.
+pub const FLAG_SHARED_TAG: u8 = 2;
 
 /// A record's identity: a caller's 20-byte digest (Aerospike's RIPEMD-160), or the keyed
 /// xxh3-128 of a key in its first 16 bytes with zeros after.

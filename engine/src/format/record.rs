@@ -12,6 +12,8 @@ pub struct RecordMeta {
     pub void_time: u32,
     pub last_update_ms: u64,
     pub tombstone: bool,
+    /// Written while another digest shared this one's index tag (`FLAG_SHARED_TAG`).
+    pub shared_tag: bool,
     /// Low 32 bits of the sequence number of the write block holding this copy: a record
     /// left over from an earlier use of the block never matches the block's header.
     pub wblock_seq_lo: u32,
@@ -76,7 +78,8 @@ pub fn encode_record(meta: &RecordMeta, key: &[u8], value: &[u8], out: &mut [u8]
     debug_assert_eq!(out.len(), record_size(key.len(), value.len()));
     out[0..2].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
     out[2] = RECORD_VERSION;
-    out[3] = if meta.tombstone { FLAG_TOMBSTONE } else { 0 };
+    out[3] =
+        if meta.tombstone { FLAG_TOMBSTONE } else { 0 } | if meta.shared_tag { FLAG_SHARED_TAG } else { 0 };
     out[4..6].copy_from_slice(&(key.len() as u16).to_le_bytes());
     out[6..8].fill(0);
     put_u32(out, 8, value.len() as u32);
@@ -136,7 +139,10 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
     let padded_end = body_end.div_ceil(RECORD_ALIGN) * RECORD_ALIGN;
     let padding = bytes.get(body_end..padded_end).ok_or(RecordProblem::BadLength)?;
     let reserved_zero = bytes[6..8] == [0, 0] && bytes[44..48] == [0; 4];
-    if !reserved_zero || bytes[3] & !FLAG_TOMBSTONE != 0 || padding.iter().any(|&b| b != 0) {
+    if !reserved_zero
+        || bytes[3] & !(FLAG_TOMBSTONE | FLAG_SHARED_TAG) != 0
+        || padding.iter().any(|&b| b != 0)
+    {
         return Err(RecordProblem::BadChecksum);
     }
     Ok(RecordView {
@@ -146,6 +152,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordProblem> {
             void_time: le_u32(bytes, 36),
             last_update_ms: le_u64(bytes, 48),
             tombstone: bytes[3] & FLAG_TOMBSTONE != 0,
+            shared_tag: bytes[3] & FLAG_SHARED_TAG != 0,
             wblock_seq_lo: le_u32(bytes, RECORD_SEQ_LO_OFFSET),
         },
         key: &bytes[RECORD_HEADER_SIZE..RECORD_HEADER_SIZE + key_len],

@@ -59,6 +59,7 @@ fn record_round_trips_with_padding_to_16_bytes() {
         last_update_ms: 123,
         tombstone: false,
         wblock_seq_lo: 77,
+        shared_tag: false,
     };
     for (key, value) in [(&b""[..], &b""[..]), (b"k", b"value"), (b"key!", &[7u8; 1000][..])] {
         let size = record_size(key.len(), value.len());
@@ -79,6 +80,7 @@ fn the_one_run_checksum_of_encode_equals_the_streaming_one_of_decode() {
         last_update_ms: u64::MAX - 1,
         tombstone: true,
         wblock_seq_lo: 0xdead_beef,
+        shared_tag: false,
     };
     for value_len in (0..300).chain([1000, 1023, 4096, 70_000]) {
         let key: Vec<u8> = (0..value_len % 40).map(|i| i as u8).collect();
@@ -103,6 +105,7 @@ fn record_decoder_rejects_flipped_bits_and_truncation() {
         last_update_ms: 6,
         tombstone: true,
         wblock_seq_lo: 1,
+        shared_tag: false,
     };
     let size = record_size(3, 40);
     let mut buf = vec![0; size];

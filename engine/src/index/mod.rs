@@ -5,13 +5,16 @@
 //! cost the same at a billion records as at ten million. The partition number is implied by
 //! the digest's first 12 bits and the device by bytes 2..4, so an entry stores 96 of the
 //! digest's bits; a read still compares the full digest stored on the device, and a
-//! caller-supplied digest is compared with the record's before a write replaces it.
+//! caller-supplied digest is compared with the record's before a write replaces it. Two
+//! digests that agree in all 96 bits (crafted) are both kept, named by full digest
+//! (`shared`).
 //!
 //! Concurrency: one mutex per partition; callers hold it only to copy or update an entry,
 //! never across I/O (the read path copies the location and lets go).
 
 mod entry;
 mod partition;
+mod shared;
 
 #[cfg_attr(not(feature = "offline"), allow(unused_imports))] // the tools read them via `offline::index`
 pub use entry::{
@@ -19,6 +22,7 @@ pub use entry::{
 };
 #[cfg_attr(not(feature = "offline"), allow(unused_imports))] // the benches size partitions by it
 pub use partition::{Partition, SPRIG_ENTRIES_MAX};
+pub use shared::EntryName;
 
 use crate::sync::{Mutex, MutexGuard};
 

@@ -18,6 +18,8 @@
 //! sprig's `next_expiry_s` is at most the void time of each of its live entries with a TTL.
 
 use super::entry::{DigestTag, EntryInfo, IndexEntry};
+use super::shared::{EntryName, SharedTags};
+use crate::format::Digest;
 use std::cmp::Ordering;
 
 /// Entries a sprig holds before it splits in two.
@@ -121,6 +123,9 @@ pub struct Partition {
     /// The minimum of the sprigs' `next_expiry_s` bounds (0: no entry has a TTL), so that
     /// the expiry pass skips a partition where nothing can be due without looking further.
     next_expiry_s: u32,
+    /// Entries whose tag another digest shares, by full digest (`shared`); almost always
+    /// empty.
+    shared: SharedTags,
 }
 
 impl Default for Partition {
@@ -140,6 +145,7 @@ impl Partition {
             generation_floor: 0,
             tombstones: 0,
             next_expiry_s: 0,
+            shared: SharedTags::default(),
         }
     }
 
@@ -167,7 +173,9 @@ impl Partition {
     /// Bytes allocated: entry capacity plus the directory.
     pub fn allocated_bytes(&self) -> usize {
         let entries: usize = self.sprigs.iter().map(|s| s.entries.capacity()).sum();
-        entries * std::mem::size_of::<IndexEntry>() + self.sprigs.capacity() * std::mem::size_of::<Sprig>()
+        entries * std::mem::size_of::<IndexEntry>()
+            + self.sprigs.capacity() * std::mem::size_of::<Sprig>()
+            + self.shared.allocated_bytes()
     }
 
     /// The sprig whose range holds `tag`, and that range as (first, end) of `hi`. Sprig
@@ -184,41 +192,107 @@ impl Partition {
         (i, (sprigs[i].start.hi, end))
     }
 
-    pub fn get(&self, tag: DigestTag) -> Option<EntryInfo> {
+    /// The entry of `digest`: found by its full digest where its tag is shared, else the
+    /// entry of its tag (which a caller that did not derive the digest itself must still
+    /// prove is this digest's, by reading the record).
+    pub fn get(&self, digest: &Digest) -> Option<EntryInfo> {
+        let tag = DigestTag::of(digest);
+        if self.shared.is_shared(tag) {
+            return self.shared.get(digest).map(|e| e.info(self.device_count));
+        }
+        self.get_by_tag(tag)
+    }
+
+    /// The entry a walk named (`named_entries`).
+    pub fn get_named(&self, name: EntryName) -> Option<EntryInfo> {
+        match name {
+            EntryName::Tag(tag) => self.get_by_tag(tag),
+            EntryName::Digest(digest) => self.get(&digest),
+        }
+    }
+
+    /// The entry of an unshared tag (`None` for a shared one: the tag names no one entry).
+    pub fn get_by_tag(&self, tag: DigestTag) -> Option<EntryInfo> {
         let (s, range) = self.sprig_of(tag);
         let sprig = &self.sprigs[s];
         sprig.find(tag, range).ok().map(|i| sprig.entries[i].info(self.device_count))
     }
 
-    /// Inserts or replaces the entry for `info.tag`; returns the entry it replaced.
-    pub fn upsert(&mut self, info: EntryInfo) -> Option<EntryInfo> {
+    /// Whether two or more digests share `tag` (their entries are named by digest).
+    pub fn is_shared(&self, tag: DigestTag) -> bool {
+        self.shared.is_shared(tag)
+    }
+
+    /// Inserts or replaces the entry of `digest`; returns the entry it replaced.
+    pub fn upsert(&mut self, digest: &Digest, info: EntryInfo) -> Option<EntryInfo> {
+        assert!(info.tag == DigestTag::of(digest), "an entry upserted under another digest");
+        if !self.shared.is_shared(info.tag) {
+            return self.upsert_by_tag(info);
+        }
+        self.note_void_time(None, &info);
+        let old = self.shared.upsert(digest, IndexEntry::new(info)).map(|e| e.info(self.device_count));
+        self.count_change(old.as_ref(), Some(&info));
+        old
+    }
+
+    /// Makes `tag` shared: its entry, whose record's full digest is `held`, is named by
+    /// that digest from now on (and so is every later entry of the tag).
+    pub fn share_tag(&mut self, held: &Digest) {
+        let tag = DigestTag::of(held);
+        if self.shared.is_shared(tag) {
+            return;
+        }
+        if let Some(info) = self.remove_by_tag(tag) {
+            self.upsert_shared_new(held, info);
+        }
+    }
+
+    /// Adds the first entry of a tag that is shared from the start (a cold start meeting a
+    /// copy flagged as shared before any other copy of its tag).
+    pub fn upsert_shared_new(&mut self, digest: &Digest, info: EntryInfo) {
+        assert!(self.get_by_tag(info.tag).is_none(), "a tag made shared while a sprig holds it");
+        self.note_void_time(None, &info);
+        let old = self.shared.upsert(digest, IndexEntry::new(info));
+        assert!(old.is_none(), "a digest shared twice");
+        self.count_change(None, Some(&info));
+    }
+
+    /// Inserts or replaces the entry of an unshared `info.tag`; returns the one it replaced.
+    pub fn upsert_by_tag(&mut self, info: EntryInfo) -> Option<EntryInfo> {
+        debug_assert!(!self.shared.is_shared(info.tag), "a shared tag upserted by tag");
         let entry = IndexEntry::new(info);
         let (s, range) = self.sprig_of(info.tag);
         let device_count = self.device_count;
+        self.note_void_time(Some(s), &info);
         let sprig = &mut self.sprigs[s];
-        if !info.tombstone {
-            lower_bound(&mut sprig.next_expiry_s, info.void_time);
-            lower_bound(&mut self.next_expiry_s, info.void_time);
-        }
         let old = match sprig.find(info.tag, range) {
             Ok(i) => Some(std::mem::replace(&mut sprig.entries[i], entry).info(device_count)),
             Err(i) => {
                 sprig.reserve_one();
                 sprig.entries.insert(i, entry);
-                self.len += 1;
                 None
             }
         };
-        self.tombstones += info.tombstone as u32;
-        self.tombstones -= old.is_some_and(|old| old.tombstone) as u32;
+        self.count_change(old.as_ref(), Some(&info));
         if self.sprigs[s].entries.len() > SPRIG_ENTRIES_MAX {
             self.split(s);
         }
         old
     }
 
-    /// Removes the entry for `tag`; returns it.
-    pub fn remove(&mut self, tag: DigestTag) -> Option<EntryInfo> {
+    /// Removes the entry a walk named; returns it.
+    pub fn remove_named(&mut self, name: EntryName) -> Option<EntryInfo> {
+        match name {
+            EntryName::Digest(digest) if self.shared.is_shared(name.tag()) => {
+                let old = self.shared.remove(&digest)?.info(self.device_count);
+                self.count_change(Some(&old), None);
+                Some(old)
+            }
+            _ => self.remove_by_tag(name.tag()),
+        }
+    }
+
+    fn remove_by_tag(&mut self, tag: DigestTag) -> Option<EntryInfo> {
         let (s, range) = self.sprig_of(tag);
         let sprig = &mut self.sprigs[s];
         let i = sprig.find(tag, range).ok()?;
@@ -226,16 +300,41 @@ impl Partition {
         if sprig.entries.capacity() >= sprig.entries.len() + 2 * CAPACITY_STEP {
             sprig.trim_capacity();
         }
-        self.len -= 1;
-        self.tombstones -= old.tombstone as u32;
+        self.count_change(Some(&old), None);
         self.merge_if_small(s);
         Some(old)
     }
 
-    /// Every live entry, in tag order.
+    /// Lowers the expiry bounds (of sprig `s`, or of the shared entries, and of the
+    /// partition) to a live entry's void time.
+    fn note_void_time(&mut self, sprig: Option<usize>, info: &EntryInfo) {
+        if !info.tombstone {
+            if let Some(s) = sprig {
+                lower_bound(&mut self.sprigs[s].next_expiry_s, info.void_time);
+            }
+            lower_bound(&mut self.next_expiry_s, info.void_time);
+        }
+    }
+
+    fn count_change(&mut self, old: Option<&EntryInfo>, new: Option<&EntryInfo>) {
+        self.len = self.len + new.is_some() as usize - old.is_some() as usize;
+        self.tombstones += new.is_some_and(|e| e.tombstone) as u32;
+        self.tombstones -= old.is_some_and(|e| e.tombstone) as u32;
+    }
+
+    /// Every entry: the sprigs' in tag order, then the shared ones.
     pub fn entries(&self) -> impl Iterator<Item = EntryInfo> + '_ {
+        self.named_entries().map(|(_, info)| info)
+    }
+
+    /// Every entry with the name that finds it again (`get_named`, `remove_named`).
+    pub fn named_entries(&self) -> impl Iterator<Item = (EntryName, EntryInfo)> + '_ {
         let device_count = self.device_count;
-        self.sprigs.iter().flat_map(move |s| s.entries.iter().map(move |e| e.info(device_count)))
+        let in_sprigs = self.sprigs.iter().flat_map(move |s| {
+            s.entries.iter().map(move |e| (EntryName::Tag(e.tag()), e.info(device_count)))
+        });
+        let shared = self.shared.iter().map(move |(d, e)| (EntryName::Digest(*d), e.info(device_count)));
+        in_sprigs.chain(shared)
     }
 
     /// Whether an entry of this partition may be past its void time at `now_s`.
@@ -266,6 +365,14 @@ impl Partition {
                 sprig.next_expiry_s = bound;
             }
             lower_bound(&mut partition_bound, sprig.next_expiry_s);
+        }
+        for entry in self.shared.iter_mut().filter(|e| !e.is_tombstone() && e.void_time() != 0) {
+            if entry.void_time() <= now_s {
+                entry.mark_tombstone();
+                expired += 1;
+            } else {
+                lower_bound(&mut partition_bound, entry.void_time());
+            }
         }
         self.tombstones += expired as u32;
         self.next_expiry_s = partition_bound;
@@ -327,6 +434,16 @@ impl Partition {
             }
             len += sprig.entries.len();
         }
+        self.shared.check();
+        for (digest, e) in self.shared.iter() {
+            assert!(self.get_by_tag(e.tag()).is_none(), "a shared tag also in a sprig");
+            if !e.is_tombstone() && e.void_time() != 0 {
+                assert!(self.next_expiry_s != 0 && self.next_expiry_s <= e.void_time());
+            }
+            assert_eq!(self.get(digest).map(|i| i.tag), Some(e.tag()));
+            tombstones += e.is_tombstone() as u32;
+            len += 1;
+        }
         assert_eq!((len, tombstones), (self.len, self.tombstones));
     }
 
@@ -358,10 +475,10 @@ mod tests {
     fn a_partition_knows_when_no_ttl_can_be_due() {
         let mut p = Partition::default();
         assert!(!p.expiry_may_be_due(u32::MAX), "an empty partition has nothing to expire");
-        p.upsert(EntryInfo { void_time: 0, tombstone: false, ..info(1, 1) });
+        p.upsert_by_tag(EntryInfo { void_time: 0, tombstone: false, ..info(1, 1) });
         assert!(!p.expiry_may_be_due(u32::MAX), "no entry has a TTL");
-        p.upsert(EntryInfo { void_time: 500, tombstone: false, ..info(2, 1) });
-        p.upsert(EntryInfo { void_time: 300, tombstone: false, ..info(3, 1) });
+        p.upsert_by_tag(EntryInfo { void_time: 500, tombstone: false, ..info(2, 1) });
+        p.upsert_by_tag(EntryInfo { void_time: 300, tombstone: false, ..info(3, 1) });
         assert!(!p.expiry_may_be_due(299));
         assert_eq!(p.expire_due(299), 0);
         assert_eq!(p.expire_due(300), 1);
@@ -376,15 +493,15 @@ mod tests {
     fn a_ttl_bounds_only_its_own_sprig_and_expiry_finds_it() {
         let mut p = Partition::default();
         for key in 0..20_000 {
-            p.upsert(EntryInfo { void_time: 0, tombstone: false, ..info(key, 1) });
+            p.upsert_by_tag(EntryInfo { void_time: 0, tombstone: false, ..info(key, 1) });
         }
         let due = info(20_001, 1);
-        p.upsert(EntryInfo { void_time: 50, tombstone: false, ..due });
+        p.upsert_by_tag(EntryInfo { void_time: 50, tombstone: false, ..due });
         assert!(p.sprig_count() > 40, "{} sprigs", p.sprig_count());
         let walked_before = p.sprigs.iter().filter(|s| s.next_expiry_s != 0).count();
         assert_eq!(walked_before, 1, "one sprig holds the only TTL");
         assert_eq!(p.expire_due(50), 1);
-        assert!(p.get(due.tag).is_some_and(|e| e.tombstone));
+        assert!(p.get_by_tag(due.tag).is_some_and(|e| e.tombstone));
         p.check();
     }
 
@@ -392,14 +509,14 @@ mod tests {
     fn sprigs_split_as_the_partition_grows_and_merge_as_it_empties() {
         let mut p = Partition::default();
         for key in 0..50_000 {
-            p.upsert(info(key, 1));
+            p.upsert_by_tag(info(key, 1));
         }
         p.check();
         let grown = p.sprig_count();
         assert!(grown >= 50_000 / SPRIG_ENTRIES_MAX, "{grown} sprigs");
         assert!(p.sprigs.iter().all(|s| s.entries.len() <= SPRIG_ENTRIES_MAX));
         for key in 0..49_990 {
-            assert!(p.remove(info(key, 1).tag).is_some());
+            assert!(p.remove_named(EntryName::Tag(info(key, 1).tag)).is_some());
         }
         p.check();
         assert!(p.sprig_count() < grown / 4, "{} of {grown} sprigs left", p.sprig_count());
@@ -412,23 +529,82 @@ mod tests {
         let mut p = Partition::default();
         let bunched = |k: u64| DigestTag { hi: u64::MAX - k / 3, lo: k as u32 };
         for k in 0..20_000 {
-            p.upsert(EntryInfo { tag: bunched(k), ..info(k, 1) });
+            p.upsert_by_tag(EntryInfo { tag: bunched(k), ..info(k, 1) });
         }
         p.check();
         for k in 0..20_000 {
-            assert_eq!(p.get(bunched(k)).map(|e| e.tag), Some(bunched(k)));
+            assert_eq!(p.get_by_tag(bunched(k)).map(|e| e.tag), Some(bunched(k)));
         }
-        assert_eq!(p.get(DigestTag { hi: 5, lo: 0 }), None);
+        assert_eq!(p.get_by_tag(DigestTag { hi: 5, lo: 0 }), None);
     }
 
     #[test]
     fn memory_per_entry_stays_near_the_entry_size() {
         let mut partition = Partition::default();
         for key in 0..60_000 {
-            partition.upsert(info(key, 1));
+            partition.upsert_by_tag(info(key, 1));
         }
         let per_entry = partition.allocated_bytes() as f64 / partition.len() as f64;
         assert!(per_entry < 30.0, "{per_entry} bytes per entry");
+    }
+
+    /// Digest `i` of a small pool in which each group of four agrees in every tag bit.
+    fn pooled_digest(i: u8) -> Digest {
+        let mut d = [0u8; 20];
+        d[2..10].copy_from_slice(&((i / 4) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+        d[19] = i % 4;
+        d
+    }
+
+    proptest! {
+        #[test]
+        fn entries_of_shared_tags_behave_like_a_map_by_digest(ops in proptest::collection::vec((0u8..4, 0u8..24, 1u32..1000), 1..400)) {
+            // The engine's protocol: a digest whose tag an entry of another digest holds
+            // first makes the tag shared (`share_tag` with the holder's digest).
+            let mut partition = Partition::default();
+            let mut model: BTreeMap<Digest, EntryInfo> = BTreeMap::new();
+            for (op, i, generation) in ops {
+                let d = pooled_digest(i);
+                let e = EntryInfo { tag: DigestTag::of(&d), ..info(i as u64, generation) };
+                match op {
+                    0 | 1 => {
+                        let holder = model.keys().find(|h| **h != d && DigestTag::of(h) == e.tag).copied();
+                        if let Some(holder) = holder.filter(|_| !partition.is_shared(e.tag)) {
+                            partition.share_tag(&holder);
+                        }
+                        prop_assert_eq!(partition.upsert(&d, e), model.insert(d, e));
+                    }
+                    2 => {
+                        let name = if partition.is_shared(e.tag) { EntryName::Digest(d) } else { EntryName::Tag(e.tag) };
+                        let owned = model.contains_key(&d);
+                        if owned {
+                            prop_assert_eq!(partition.remove_named(name), model.remove(&d));
+                        }
+                    }
+                    _ => {
+                        let now_s = 100 + generation;
+                        let due: Vec<_> = model.iter().filter(|(_, m)| !m.tombstone && m.void_time != 0 && m.void_time <= now_s).map(|(d, _)| *d).collect();
+                        prop_assert_eq!(partition.expire_due(now_s), due.len() as u64);
+                        for d in due {
+                            model.get_mut(&d).unwrap().tombstone = true;
+                        }
+                    }
+                }
+                prop_assert_eq!(partition.len(), model.len());
+                partition.check();
+            }
+            for (d, e) in &model {
+                prop_assert_eq!(partition.get(d), Some(*e));
+            }
+            let mut walked: Vec<(DigestTag, u32)> = partition.named_entries().map(|(name, e)| {
+                assert_eq!(partition.get_named(name), Some(e));
+                (e.tag, e.generation)
+            }).collect();
+            let mut want: Vec<(DigestTag, u32)> = model.values().map(|e| (e.tag, e.generation)).collect();
+            walked.sort();
+            want.sort();
+            prop_assert_eq!(walked, want);
+        }
     }
 
     proptest! {
@@ -439,8 +615,8 @@ mod tests {
             for (op, key, generation) in ops {
                 let e = info(key, generation);
                 match op {
-                    0 | 1 => prop_assert_eq!(partition.upsert(e), model.insert(e.tag, e)),
-                    2 => prop_assert_eq!(partition.remove(e.tag), model.remove(&e.tag)),
+                    0 | 1 => prop_assert_eq!(partition.upsert_by_tag(e), model.insert(e.tag, e)),
+                    2 => prop_assert_eq!(partition.remove_named(EntryName::Tag(e.tag)), model.remove(&e.tag)),
                     _ => {
                         let now_s = 100 + generation;
                         let due: Vec<_> = model.values().filter(|m| !m.tombstone && m.void_time != 0 && m.void_time <= now_s).map(|m| m.tag).collect();
@@ -454,7 +630,7 @@ mod tests {
             }
             partition.check();
             for (tag, e) in &model {
-                prop_assert_eq!(partition.get(*tag), Some(*e));
+                prop_assert_eq!(partition.get_by_tag(*tag), Some(*e));
             }
             prop_assert_eq!(partition.entries().collect::<Vec<_>>(), model.values().copied().collect::<Vec<_>>());
         }

@@ -22,7 +22,6 @@ use anyhow::{bail, Result};
 use spike::device::Device;
 use spike::offline::device_scan::{stream_blocks, Blocks, ScanShape};
 use spike::offline::format::{classify_block, BlockClass, CopyOrder, DeviceHeader, Digest, Geometry};
-use spike::offline::index::{partition_of, DigestTag};
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
@@ -132,8 +131,9 @@ pub(super) struct RestartCounts {
 
 pub(super) struct Scan {
     pub(super) blocks: Vec<BlockInfo>,
-    /// The newest copy of each record, keyed like the engine's index.
-    pub(super) winners: HashMap<(usize, DigestTag), RecordCopy>,
+    /// The newest copy of each record, by full digest (the engine names an entry by its
+    /// tag unless another digest shares it; a walk of copies can afford the whole digest).
+    pub(super) winners: HashMap<Digest, RecordCopy>,
     /// Damaged regions per data block (the first `DAMAGE_PER_BLOCK_MAX` of each).
     pub(super) damage: Vec<(u32, DamageSpan)>,
     /// Per block with more damaged regions than that: (block, regions not kept, lowest
@@ -258,7 +258,7 @@ impl Scan {
                 value_xxh3: xxhash_rust::xxh3::xxh3_64(view.value),
                 copies: 1,
             };
-            match self.winners.entry((partition_of(&meta.digest), DigestTag::of(&meta.digest))) {
+            match self.winners.entry(meta.digest) {
                 Entry::Vacant(slot) => {
                     slot.insert(candidate);
                 }

@@ -139,6 +139,7 @@ mod tests {
                 last_update_ms: 5,
                 tombstone: false,
                 wblock_seq_lo: seq as u32,
+                shared_tag: false,
             };
             let size = record_size(3, len);
             encode_record(&meta, b"key", &vec![7u8; len], &mut buf[at..at + size]);

@@ -78,7 +78,7 @@ pub fn engine_error_code(err: &Error) -> u8 {
         Error::OutOfSpace { .. } => code::OUT_OF_SPACE,
         Error::DeviceOverloaded { .. } => code::DEVICE_OVERLOAD,
         Error::InDoubt { .. } => code::TIMEOUT,
-        Error::DigestCollision { .. } | Error::InvalidArgument(_) => code::PARAMETER,
+        Error::InvalidArgument(_) => code::PARAMETER,
         _ => code::SERVER_ERROR,
     }
 }
