@@ -509,4 +509,66 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn slots_naming_entries_by_digest_load_only_in_pairs_and_each_name_once() {
+        let disk = disk_with_free_blocks();
+        let location = Location {
+            device: 0,
+            offset_bytes: disk.geometry.wblock_offset(1) + WBLOCK_HEADER_SIZE as u64,
+            size_bytes: 128,
+        };
+        let digest = |last: u8| {
+            let mut d = [0u8; 20];
+            d[0] = 7; // partition 7
+            d[2..14].copy_from_slice(&[0x42; 12]);
+            d[19] = last;
+            d
+        };
+        let entry = EntryInfo {
+            tag: DigestTag::of(&digest(1)),
+            generation: 1,
+            tombstone: false,
+            location,
+            void_time: 0,
+        };
+        let raw = IndexEntry::new(entry).to_bytes();
+        let slots = |digests: &[Option<u8>]| {
+            let mut out = Vec::new();
+            for d in digests {
+                encode_snapshot_entry(7, &raw, d.map(digest).as_ref(), &mut out);
+            }
+            out
+        };
+        let load = |bytes: &[u8], index: &Index| {
+            let mut named = None;
+            for raw in bytes.chunks_exact(SNAPSHOT_ENTRY_SIZE) {
+                load_slot(&disk, index, 1, raw, &mut named)?;
+            }
+            if named.is_some() {
+                Err("unpaired")
+            } else {
+                Ok(())
+            }
+        };
+        let index = Index::new(1);
+        load(&slots(&[Some(1), Some(2)]), &index).unwrap();
+        assert_eq!(index.partition(7).get(&digest(2)), Some(entry));
+        assert_eq!(index.partition(7).get(&digest(3)), None, "a third twin finds nothing");
+        let refused: [(&str, Vec<u8>); 4] = [
+            ("a named entry and a tag entry of one tag", slots(&[None, Some(1)])),
+            ("one digest twice", slots(&[Some(1), Some(1)])),
+            ("a named entry without its digest", slots(&[Some(1)])[..SNAPSHOT_ENTRY_SIZE].to_vec()),
+            (
+                "a digest after a tag entry",
+                [slots(&[None]), slots(&[Some(1)])[SNAPSHOT_ENTRY_SIZE..].to_vec()].concat(),
+            ),
+        ];
+        for (what, bytes) in refused {
+            assert!(load(&bytes, &Index::new(1)).is_err(), "{what} loaded");
+        }
+        let mut other_tag = slots(&[Some(1)]);
+        other_tag[SNAPSHOT_ENTRY_SIZE + 10] ^= 1; // digest byte 6: inside the tag
+        assert!(load(&other_tag, &Index::new(1)).is_err(), "a digest of another tag loaded");
+    }
 }

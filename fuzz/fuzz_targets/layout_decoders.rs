@@ -22,8 +22,10 @@ fuzz_target!(|data: &[u8]| {
     check_snapshot(data);
     let mut with_magic = data.to_vec();
     if with_magic.len() >= 8 {
-        with_magic[..8].copy_from_slice(b"SPSNAP02");
-        check_snapshot(&with_magic);
+        for magic in [b"SPSNAP02", b"SPSNAP03"] {
+            with_magic[..8].copy_from_slice(magic);
+            check_snapshot(&with_magic);
+        }
     }
     if let Ok((chunk, _next)) = decode_snapshot_chain(data) {
         assert!(chunk.len() <= data.len());

@@ -92,11 +92,14 @@ fn decode_headers(data: &[u8]) {
 /// The layout layer's other decoders (`layout_decoders` target), as given and with a
 /// snapshot magic in front.
 fn decode_layout(data: &[u8]) {
-    let mut with_magic = data.to_vec();
-    if with_magic.len() >= 8 {
-        with_magic[..8].copy_from_slice(b"SPSNAP02");
-    }
-    for bytes in [data, &with_magic[..]] {
+    let with_magic = |magic: &[u8; 8]| {
+        let mut bytes = data.to_vec();
+        if bytes.len() >= 8 {
+            bytes[..8].copy_from_slice(magic);
+        }
+        bytes
+    };
+    for bytes in [data, &with_magic(b"SPSNAP02"), &with_magic(b"SPSNAP03")] {
         let _ = classify_block(bytes, &[0; 16], 0);
         let _ = decode_bitmap_page(bytes);
         let _ = decode_snapshot_chain(bytes);

@@ -26,7 +26,7 @@ pub fn render(server: &Server) -> String {
         .iter()
         .map(|ns| (format!("namespace=\"{}\"", ns.name), ns.engine.stats()))
         .collect();
-    let counters: [Counter; 12] = [
+    let counters: [Counter; 13] = [
         ("puts_total", "Writes.", |s| s.puts),
         ("gets_total", "Reads.", |s| s.gets),
         ("deletes_total", "Deletes.", |s| s.deletes),
@@ -39,6 +39,9 @@ pub fn render(server: &Server) -> String {
         ("client_bytes_written_total", "Record bytes written for clients.", |s| s.client_bytes_written),
         ("device_bytes_written_total", "Bytes written to devices.", |s| s.device_bytes_written),
         ("blocks_defragged_total", "Write blocks defragmented.", |s| s.blocks_defragged),
+        ("tags_shared_total", "Index tags found shared by two digests (crafted); both kept.", |s| {
+            s.tags_shared
+        }),
     ];
     for (name, help, get) in counters {
         series(name, help, "counter", &mut stats.iter().map(|(l, s)| (l.clone(), get(s) as f64)));
