@@ -1,12 +1,13 @@
-//! spike-server's MessagePack codec, list/map operations and filter expressions, on bytes
-//! a client sends: a decoded value must encode to bytes that decode to the same encoding,
-//! and no op on any bin and no expression on a record may panic. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
+//! spike-server's MessagePack codec, list/map and HLL operations and filter expressions, on
+//! bytes a client sends: a decoded value must encode to bytes that decode to the same
+//! encoding, no op on any bin and no expression on a record may panic, and a sketch an HLL
+//! op stores can be counted. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
 //! 16-bit length, the bin's bytes, then the op's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use spike_tools::server::bins::StoredRecord;
-use spike_tools::server::{cdt, filter, msgpack};
+use spike_tools::server::{cdt, filter, hll, msgpack};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = msgpack::decode(data) {
@@ -41,4 +42,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = cdt::apply(None, op, modify);
+    // HLL ops on the bin as given, on an empty 16-register sketch, and on no bin.
+    let empty_sketch = [&[0u8, 4, 0][..], &[0; 8], &[0; 12]].concat();
+    for bin in [Some(bin), Some(&empty_sketch[..]), None] {
+        if let Ok(hll::Applied { new_bin: Some(bytes), .. }) = hll::apply(bin.map(|b| (hll::PARTICLE_HLL, b)), op, modify) {
+            let count = hll::apply(Some((hll::PARTICLE_HLL, &bytes)), &[0x91, 0x32], false);
+            assert!(count.is_ok(), "an HLL op stored a sketch that does not count: {count:?}");
+        }
+    }
 });

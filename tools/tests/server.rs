@@ -618,3 +618,48 @@ async fn filter_expressions_decide_reads_writes_batches_and_scans() {
     assert_eq!(seen, vec![Value::from(8), Value::from(9)]);
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperloglog_operations_count_merge_and_refuse_as_the_real_server_does() {
+    use aerospike::operations::hll::{self, HllPolicy, HllWriteFlags};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let hp = HllPolicy::default();
+    let (a, b) = (as_key!("test", "hll", "a"), as_key!("test", "hll", "b"));
+    let adds = |from: i64, to: i64| (from..to).map(Value::from).collect::<Vec<_>>();
+    let record = client
+        .operate(&wp, &a, &[hll::add_with_index(&hp, "h", adds(0, 5000), 12), hll::get_count("h")])
+        .await;
+    let results = record.unwrap().results.expect("one result per op");
+    let Value::Int(count) = results[1] else { panic!("{results:?}") };
+    assert!((4750..=5250).contains(&count), "count {count} of 5000");
+    client.operate(&wp, &b, &[hll::add_with_index(&hp, "h", adds(2500, 7500), 12)]).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &b, Bins::All).await.unwrap();
+    let Some(Value::Hll(sketch)) = record.bins.get("h").cloned() else { panic!("{:?}", record.bins) };
+    let ops = [
+        hll::get_union_count("h", vec![Value::Hll(sketch.clone())]),
+        hll::get_intersect_count("h", vec![Value::Hll(sketch.clone())]),
+        hll::describe("h"),
+    ];
+    let results = client.operate(&wp, &a, &ops).await.unwrap().results.unwrap();
+    let (Value::Int(union), Value::Int(common)) = (&results[0], &results[1]) else { panic!("{results:?}") };
+    assert!((7000..=8000).contains(union), "union {union} of 7500");
+    assert!((1500..=3500).contains(common), "intersection {common} of 2500");
+    assert_eq!(results[2], Value::List(vec![Value::from(12), Value::from(0)]));
+
+    // Refusals: the codes Aerospike gives, and nothing written.
+    let create_only = HllPolicy::new(HllWriteFlags::CREATE_ONLY);
+    let err = client.operate(&wp, &a, &[hll::init(&create_only, "h", 10)]).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::BinExistsError));
+    let err = client.operate(&wp, &a, &[hll::refresh_count("missing")]).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::BinNotFound));
+    client.put(&wp, &a, &[as_bin!("n", 1)]).await.unwrap();
+    let err = client.operate(&wp, &a, &[hll::get_count("n")]).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::BinTypeError));
+    let err = client.operate(&wp, &a, &[hll::init(&hp, "h", 3)]).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::ParameterError));
+    let after = client.operate(&wp, &a, &[hll::get_count("h")]).await.unwrap();
+    assert_eq!(after.bins.get("h"), Some(&Value::from(count)), "the refused ops left the sketch alone");
+    client.close().await.unwrap();
+}

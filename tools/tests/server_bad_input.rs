@@ -270,12 +270,12 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 }
 
 /// The `cdt_ops` fuzz target's check on its seeds and saved findings, each also cut short
-/// at every length: list and map ops and filter expressions on client bytes never panic,
-/// and what an op stores decodes.
+/// at every length: list, map and HLL ops and filter expressions on client bytes never panic,
+/// what a list or map op stores decodes, and a sketch an HLL op stores counts.
 #[test]
 fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     use spike_tools::server::bins::StoredRecord;
-    use spike_tools::server::{cdt, filter, msgpack};
+    use spike_tools::server::{cdt, filter, hll, msgpack};
     let mut record = StoredRecord::default();
     record.set_bin(b"n", 1, &7i64.to_be_bytes());
     let subject = filter::Subject {
@@ -295,7 +295,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
         }
     }
     assert!(inputs.len() >= 8, "the seeds are missing");
-    let mut stored = 0;
+    let (mut stored, mut sketches) = (0, 0);
     for input in &inputs {
         for len in 0..=input.len() {
             let data = &input[..len];
@@ -316,7 +316,17 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                     }
                 }
             }
+            let empty_sketch = [&[0u8, 4, 0][..], &[0; 20]].concat();
+            for held in [Some(bin), Some(&empty_sketch[..]), None] {
+                let held = held.map(|b| (hll::PARTICLE_HLL, b));
+                if let Ok(hll::Applied { new_bin: Some(bytes), .. }) = hll::apply(held, op, selector & 2 != 0)
+                {
+                    assert!(hll::apply(Some((hll::PARTICLE_HLL, &bytes)), &[0x91, 0x32], false).is_ok());
+                    sketches += 1;
+                }
+            }
         }
     }
     assert!(stored >= 5, "the seeds no longer reach the ops ({stored} stored)");
+    assert!(sketches >= 1, "the seeds no longer reach the HLL ops");
 }

@@ -24,6 +24,7 @@ pub mod compression;
 pub mod config;
 pub mod counters;
 pub mod filter;
+pub mod hll;
 pub mod info;
 pub mod metrics;
 pub mod msgpack;

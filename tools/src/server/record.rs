@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{cdt, filter, msgpack, udf};
+use super::{cdt, filter, hll, msgpack, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -241,6 +241,8 @@ fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
                 | OP_PREPEND
                 | OP_TOUCH
                 | OP_DELETE_ALL
+                | OP_HLL_READ
+                | OP_HLL_MODIFY
         ) {
             return Some(code::UNSUPPORTED_FEATURE);
         }
@@ -338,13 +340,18 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
         let bin = stored.bin(op.name);
         match (op.code, bin) {
             (OP_READ, Some(b)) => out.push((b.particle, b.name.clone(), b.value.clone())),
-            (OP_READ | OP_CDT_READ, None) if respond_all => {
+            (OP_READ | OP_CDT_READ | OP_HLL_READ, None) if respond_all => {
                 out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()))
             }
             (OP_CDT_READ, Some(b)) => {
                 let applied =
                     cdt::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
                 out.push(result_bin(op.name, &applied.result));
+            }
+            (OP_HLL_READ, Some(b)) => {
+                let applied =
+                    hll::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
+                out.extend(applied.result.map(|result| result_bin(op.name, &result)));
             }
             _ => {}
         }
@@ -387,6 +394,14 @@ fn run_ops(record: &mut StoredRecord, command: &Command<'_>) -> Result<(ReplyBin
                 }
                 Err(code) => return Err(code),
             },
+            OP_HLL_READ | OP_HLL_MODIFY => {
+                if let Some(reply) = apply_hll(record, op)? {
+                    replies.push(reply);
+                } else if respond_all {
+                    replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
+                }
+                continue;
+            }
             OP_READ => {
                 // An unnamed read is "all bins" with GET_ALL, else a header read (no bins).
                 let selected: Vec<_> = match (op.name.is_empty(), h.info1 & INFO1_GET_ALL != 0) {
@@ -438,6 +453,17 @@ fn apply_cdt(record: &mut StoredRecord, op: &Op<'_>) -> Result<(u8, Vec<u8>, Vec
         record.set_bin(op.name, *particle, value);
     }
     Ok(result_bin(op.name, &applied.result))
+}
+
+/// Runs an HLL op of a write on the record being built: the bin changes, and the op's
+/// result, if it has one, is its reply.
+fn apply_hll(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<ReplyBin>, u8> {
+    let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
+    let applied = hll::apply(bin, op.value, op.code == OP_HLL_MODIFY).map_err(|e| e.code())?;
+    if let Some(value) = &applied.new_bin {
+        record.set_bin(op.name, hll::PARTICLE_HLL, value);
+    }
+    Ok(applied.result.map(|result| result_bin(op.name, &result)))
 }
 
 /// The TTL a write asks for, as the engine takes it (None = never expires).
@@ -518,8 +544,9 @@ fn update_outcome(kind: Kind, result: spike::Result<((u8, ReplyBins), spike::Wri
     }
 }
 
-/// The ops of a reply: (particle type, bin name, value).
-pub type ReplyBins = Vec<(u8, Vec<u8>, Vec<u8>)>;
+/// One op of a reply: (particle type, bin name, value).
+pub type ReplyBin = (u8, Vec<u8>, Vec<u8>);
+pub type ReplyBins = Vec<ReplyBin>;
 type Plan = (Change, (u8, ReplyBins));
 
 /// Decides what a write or operate does to the held record: the policy checks, then

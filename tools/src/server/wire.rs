@@ -59,6 +59,8 @@ pub const OP_APPEND: u8 = 9;
 pub const OP_PREPEND: u8 = 10;
 pub const OP_TOUCH: u8 = 11;
 pub const OP_DELETE_ALL: u8 = 14;
+pub const OP_HLL_READ: u8 = 15;
+pub const OP_HLL_MODIFY: u8 = 16;
 
 pub const DIGEST_SIZE: usize = 20;
 pub const BIN_NAME_MAX: usize = 15;

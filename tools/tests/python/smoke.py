@@ -83,6 +83,14 @@ client.udf_put(f.name)
 assert client.apply(lkey, "pysmoke", "bump", [5]) == 5
 assert client.apply(lkey, "pysmoke", "bump", [2]) == 7
 
+# HyperLogLog: the C client's own encoding of the ops and of a sketch.
+from aerospike_helpers.operations import hll_operations as hops
+hkey = ("test", "pyhll", 1)
+_, _, bins = client.operate(hkey, [hops.hll_add("h", [f"e{i}" for i in range(1000)], 10), hops.hll_get_count("h")])
+assert 900 <= bins["h"] <= 1100, bins
+_, _, bins = client.operate(hkey, [hops.hll_describe("h")])
+assert bins["h"] == [10, 0], bins
+
 # Delete is durable and final; truncate empties a set.
 client.remove(key)
 try:
