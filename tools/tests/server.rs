@@ -663,3 +663,39 @@ async fn hyperloglog_operations_count_merge_and_refuse_as_the_real_server_does()
     assert_eq!(after.bins.get("h"), Some(&Value::from(count)), "the refused ops left the sketch alone");
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_udf_call_holds_up_no_other_client_of_its_event_loop() {
+    use aerospike::{Task, UdfLang};
+    let mut server = ServerProcess::start("buffered", "");
+    // One event loop: without the workers, every client would wait behind the call.
+    let text = std::fs::read_to_string(&server.config_path).unwrap().replace("threads = 4", "threads = 1");
+    std::fs::write(&server.config_path, text).unwrap();
+    assert_eq!(server.stop(), Some(0));
+    server.launch();
+    let (spinner, other) = (connect(&server).await, connect(&server).await);
+    let body = b"function spins(rec)\n  while true do end\nend\n";
+    let task = spinner.register_udf(&AdminPolicy::default(), body, "spin.lua", UdfLang::Lua).await.unwrap();
+    task.wait_till_complete(None).await.unwrap();
+    let key = as_key!("test", "spin", 1);
+    other.put(&WritePolicy::default(), &key, &[as_bin!("n", 0)]).await.unwrap();
+    let call = tokio::spawn(async move {
+        let mut patient = WritePolicy::default();
+        (patient.base_policy.total_timeout, patient.base_policy.socket_timeout) = (10_000, 10_000);
+        let err = spinner.execute_udf(&patient, &key, "spin", "spins", &[]).await.unwrap_err();
+        (err.server_result_code().unwrap_or_else(|| result_code(&err)), std::time::Instant::now())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for i in 1..=50 {
+        // Another record: the call holds its own record's lock while it runs.
+        let key = as_key!("test", "spin", 2);
+        other.put(&WritePolicy::default(), &key, &[as_bin!("n", i)]).await.unwrap();
+        let record = other.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+        assert_eq!(record.bins.get("n"), Some(&Value::from(i)));
+    }
+    let others_done = std::time::Instant::now();
+    let (code, call_done) = call.await.unwrap();
+    assert_eq!(code, ResultCode::from(9), "the runaway call is stopped at its limit");
+    assert!(others_done < call_done, "the other client waited for the spinning call");
+    other.close().await.unwrap();
+}

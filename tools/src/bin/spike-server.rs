@@ -99,6 +99,7 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
     }
     let limits = Limits {
         threads: config.threads,
+        workers: config.workers,
         connections_max: config.connections_max,
         frame_bytes_max: config.frame_bytes_max,
         idle_timeout_s: config.idle_timeout_s,
@@ -115,7 +116,7 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
         }
         None => None,
     };
-    log::info!("listening on {} ({} event loops)", config.listen, config.threads);
+    log::info!("listening on {} ({} event loops, {} workers)", config.listen, config.threads, config.workers);
     net::serve(server.clone(), listener, stop.clone()).map_err(|e| format!("listener failed: {e}"))?;
     stop.store(true, std::sync::atomic::Ordering::Release);
     if let Some(thread) = metrics_thread {

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 /// The example printed by `spike-server --help`; a test parses it.
 pub const EXAMPLE: &str = r#"# spike-server configuration (TOML)
 listen = "127.0.0.1:3000"      # address:port the clients connect to
-# threads = 8                  # event loops serving connections (default: one per core, at least 8)
+# threads = 2                  # event loops serving connections (default: one per core)
+# workers = 8                  # threads for UDF calls, batches, scans and truncates (default 8)
 connections_max = 10000        # more connections are closed at once
 frame_bytes_max = 16777216     # larger requests get PARAMETER and the connection closes
 idle_timeout_s = 0             # close connections idle this long; 0 = never
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     pub listen: String,
     #[serde(default = "default_threads")]
     pub threads: usize,
+    #[serde(default = "default_workers")]
+    pub workers: usize,
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
     #[serde(default = "default_frame_bytes_max")]
@@ -77,14 +80,17 @@ pub struct NamespaceConfig {
 fn default_listen() -> String {
     "127.0.0.1:3000".into()
 }
-/// One event loop per core, at least 8. Fewer loops gather more commands per round (at
-/// 32 clients on 2 cores: 12.8 µs of server CPU per read with 2 loops, 15.8 with 4, 22.8
-/// with 8), but a loop running a UDF call (up to 1 s) or streaming a scan serves nothing
-/// else meanwhile: with 2 loops, the spinning UDFs the client suite leaves behind after
-/// its timeouts stalled the next module's puts past their 1 s timeout. Set `threads` to
-/// the core count where calls are short and CPU matters most.
+/// One event loop per core: fewer loops gather more commands per round (at 32 clients on
+/// 2 cores: 12.8 µs of server CPU per read with 2 loops, 15.8 with 4, 22.8 with 8). The
+/// commands that may take long (UDF calls, batches, scans, truncates) run on `workers`
+/// threads instead, so that a loop never waits behind one.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(8, |n| n.get()).max(8)
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+/// Workers for the long commands: enough that a few UDF calls spinning to their 1 s limit
+/// leave room for scans and batches.
+pub fn default_workers() -> usize {
+    8
 }
 fn default_connections_max() -> usize {
     10_000
@@ -111,6 +117,7 @@ impl ServerConfig {
         ServerConfig {
             listen: default_listen(),
             threads: default_threads(),
+            workers: default_workers(),
             connections_max: default_connections_max(),
             frame_bytes_max: default_frame_bytes_max(),
             idle_timeout_s: 0,
@@ -140,6 +147,9 @@ impl ServerConfig {
         }
         if self.threads == 0 || self.threads > 256 {
             return Err(format!("threads = {} must be 1 to 256", self.threads));
+        }
+        if self.workers == 0 || self.workers > 256 {
+            return Err(format!("workers = {} must be 1 to 256", self.workers));
         }
         if self.frame_bytes_max < 4096 || self.frame_bytes_max > 128 << 20 {
             return Err(format!("frame_bytes_max = {} must be 4096 to 128 MiB", self.frame_bytes_max));

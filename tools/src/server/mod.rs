@@ -14,7 +14,9 @@
 //! Threads: one acceptor, `threads` event loops (each an epoll set of connections, via
 //! mio) that decode requests, run them on the engine (the single-record commands of one
 //! round together, so a loop blocks once per round on the device) and write the replies,
-//! and the engine's own flusher and janitor threads per namespace.
+//! `workers` threads that take a connection from its loop for a command that may take
+//! long (a UDF call, a batch, a scan, a truncate) and hand it back, and the engine's own
+//! flusher and janitor threads per namespace.
 
 pub mod batch;
 pub mod bins;
@@ -88,6 +90,7 @@ pub struct Server {
     pub node_id: String,
     pub cluster_name: Option<String>,
     pub threads: usize,
+    pub workers: usize,
     pub connections_max: usize,
     pub frame_bytes_max: usize,
     pub idle_timeout_s: u64,
@@ -101,6 +104,7 @@ pub struct Server {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub threads: usize,
+    pub workers: usize,
     pub connections_max: usize,
     pub frame_bytes_max: usize,
     pub idle_timeout_s: u64,
@@ -110,6 +114,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             threads: config::default_threads(),
+            workers: config::default_workers(),
             connections_max: 10_000,
             frame_bytes_max: 16 << 20,
             idle_timeout_s: 0,
@@ -129,6 +134,7 @@ impl Server {
             node_id,
             cluster_name,
             threads: limits.threads,
+            workers: limits.workers,
             connections_max: limits.connections_max,
             frame_bytes_max: limits.frame_bytes_max,
             idle_timeout_s: limits.idle_timeout_s,

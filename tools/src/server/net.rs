@@ -11,8 +11,11 @@
 //! Replies are written before a connection's next frame is answered: one request at a
 //! time per connection, as the clients use them. A reply write waits (poll, bounded by
 //! `REPLY_STALL_MAX`) when the client's socket buffer is full, so a big scan streams at
-//! the client's pace; meanwhile that loop's other connections wait (as they do behind a
-//! UDF call, at most 1 s), which is why there are several loops.
+//! the client's pace. The commands that may take long (`takes_long`: UDF calls, batches,
+//! scans, truncates, compressed requests) are not answered on the loop: the connection
+//! leaves the loop for a worker thread (`Workers`), which answers that frame and sends
+//! the connection back (with a wake-up), so the loop's other connections never wait
+//! behind a UDF call or a slow scan reader. Cost: two channel sends and a wake-up.
 
 use super::counters::Origin;
 use super::record::{code, Command};
@@ -42,20 +45,81 @@ struct Connection {
     local_addr: String,
 }
 
+/// A connection lent to a worker to answer its first frame (`total` bytes, of `kind`).
+struct Job {
+    token: Token,
+    connection: Connection,
+    kind: u8,
+    total: usize,
+    home: Home,
+}
+
+/// Where a worker sends a connection back: its loop's channel and waker. `keep_open`
+/// false means the loop closes it.
+#[derive(Clone)]
+struct Home {
+    back: mpsc::Sender<(Token, Connection, bool)>,
+    waker: Arc<Waker>,
+}
+
+/// The worker threads and the queue they take jobs from.
+struct Workers {
+    jobs: Option<mpsc::Sender<Job>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(server: &Arc<Server>) -> io::Result<Workers> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let mut handles = Vec::new();
+        for i in 0..server.workers.max(1) {
+            let (server, queue) = (server.clone(), queue.clone());
+            let handle = std::thread::Builder::new().name(format!("spike-work-{i}")).spawn(move || loop {
+                // The lock is held only to take a job, never while answering one.
+                let job = match queue.lock() {
+                    Ok(queue) => queue.recv(),
+                    Err(_) => return,
+                };
+                let Ok(mut job) = job else { return };
+                let keep_open = answer_first(&server, &mut job.connection, job.kind, job.total);
+                // A loop that has stopped drops the connection, which closes it.
+                if job.home.back.send((job.token, job.connection, keep_open)).is_ok() {
+                    let _ = job.home.waker.wake();
+                }
+            })?;
+            handles.push(handle);
+        }
+        Ok(Workers { jobs: Some(jobs), handles })
+    }
+
+    /// Finishes the jobs in hand and stops the threads.
+    fn stop(mut self) {
+        self.jobs = None;
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// Serves until `stop` is set, then finishes the requests in hand and returns.
 pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<AtomicBool>) -> io::Result<()> {
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
+    let workers = Workers::start(&server)?;
     let mut loops = Vec::new();
     let mut handles = Vec::new();
     for i in 0..server.threads.max(1) {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (send, receive) = mpsc::channel::<TcpStream>();
+        let (back, returned) = mpsc::channel();
+        let jobs = workers.jobs.clone().ok_or_else(|| io::Error::other("workers stopped"))?;
+        let lend = Lend { jobs, home: Home { back, waker: waker.clone() }, returned };
         let (server, stop) = (server.clone(), stop.clone());
         let handle = std::thread::Builder::new()
             .name(format!("spike-net-{i}"))
-            .spawn(move || event_loop(&server, poll, receive, &stop))?;
+            .spawn(move || event_loop(&server, poll, receive, lend, &stop))?;
         loops.push((send, waker));
         handles.push(handle);
     }
@@ -96,10 +160,24 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
     for handle in handles {
         let _ = handle.join();
     }
+    workers.stop();
     Ok(())
 }
 
-fn event_loop(server: &Server, mut poll: Poll, incoming: mpsc::Receiver<TcpStream>, stop: &AtomicBool) {
+/// A loop's side of the workers: where it sends jobs, and where connections come back.
+struct Lend {
+    jobs: mpsc::Sender<Job>,
+    home: Home,
+    returned: mpsc::Receiver<(Token, Connection, bool)>,
+}
+
+fn event_loop(
+    server: &Server,
+    mut poll: Poll,
+    incoming: mpsc::Receiver<TcpStream>,
+    lend: Lend,
+    stop: &AtomicBool,
+) {
     let mut connections: HashMap<Token, Connection> = HashMap::new();
     let mut events = Events::with_capacity(256);
     let mut next_token = 0usize;
@@ -126,6 +204,16 @@ fn event_loop(server: &Server, mut poll: Poll, incoming: mpsc::Receiver<TcpStrea
             }
         }
         let mut ready = Vec::new();
+        while let Ok((token, mut connection, keep_open)) = lend.returned.try_recv() {
+            // Bytes that came while a worker had it raised no event the loop could act on.
+            if keep_open && read_available(server, &mut connection, &mut chunk) {
+                connections.insert(token, connection);
+                ready.push(token);
+            } else {
+                let _ = poll.registry().deregister(&mut connection.stream);
+                server.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         for event in events.iter() {
             let token = event.token();
             let Some(connection) = connections.get_mut(&token) else { continue };
@@ -136,7 +224,7 @@ fn event_loop(server: &Server, mut poll: Poll, incoming: mpsc::Receiver<TcpStrea
             }
         }
         while !ready.is_empty() {
-            ready = answer_round(server, &mut poll, &mut connections, &ready);
+            ready = answer_round(server, &mut poll, &mut connections, &ready, &lend);
         }
         if server.idle_timeout_s > 0 && last_reap.elapsed() >= Duration::from_secs(1) {
             last_reap = Instant::now();
@@ -199,6 +287,11 @@ enum Next {
     Gathered {
         total: usize,
     },
+    /// The first frame may take long: a worker answers it.
+    Lent {
+        kind: u8,
+        total: usize,
+    },
     Close,
 }
 
@@ -228,15 +321,27 @@ fn answer_frames(server: &Server, connection: &mut Connection) -> Next {
         if header.kind == TYPE_MSG && decode_message(body).is_ok_and(|m| gatherable(server, &m).is_some()) {
             return Next::Gathered { total };
         }
-        // The buffer is lent to the request (no copy of the frame), then the answered
-        // frame is dropped from its front.
-        let buf = std::mem::take(&mut connection.buf);
-        let keep_open = answer(server, connection, header.kind, &buf[PROTO_HEADER_SIZE..total]);
-        connection.buf = buf;
-        connection.buf.drain(..total);
-        if !keep_open {
+        if takes_long(header.kind, body) {
+            return Next::Lent { kind: header.kind, total };
+        }
+        if !answer_first(server, connection, header.kind, total) {
             return Next::Close;
         }
+    }
+}
+
+/// Whether a frame may keep whoever answers it busy for long: a UDF call (up to 1 s), a
+/// batch, a scan, a truncate (a walk of the namespace), a compressed request.
+fn takes_long(kind: u8, body: &[u8]) -> bool {
+    match kind {
+        TYPE_COMPRESSED => true,
+        TYPE_INFO => body.windows(8).any(|w| w == b"truncate"),
+        TYPE_MSG => decode_message(body).is_ok_and(|m| {
+            m.header.info1 & INFO1_BATCH != 0
+                || m.field(FIELD_DIGEST).is_none()
+                || m.field(FIELD_UDF_PACKAGE).is_some()
+        }),
+        _ => false,
     }
 }
 
@@ -274,6 +379,7 @@ fn answer_round(
     poll: &mut Poll,
     connections: &mut HashMap<Token, Connection>,
     ready: &[Token],
+    lend: &Lend,
 ) -> Vec<Token> {
     let mut gathered = Vec::new();
     for &token in ready {
@@ -282,6 +388,19 @@ fn answer_round(
             Next::Idle => {}
             Next::Gathered { total } => {
                 gathered.push(Gathered { token, buf: std::mem::take(&mut connection.buf), total })
+            }
+            Next::Lent { kind, total } => {
+                let Some(connection) = connections.remove(&token) else { continue };
+                let job = Job { token, connection, kind, total, home: lend.home.clone() };
+                if let Err(mpsc::SendError(job)) = lend.jobs.send(job) {
+                    // No workers (they stopped): the loop answers it itself.
+                    let mut connection = job.connection;
+                    let keep_open = answer_first(server, &mut connection, kind, total);
+                    connections.insert(token, connection);
+                    if !keep_open {
+                        close(server, poll, connections, token);
+                    }
+                }
             }
             Next::Close => close(server, poll, connections, token),
         }
@@ -337,6 +456,17 @@ fn proto_header(buf: &[u8]) -> ProtoHeader {
 fn frame_len(buf: &[u8]) -> usize {
     let header = proto_header(buf);
     PROTO_HEADER_SIZE.saturating_add(usize::try_from(header.body_bytes).unwrap_or(usize::MAX))
+}
+
+/// Answers the frame of `kind` at the front of the connection's buffer (`total` bytes)
+/// and drops it from there; false closes the connection. The buffer is lent to the
+/// request, so the frame is not copied.
+fn answer_first(server: &Server, connection: &mut Connection, kind: u8, total: usize) -> bool {
+    let buf = std::mem::take(&mut connection.buf);
+    let keep_open = answer(server, connection, kind, &buf[PROTO_HEADER_SIZE..total]);
+    connection.buf = buf;
+    connection.buf.drain(..total);
+    keep_open
 }
 
 /// Answers one frame; false closes the connection.
