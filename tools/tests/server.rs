@@ -568,6 +568,39 @@ async fn list_and_map_operations_answer_as_the_client_expects() {
             .unwrap_err();
         assert_eq!(err.result_code(), 24, "{label}: an existing key under create-only");
     }
+
+    // Selections by value and rank: a leaderboard in a map, a list filtered by value.
+    let board = as_key!("test", "cdt", "board");
+    let scores = maps::put_items(
+        &MapPolicy::default(),
+        "m",
+        [("ann", 30), ("bob", 10), ("cy", 50), ("dee", 20)]
+            .map(|(k, v)| (as_val!(k), as_val!(v)))
+            .into_iter()
+            .collect::<std::collections::HashMap<Value, Value>>(),
+    );
+    client.operate(&wp, &board, &[scores]).await.unwrap();
+    let top_two = maps::get_by_rank_range("m", -2, 2, MapReturnType::KEY);
+    let record = client.operate(&wp, &board, &[top_two]).await.unwrap();
+    assert_eq!(record.bins.get("m"), Some(&as_list!("ann", "cy")), "keys in key order");
+    let ops =
+        [maps::remove_by_value_range("m", as_val!(15), as_val!(35), MapReturnType::COUNT), maps::size("m")];
+    let record = client.operate(&wp, &board, &ops).await.unwrap();
+    assert_eq!(record.results.unwrap(), vec![Value::from(2), Value::from(2)]);
+    let rest = maps::get_by_value("m", as_val!(50), MapReturnType::KEY.inverted());
+    let record = client.operate(&wp, &board, &[rest]).await.unwrap();
+    assert_eq!(record.bins.get("m"), Some(&as_list!("bob")));
+    let key = as_key!("test", "cdt", "values");
+    client.put(&wp, &key, &[as_bin!("l", as_list!(7, 3, 9, 3, 1))]).await.unwrap();
+    let ops = [
+        lists::get_by_value("l", as_val!(3), ListReturnType::INDEX),
+        lists::get_by_rank("l", 0, ListReturnType::VALUES),
+        lists::remove_by_value_range("l", ListReturnType::VALUES, as_val!(3), as_val!(8)),
+    ];
+    let record = client.operate(&wp, &key, &ops).await.unwrap();
+    assert_eq!(record.results.unwrap(), vec![as_list!(1, 3), Value::from(1), as_list!(7, 3, 3)]);
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(record.bins.get("l"), Some(&as_list!(9, 1)));
     client.close().await.unwrap();
 }
 

@@ -5,11 +5,15 @@
 //! Served: list append, append-items, insert, insert-items, pop, pop-range, remove,
 //! remove-range, set, trim, clear, increment, sort, size, get, get-range, get/remove by
 //! index and index range; map put, put-items, increment, decrement, clear, size, get and
-//! remove by key, get and remove by index. Not served (result 16): nested contexts, ordered
-//! lists, selection by value or rank, and the inverted flag. Maps are kept with their keys
+//! remove by key, get and remove by index; for both, get and remove by rank, rank range,
+//! value, value list, value interval and value-relative rank range, and for maps by index
+//! range, key list, key interval and key-relative index range (`cdt_select`, where the
+//! inverted flag is served too). Not served (result 16): nested contexts, ordered lists,
+//! and the inverted flag of the by-index and by-key ops. Maps are kept with their keys
 //! in the canonical order (as the real server returns them), so a map's index order is
 //! its key order. Pure; cost: a decode and an encode of the whole bin per op.
 
+use super::cdt_select::{self, span};
 use super::msgpack::{canonical_cmp, encode, Value};
 
 /// Why an op was refused, as result codes.
@@ -149,7 +153,9 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
             Value::Int(take_range(&mut list, args.int(0)?, args.0.get(1).map(int).transpose()?).len() as i64)
         }
         9 => {
-            let at = exact_index(args.int(0)?, list.len() + 1)?;
+            // A negative index counts from the end; a positive one may name the slot past it.
+            let index = args.int(0)?;
+            let at = exact_index(index, if index < 0 { list.len() } else { list.len() + 1 })?;
             if at == list.len() {
                 list.push(args.value(1)?.clone());
             } else {
@@ -180,9 +186,45 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
         }
         19 | 24 => return read_only(by_index(&mut list, code == 24, args, false)?, existed),
         32 | 37 => by_index(&mut list, code == 37, args, true)?,
-        _ => return Err(CdtError::Unsupported),
+        _ => {
+            let (by, remove) = cdt_select::list_selection(code).ok_or(CdtError::Unsupported)?;
+            let (result, picked) = selected(list.iter().collect(), None, by, args)?;
+            if !remove {
+                return read_only(result, existed);
+            }
+            drop_positions(&mut list, &picked);
+            result
+        }
     };
     Ok(Applied { result, new_bin: Some((PARTICLE_LIST, encode(&Value::List(list)))) })
+}
+
+/// A get-by or remove-by selection (`cdt_select`) of list elements (`keys` None) or map
+/// entries: the op's result and the positions it picked, in index order.
+fn selected(
+    values: Vec<&Value>,
+    keys: Option<Vec<&Value>>,
+    by: cdt_select::By,
+    args: &Args,
+) -> Result<(Value, Vec<usize>)> {
+    let return_type = args.int(0)?;
+    let items = cdt_select::Items { values, keys };
+    let picked = cdt_select::pick(&items, by, &args.0[1..])?;
+    cdt_select::result(&items, picked, return_type)
+}
+
+/// Removes the items at `positions` (ascending).
+fn drop_positions<T>(items: &mut Vec<T>, positions: &[usize]) {
+    let mut next = positions.iter().peekable();
+    let mut at = 0;
+    items.retain(|_| {
+        let dropped = next.peek() == Some(&&at);
+        if dropped {
+            next.next();
+        }
+        at += 1;
+        !dropped
+    });
 }
 
 /// A read op's result; on a missing bin, nothing.
@@ -231,17 +273,6 @@ fn exact_index(index: i64, len: usize) -> Result<usize> {
     } else {
         Err(CdtError::NotApplicable)
     }
-}
-
-/// The span of `count` elements (all to the end when None) from `index`, clamped to the list.
-fn span(index: i64, count: Option<i64>, len: usize) -> std::ops::Range<usize> {
-    let start = if index < 0 { (len as i64 + index).max(0) } else { index.min(len as i64) } as usize;
-    let end = match count {
-        None => len,
-        Some(n) if n <= 0 => start,
-        Some(n) => start.saturating_add(n as usize).min(len),
-    };
-    start..end
 }
 
 fn range_of(list: &[Value], index: i64, count: Option<i64>) -> &[Value] {
@@ -395,7 +426,17 @@ fn map_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
         96 => return read_only(Value::Int(map.entries.len() as i64), existed),
         97 => return read_only(by_key(&mut map, args, false)?, existed),
         98 => return read_only(map_by_index(&mut map, args, false)?, existed),
-        _ => return Err(CdtError::Unsupported),
+        _ => {
+            let (by, remove) = cdt_select::map_selection(code).ok_or(CdtError::Unsupported)?;
+            let values = map.entries.iter().map(|(_, v)| v).collect();
+            let keys = map.entries.iter().map(|(k, _)| k).collect();
+            let (result, picked) = selected(values, Some(keys), by, args)?;
+            if !remove {
+                return read_only(result, existed);
+            }
+            drop_positions(&mut map.entries, &picked);
+            result
+        }
     };
     Ok(Applied { result, new_bin: Some((PARTICLE_MAP, encode(&map.value()))) })
 }
@@ -489,7 +530,7 @@ fn map_result(
         5 => Value::Int(entries.len() as i64),
         6 => one_or_list(entries.into_iter().map(|(k, _)| k).collect(), single),
         7 => one_or_list(entries.into_iter().map(|(_, v)| v).collect(), single),
-        8 | 16 | 17 => Value::Map { order: (return_type == 17).then_some(1).or(map.order), entries },
+        8 | 16 | 17 => Value::Map { order: cdt_select::map_result_order(return_type), entries },
         13 => Value::Bool(!entries.is_empty()),
         _ => return Err(CdtError::Unsupported),
     })
