@@ -601,6 +601,20 @@ async fn list_and_map_operations_answer_as_the_client_expects() {
     assert_eq!(record.results.unwrap(), vec![as_list!(1, 3), Value::from(1), as_list!(7, 3, 3)]);
     let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
     assert_eq!(record.bins.get("l"), Some(&as_list!(9, 1)));
+
+    // Nested contexts: a map created at a key of a map, then read through the context.
+    use aerospike::operations::cdt_context::{ctx_map_key, ctx_map_key_create};
+    let nested = as_key!("test", "cdt", "nested");
+    let ctx = vec![ctx_map_key_create(as_val!("inner"), MapOrder::KeyOrdered)];
+    let put = maps::put(&MapPolicy::default(), "m", as_val!("a"), as_val!(10)).context(ctx);
+    client.operate(&wp, &nested, &[put]).await.unwrap();
+    let get = maps::get_by_key("m", as_val!("a"), MapReturnType::VALUE)
+        .context(vec![ctx_map_key(as_val!("inner"))]);
+    let record = client.operate(&wp, &nested, &[get]).await.unwrap();
+    assert_eq!(record.bins.get("m"), Some(&Value::from(10)));
+    let missing = maps::size("m").context(vec![ctx_map_key(as_val!("absent"))]);
+    let err = client.operate(&wp, &nested, &[missing]).await.unwrap_err();
+    assert_eq!(err.result_code(), 26, "a context naming nothing");
     client.close().await.unwrap();
 }
 

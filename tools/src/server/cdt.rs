@@ -4,12 +4,13 @@
 //!
 //! Served: list append, append-items, insert, insert-items, pop, pop-range, remove,
 //! remove-range, set, trim, clear, increment, sort, size, get, get-range, get/remove by
-//! index and index range; map put, put-items, increment, decrement, clear, size, get and
+//! index and index range; map set-order, put, put-items, increment, decrement, clear, size, get and
 //! remove by key, get and remove by index; for both, get and remove by rank, rank range,
 //! value, value list, value interval and value-relative rank range, and for maps by index
 //! range, key list, key interval and key-relative index range (`cdt_select`, where the
-//! inverted flag is served too). Not served (result 16): nested contexts, ordered lists,
-//! and the inverted flag of the by-index and by-key ops. Maps are kept with their keys
+//! inverted flag is served too); any of them inside nested lists and maps
+//! (`cdt_context`). Not served (result 16): ordered lists, and the inverted flag of the
+//! by-index and by-key ops. Maps are kept with their keys
 //! in the canonical order (as the real server returns them), so a map's index order is
 //! its key order. Pure; cost: a decode and an encode of the whole bin per op.
 
@@ -69,7 +70,12 @@ pub fn apply(bin: Option<(u8, &[u8])>, op: &[u8], modify: bool) -> Result<Applie
     }
     let code = int(&items.remove(0))?;
     if code == CONTEXT_MARKER {
-        return Err(CdtError::Unsupported);
+        return match &items[..] {
+            [Value::List(ctx), inner @ Value::List(_)] => {
+                super::cdt_context::apply_in_context(bin, ctx, inner, modify)
+            }
+            _ => Err(CdtError::Parameter),
+        };
     }
     let args = Args(items);
     let applied =
@@ -398,6 +404,15 @@ fn map_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
         },
     };
     let result = match code {
+        64 => {
+            // Set the map's order (attribute bits 0..2; the persist-index bit 0x10 is an
+            // index hint this server has no use for); a missing bin becomes an empty map.
+            map.order = match args.int(0)? & 3 {
+                0 => None,
+                order => Some(order as u8),
+            };
+            Value::Nil
+        }
         67 => {
             let (value, attr, flags) = match args.0.len() {
                 2 => (Value::Nil, args.int(1)?, 0),
@@ -606,7 +621,11 @@ mod tests {
         );
         assert_eq!(apply(Some((1, &[0; 8])), &op(16, vec![]), false), Err(CdtError::IncompatibleType));
         assert_eq!(apply(None, &op(16, vec![]), false).unwrap().result, Value::Nil);
-        assert_eq!(apply(None, &op(0xff, vec![]), true), Err(CdtError::Unsupported));
+        assert_eq!(
+            apply(None, &op(0xff, vec![]), true),
+            Err(CdtError::Parameter),
+            "a context marker without a context"
+        );
         assert_eq!(apply(None, &[0xc1], true), Err(CdtError::Parameter));
     }
 

@@ -22,6 +22,7 @@ pub mod batch;
 pub mod bins;
 pub mod catalog;
 pub mod cdt;
+pub mod cdt_context;
 pub mod cdt_select;
 pub mod compression;
 pub mod config;
