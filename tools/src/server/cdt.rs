@@ -3,14 +3,12 @@
 //! bin, and a modifying op gives the bin's new value.
 //!
 //! Served: list append, append-items, insert, insert-items, pop, pop-range, remove,
-//! remove-range, set, trim, clear, increment, sort, size, get, get-range, get/remove by
-//! index and index range; map set-order, put, put-items, increment, decrement, clear, size, get and
-//! remove by key, get and remove by index; for both, get and remove by rank, rank range,
-//! value, value list, value interval and value-relative rank range, and for maps by index
-//! range, key list, key interval and key-relative index range (`cdt_select`, where the
-//! inverted flag is served too); any of them inside nested lists and maps
-//! (`cdt_context`). Not served (result 16): ordered lists, and the inverted flag of the
-//! by-index and by-key ops. Maps are kept with their keys
+//! remove-range, set, trim, clear, increment, sort, size, get, get-range; map set-order,
+//! put, put-items, increment, decrement, clear, size; for both, get and remove by index,
+//! index range, rank, rank range, value, value list, value interval and value-relative
+//! rank range, and for maps by key, key list, key interval and key-relative index range,
+//! with the inverted flag (`cdt_select`); any of them inside nested lists and maps
+//! (`cdt_context`). Not served (result 16): ordered lists. Maps are kept with their keys
 //! in the canonical order (as the real server returns them), so a map's index order is
 //! its key order. Pure; cost: a decode and an encode of the whole bin per op.
 
@@ -52,7 +50,6 @@ type Result<T> = std::result::Result<T, CdtError>;
 pub const PARTICLE_MAP: u8 = 19;
 pub const PARTICLE_LIST: u8 = 20;
 const CONTEXT_MARKER: i64 = 0xff;
-const RETURN_INVERTED: i64 = 0x10000;
 
 /// What an op did: its result, and the bin's new (particle, bytes) if it changed it.
 #[derive(Debug, PartialEq)]
@@ -190,8 +187,6 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
                 existed,
             )
         }
-        19 | 24 => return read_only(by_index(&mut list, code == 24, args, false)?, existed),
-        32 | 37 => by_index(&mut list, code == 37, args, true)?,
         _ => {
             let (by, remove) = cdt_select::list_selection(code).ok_or(CdtError::Unsupported)?;
             let (result, picked) = selected(list.iter().collect(), None, by, args)?;
@@ -315,52 +310,6 @@ fn sort_list(list: &mut Vec<Value>, flags: i64) {
     }
 }
 
-/// Get (or remove, `remove`) by index or index range: args `[return type, index,
-/// count?]`. Returns what the return type asks for.
-fn by_index(list: &mut Vec<Value>, range: bool, args: &Args, remove: bool) -> Result<Value> {
-    let return_type = args.int(0)?;
-    if return_type & RETURN_INVERTED != 0 {
-        return Err(CdtError::Unsupported);
-    }
-    let index = args.int(1)?;
-    let picked = if range {
-        span(index, args.0.get(2).map(int).transpose()?, list.len())
-    } else {
-        match exact_index(index, list.len()) {
-            Ok(at) => at..at + 1,
-            Err(_) => 0..0,
-        }
-    };
-    let len = list.len();
-    let values: Vec<Value> =
-        if remove { list.drain(picked.clone()).collect() } else { list[picked.clone()].to_vec() };
-    let single = !range;
-    let indexes = |reverse: bool| {
-        let all: Vec<Value> = picked
-            .clone()
-            .map(|i| Value::Int(if reverse { (len - 1 - i) as i64 } else { i as i64 }))
-            .collect();
-        one_or_list(all, single)
-    };
-    Ok(match return_type {
-        0 => Value::Nil,
-        1 => indexes(false),
-        2 => indexes(true),
-        5 => Value::Int(values.len() as i64),
-        7 => one_or_list(values, single),
-        13 => Value::Bool(!values.is_empty()),
-        _ => return Err(CdtError::Unsupported),
-    })
-}
-
-fn one_or_list(mut values: Vec<Value>, single: bool) -> Value {
-    match (single, values.len()) {
-        (true, 1) => values.remove(0),
-        (true, _) => Value::Nil,
-        (false, _) => Value::List(values),
-    }
-}
-
 // ---- maps ----
 
 const MAP_WRITE_CREATE_ONLY: i64 = 1;
@@ -436,11 +385,7 @@ fn map_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
             map.entries.clear();
             Value::Nil
         }
-        76 => by_key(&mut map, args, true)?,
-        77 => map_by_index(&mut map, args, true)?,
         96 => return read_only(Value::Int(map.entries.len() as i64), existed),
-        97 => return read_only(by_key(&mut map, args, false)?, existed),
-        98 => return read_only(map_by_index(&mut map, args, false)?, existed),
         _ => {
             let (by, remove) = cdt_select::map_selection(code).ok_or(CdtError::Unsupported)?;
             let values = map.entries.iter().map(|(_, v)| v).collect();
@@ -506,49 +451,6 @@ fn map_increment(map: &mut Map, existed: bool, args: &Args, negate: bool) -> Res
     };
     put(map, key, sum.clone(), 0)?;
     Ok(sum)
-}
-
-/// args `[return type, key]`.
-fn by_key(map: &mut Map, args: &Args, remove: bool) -> Result<Value> {
-    let found = map.find(args.value(1)?).ok();
-    map_result(map, args.int(0)?, found.map(|at| at..at + 1).unwrap_or(0..0), remove, true)
-}
-
-/// args `[return type, index]`: the index counts keys in order.
-fn map_by_index(map: &mut Map, args: &Args, remove: bool) -> Result<Value> {
-    let picked = match exact_index(args.int(1)?, map.entries.len()) {
-        Ok(at) => at..at + 1,
-        Err(_) => 0..0,
-    };
-    map_result(map, args.int(0)?, picked, remove, true)
-}
-
-fn map_result(
-    map: &mut Map,
-    return_type: i64,
-    picked: std::ops::Range<usize>,
-    remove: bool,
-    single: bool,
-) -> Result<Value> {
-    if return_type & RETURN_INVERTED != 0 {
-        return Err(CdtError::Unsupported);
-    }
-    let len = map.entries.len();
-    let index_of =
-        |i: usize, reverse: bool| Value::Int(if reverse { (len - 1 - i) as i64 } else { i as i64 });
-    let indexes: Vec<usize> = picked.clone().collect();
-    let entries: Vec<(Value, Value)> =
-        if remove { map.entries.drain(picked).collect() } else { map.entries[picked].to_vec() };
-    Ok(match return_type {
-        0 => Value::Nil,
-        1 | 2 => one_or_list(indexes.iter().map(|&i| index_of(i, return_type == 2)).collect(), single),
-        5 => Value::Int(entries.len() as i64),
-        6 => one_or_list(entries.into_iter().map(|(k, _)| k).collect(), single),
-        7 => one_or_list(entries.into_iter().map(|(_, v)| v).collect(), single),
-        8 | 16 | 17 => Value::Map { order: cdt_select::map_result_order(return_type), entries },
-        13 => Value::Bool(!entries.is_empty()),
-        _ => return Err(CdtError::Unsupported),
-    })
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! The get-by and remove-by selections of list and map operations: by rank, rank range,
-//! value, value list, value interval and value-relative rank range, and for maps also by
-//! index range, key list, key interval and key-relative index range; each result in the
-//! form its return type asks for, the inverted flag included.
+//! The get-by and remove-by selections of list and map operations: by index, index range,
+//! rank, rank range, value, value list, value interval and value-relative rank range, and
+//! for maps also by key, key list, key interval and key-relative index range; each result
+//! in the form its return type asks for, the inverted flag included.
 //!
 //! Positions are indexes in list order or, for a map, in key order. Rank order is the
 //! server's canonical value order, ties in index order. Results list the picked items as
@@ -36,6 +36,8 @@ pub struct Picked {
 /// How an op selects.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum By {
+    Index,
+    Key,
     Rank,
     RankRange,
     Value,
@@ -52,6 +54,8 @@ pub enum By {
 /// whether it removes what it picks.
 pub fn list_selection(code: i64) -> Option<(By, bool)> {
     let by = match code {
+        19 | 32 => By::Index,
+        24 | 37 => By::IndexRange,
         21 | 34 => By::Rank,
         22 | 35 => By::Value,
         23 | 36 => By::ValueList,
@@ -66,6 +70,10 @@ pub fn list_selection(code: i64) -> Option<(By, bool)> {
 /// The selection of map op `code`, and whether it removes what it picks.
 pub fn map_selection(code: i64) -> Option<(By, bool)> {
     let (by, remove) = match code {
+        76 => (By::Key, true),
+        97 => (By::Key, false),
+        77 => (By::Index, true),
+        98 => (By::Index, false),
         79 => (By::Rank, true),
         100 => (By::Rank, false),
         81 => (By::KeyList, true),
@@ -118,7 +126,15 @@ pub fn pick(items: &Items<'_>, by: By, args: &[Value]) -> Result<Picked> {
     let matching = |of: &[&Value], hit: &dyn Fn(&Value) -> bool| -> Vec<usize> {
         (0..of.len()).filter(|&i| hit(of[i])).collect()
     };
+    let one = |position: Option<usize>| {
+        Ok(Picked { positions: position.into_iter().collect(), single: true, rank_order: false })
+    };
     match by {
+        By::Index => one(exact(int(args.first())?, len)),
+        By::Key => {
+            let wanted = args.first().ok_or(CdtError::Parameter)?;
+            one(keys()?.iter().position(|k| canonical_cmp(k, wanted).is_eq()))
+        }
         By::Rank => {
             let order = rank_order(values);
             let positions = exact(int(args.first())?, len).map(|r| vec![order[r]]).unwrap_or_default();
