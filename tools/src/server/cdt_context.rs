@@ -5,8 +5,10 @@
 //!
 //! A pair's type is the kind (0x10 list, 0x20 map) plus the selector (0 index, 1 rank, 2
 //! key, 3 value), plus, on a modifying op, create flags (0x40, 0x80, 0xc0) that make a
-//! missing map key (a map of order unordered, key-ordered, key-value-ordered) or list
-//! index (a list, 0x80: padded with nils to the index) instead of failing. A missing
+//! missing map key or list index (0x80 on a list index: padded with nils up to it)
+//! instead of failing. What is created there is of the kind of what comes next, the next
+//! pair's or the op's (a map takes its order from the flags: 0x40 none, 0x80 key-ordered,
+//! 0xc0 key-value-ordered; a list is unordered). A missing
 //! element without them, or a pair of the wrong kind, is OP_NOT_APPLICABLE, as the real
 //! server answers. Ordered lists and expression contexts answer 16. Pure; cost: the
 //! nested value is encoded for the op and decoded back.
@@ -45,9 +47,15 @@ pub fn apply_in_context(
         Some(_) => return Err(CdtError::IncompatibleType),
         None if !modify => return Ok(Applied { result: Value::Nil, new_bin: None }),
         None if pairs[0].0 & CREATE_MASK == 0 => return Err(CdtError::NotApplicable),
-        None => new_container(pairs[0].0)?,
+        None => new_container(pairs[0].0 & 0x30, pairs[0].0)?,
     };
-    let target = dig(&mut root, &pairs, modify)?;
+    let op_kind = match op {
+        Value::List(items) if matches!(items.first(), Some(Value::Int(code)) if (64..128).contains(code)) => {
+            KIND_MAP
+        }
+        _ => KIND_LIST,
+    };
+    let target = dig(&mut root, &pairs, op_kind, modify)?;
     let (particle, bytes) = match target {
         Value::List(_) => (20, encode(target)),
         Value::Map { .. } => (19, encode(target)),
@@ -62,10 +70,9 @@ pub fn apply_in_context(
     Ok(Applied { result: applied.result, new_bin: Some((particle, encode(&root))) })
 }
 
-/// An empty list or map of the kind and order a create pair names.
-fn new_container(ctx_type: u64) -> Result<Value> {
-    match (ctx_type & 0x30, ctx_type & CREATE_MASK) {
-        (KIND_LIST, 0xc0) => Err(CdtError::Unsupported), // an ordered list
+/// An empty list or map of `kind`, in the order a create pair's flags name.
+fn new_container(kind: u64, ctx_type: u64) -> Result<Value> {
+    match (kind, ctx_type & CREATE_MASK) {
         (KIND_LIST, _) => Ok(Value::List(Vec::new())),
         (KIND_MAP, flags) => {
             let order = match flags {
@@ -79,12 +86,21 @@ fn new_container(ctx_type: u64) -> Result<Value> {
     }
 }
 
-/// The element the pairs name, level by level, creating missing ones where a pair says so.
-fn dig<'v>(mut at: &'v mut Value, pairs: &[(u64, &Value)], modify: bool) -> Result<&'v mut Value> {
-    for &(ctx_type, selector) in pairs {
-        let create = modify && ctx_type & CREATE_MASK != 0;
-        let kind = ctx_type & 0x30;
-        at = match (at, kind) {
+/// The element the pairs name, level by level, creating missing ones where a pair says so
+/// (of the next pair's kind, or `op_kind` at the last level).
+fn dig<'v>(
+    mut at: &'v mut Value,
+    pairs: &[(u64, &Value)],
+    op_kind: u64,
+    modify: bool,
+) -> Result<&'v mut Value> {
+    for (level, &(ctx_type, selector)) in pairs.iter().enumerate() {
+        let create = (modify && ctx_type & CREATE_MASK != 0).then(|| {
+            let next_kind = pairs.get(level + 1).map_or(op_kind, |(next, _)| next & 0x30);
+            new_container(next_kind, ctx_type)
+        });
+        let create = create.transpose()?;
+        at = match (at, ctx_type & 0x30) {
             (Value::List(items), KIND_LIST) => list_child(items, ctx_type, selector, create)?,
             (Value::Map { entries, .. }, KIND_MAP) => map_child(entries, ctx_type, selector, create)?,
             _ => return Err(CdtError::NotApplicable),
@@ -112,18 +128,19 @@ fn rank_position(values: &[&Value], rank: i64) -> Option<usize> {
     exact(rank, values.len()).map(|r| order[r])
 }
 
+/// The element of a list a pair names; `create`: what to put at a missing index.
 fn list_child<'v>(
     items: &'v mut Vec<Value>,
     ctx_type: u64,
     selector: &Value,
-    create: bool,
+    create: Option<Value>,
 ) -> Result<&'v mut Value> {
     let found = match ctx_type & 0x0f {
         0 => {
             let index = index_arg(selector)?;
             match exact(index, items.len()) {
                 Some(at) => Some(at),
-                None if create && index >= 0 => {
+                None if create.is_some() && index >= 0 => {
                     let index = index as usize;
                     let padded = ctx_type & CREATE_MASK == 0x80;
                     if index > items.len() && !padded {
@@ -133,7 +150,7 @@ fn list_child<'v>(
                         return Err(CdtError::Parameter);
                     }
                     items.resize(index, Value::Nil);
-                    items.push(new_container(ctx_type)?);
+                    items.extend(create);
                     Some(index)
                 }
                 None => None,
@@ -147,11 +164,12 @@ fn list_child<'v>(
     Ok(&mut items[at])
 }
 
+/// The value of a map entry a pair names; `create`: what to put at a missing key.
 fn map_child<'v>(
     entries: &'v mut Vec<(Value, Value)>,
     ctx_type: u64,
     selector: &Value,
-    create: bool,
+    create: Option<Value>,
 ) -> Result<&'v mut Value> {
     let found = match ctx_type & 0x0f {
         0 => exact(index_arg(selector)?, entries.len()),
@@ -159,15 +177,14 @@ fn map_child<'v>(
         // Nested maps keep the key order they were written in: searched, not bisected.
         2 => match entries.iter().position(|(k, _)| canonical_cmp(k, selector).is_eq()) {
             Some(at) => Some(at),
-            None if create => {
-                let at = entries
-                    .iter()
-                    .position(|(k, _)| canonical_cmp(k, selector).is_gt())
-                    .unwrap_or(entries.len());
-                entries.insert(at, (selector.clone(), new_container(ctx_type)?));
-                Some(at)
-            }
-            None => None,
+            None => match create {
+                Some(value) => {
+                    let at = entries.iter().position(|(k, _)| canonical_cmp(k, selector).is_gt());
+                    entries.insert(at.unwrap_or(entries.len()), (selector.clone(), value));
+                    at.or(Some(entries.len() - 1))
+                }
+                None => None,
+            },
         },
         3 => entries.iter().position(|(_, v)| canonical_cmp(v, selector).is_eq()),
         _ => return Err(CdtError::NotApplicable),
@@ -223,6 +240,11 @@ mod tests {
         let applied = list_op(Some((19, &bytes)), &created, true).unwrap();
         let Value::Map { entries, .. } = decode(&applied.new_bin.unwrap().1).unwrap() else { panic!() };
         assert_eq!(entries[2].1, Value::Map { order: Some(1), entries: vec![(s("k"), Value::Int(5))] });
+        // What is created is of the kind the op works on: a list for a list op.
+        let list_created = ctx_op(vec![Value::Int(0x22 | 0x40), s("d")], vec![Value::Int(1), Value::Int(5)]);
+        let applied = list_op(Some((19, &bytes)), &list_created, true).unwrap();
+        let Value::Map { entries, .. } = decode(&applied.new_bin.unwrap().1).unwrap() else { panic!() };
+        assert_eq!(entries[2], (s("d"), Value::List(vec![Value::Int(5)])));
         // A list pair on a map, or a context into a scalar, is not applicable.
         let wrong = ctx_op(vec![Value::Int(0x10), Value::Int(0)], vec![Value::Int(16)]);
         assert_eq!(list_op(Some((19, &bytes)), &wrong, false).unwrap_err(), CdtError::NotApplicable);
