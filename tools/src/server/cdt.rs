@@ -8,7 +8,8 @@
 //! index range, rank, rank range, value, value list, value interval and value-relative
 //! rank range, and for maps by key, key list, key interval and key-relative index range,
 //! with the inverted flag (`cdt_select`); any of them inside nested lists and maps
-//! (`cdt_context`). Not served (result 16): ordered lists. Maps are kept with their keys
+//! (`cdt_context`); ordered lists (a leading ext header with bit 0 set: appends land in
+//! value order, insert and set by index are OP_NOT_APPLICABLE). Maps are kept with their keys
 //! in the canonical order (as the real server returns them), so a map's index order is
 //! its key order. Pure; cost: a decode and an encode of the whole bin per op.
 
@@ -128,33 +129,83 @@ const LIST_WRITE_NO_FAIL: i64 = 4;
 const LIST_SORT_DESCENDING: i64 = 1;
 const LIST_SORT_DROP_DUPLICATES: i64 = 2;
 
+/// A list bin's elements and whether it is ordered (its leading ext header's bit 0; the
+/// persist-index bit 0x10 is an index hint this server has no use for).
+fn held_list(bin: Option<(u8, &[u8])>) -> Result<(Vec<Value>, bool)> {
+    match held(bin, PARTICLE_LIST)? {
+        None => Ok((Vec::new(), false)),
+        Some(Value::List(mut items)) => match items.first() {
+            Some(Value::Ext { kind, data }) if data.is_empty() => {
+                let ordered = kind & 1 != 0;
+                items.remove(0);
+                Ok((items, ordered))
+            }
+            Some(Value::Ext { .. }) => Err(CdtError::Unsupported),
+            _ => Ok((items, false)),
+        },
+        Some(_) => Err(CdtError::Parameter),
+    }
+}
+
+/// An ordered list keeps its elements in the canonical value order, behind its header.
+const LIST_ORDERED_HEADER: u8 = 1;
+
 fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> {
     let existed = bin.is_some();
-    let mut list = match held(bin, PARTICLE_LIST)? {
-        None => Vec::new(),
-        Some(Value::List(items)) if !matches!(items.first(), Some(Value::Ext { .. })) => items,
-        // A leading ext is an ordered list's header.
-        Some(_) => return Err(CdtError::Unsupported),
-    };
+    let (mut list, mut ordered) = held_list(bin)?;
+    if ordered && matches!(code, 3 | 4 | 9) {
+        // Insert and set name a position, which an ordered list's values decide.
+        return Err(CdtError::NotApplicable);
+    }
     let result = match code {
-        1 => add_items(&mut list, None, std::slice::from_ref(args.value(0)?), args.int_or(2, 0)?)?,
-        2 => add_items(&mut list, None, args.list(0)?, args.int_or(2, 0)?)?,
-        3 => add_items(
-            &mut list,
-            Some(args.int(0)?),
-            std::slice::from_ref(args.value(1)?),
-            args.int_or(2, 0)?,
-        )?,
-        4 => add_items(&mut list, Some(args.int(0)?), args.list(1)?, args.int_or(2, 0)?)?,
+        0 => {
+            // Set the order: the attributes are the last argument (a create sends the
+            // context flags first).
+            let attributes = args.0.last().map(int).transpose()?.unwrap_or(0);
+            ordered = attributes & 1 != 0;
+            Value::Nil
+        }
+        16 => return read_only(Value::Int(list.len() as i64), existed),
+        17 => return read_only(list[exact_index(args.int(0)?, list.len())?].clone(), existed),
+        18 => {
+            let range = range_of(&list, args.int(0)?, args.0.get(1).map(int).transpose()?);
+            return read_only(Value::List(range.to_vec()), existed);
+        }
+        1..=13 => list_change(&mut list, code, args)?,
+        _ => {
+            let (by, remove) = cdt_select::list_selection(code).ok_or(CdtError::Unsupported)?;
+            let (result, picked) = selected(list.iter().collect(), None, by, args)?;
+            if !remove {
+                return read_only(result, existed);
+            }
+            drop_positions(&mut list, &picked);
+            result
+        }
+    };
+    if ordered {
+        // Appends land at the end and increments change values: one stable sort puts
+        // them in place (equal values keep their order).
+        list.sort_by(canonical_cmp);
+        list.insert(0, Value::Ext { kind: LIST_ORDERED_HEADER, data: Vec::new() });
+    }
+    Ok(Applied { result, new_bin: Some((PARTICLE_LIST, encode(&Value::List(list)))) })
+}
+
+/// The list ops 1..=13 that change the list (append through sort); returns the result.
+fn list_change(list: &mut Vec<Value>, code: i64, args: &Args) -> Result<Value> {
+    let count = || args.0.get(1).map(int).transpose();
+    Ok(match code {
+        1 => add_items(list, None, std::slice::from_ref(args.value(0)?), args.int_or(2, 0)?)?,
+        2 => add_items(list, None, args.list(0)?, args.int_or(2, 0)?)?,
+        3 => add_items(list, Some(args.int(0)?), std::slice::from_ref(args.value(1)?), args.int_or(2, 0)?)?,
+        4 => add_items(list, Some(args.int(0)?), args.list(1)?, args.int_or(2, 0)?)?,
         5 => list.remove(exact_index(args.int(0)?, list.len())?),
-        6 => Value::List(take_range(&mut list, args.int(0)?, args.0.get(1).map(int).transpose()?)),
+        6 => Value::List(take_range(list, args.int(0)?, count()?)),
         7 => {
             list.remove(exact_index(args.int(0)?, list.len())?);
             Value::Int(1)
         }
-        8 => {
-            Value::Int(take_range(&mut list, args.int(0)?, args.0.get(1).map(int).transpose()?).len() as i64)
-        }
+        8 => Value::Int(take_range(list, args.int(0)?, count()?).len() as i64),
         9 => {
             // A negative index counts from the end; a positive one may name the slot past it.
             let index = args.int(0)?;
@@ -167,37 +218,20 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
             Value::Nil
         }
         10 => {
-            let kept = take_range(&mut list, args.int(0)?, Some(args.int(1)?));
-            Value::Int(std::mem::replace(&mut list, kept).len() as i64)
+            let kept = take_range(list, args.int(0)?, Some(args.int(1)?));
+            Value::Int(std::mem::replace(list, kept).len() as i64)
         }
         11 => {
             list.clear();
             Value::Nil
         }
-        12 => increment(&mut list, args)?,
+        12 => increment(list, args)?,
         13 => {
-            sort_list(&mut list, args.int_or(0, 0)?);
+            sort_list(list, args.int_or(0, 0)?);
             Value::Nil
         }
-        16 => return read_only(Value::Int(list.len() as i64), existed),
-        17 => return read_only(list[exact_index(args.int(0)?, list.len())?].clone(), existed),
-        18 => {
-            return read_only(
-                Value::List(range_of(&list, args.int(0)?, args.0.get(1).map(int).transpose()?).to_vec()),
-                existed,
-            )
-        }
-        _ => {
-            let (by, remove) = cdt_select::list_selection(code).ok_or(CdtError::Unsupported)?;
-            let (result, picked) = selected(list.iter().collect(), None, by, args)?;
-            if !remove {
-                return read_only(result, existed);
-            }
-            drop_positions(&mut list, &picked);
-            result
-        }
-    };
-    Ok(Applied { result, new_bin: Some((PARTICLE_LIST, encode(&Value::List(list)))) })
+        _ => return Err(CdtError::Unsupported),
+    })
 }
 
 /// A get-by or remove-by selection (`cdt_select`) of list elements (`keys` None) or map
@@ -529,6 +563,27 @@ mod tests {
             "a context marker without a context"
         );
         assert_eq!(apply(None, &[0xc1], true), Err(CdtError::Parameter));
+    }
+
+    #[test]
+    fn an_ordered_list_keeps_its_values_sorted_behind_its_header() {
+        let created = apply(None, &op(0, vec![Value::Int(1)]), true).unwrap().new_bin.unwrap();
+        let mut bin = created.1;
+        for v in [3, 1, 2, 1] {
+            bin = apply(Some((PARTICLE_LIST, &bin)), &op(1, vec![Value::Int(v)]), true)
+                .unwrap()
+                .new_bin
+                .unwrap()
+                .1;
+        }
+        assert_eq!(&bin[..4], &[0x95, 0xc7, 0x00, 0x01], "five elements: the header, then the values");
+        let got = apply(Some((PARTICLE_LIST, &bin)), &op(18, vec![Value::Int(0)]), false).unwrap().result;
+        assert_eq!(got, Value::List([1, 1, 2, 3].map(Value::Int).to_vec()));
+        let insert = op(3, vec![Value::Int(0), Value::Int(9)]);
+        assert_eq!(apply(Some((PARTICLE_LIST, &bin)), &insert, true), Err(CdtError::NotApplicable));
+        let unordered =
+            apply(Some((PARTICLE_LIST, &bin)), &op(0, vec![Value::Int(0)]), true).unwrap().new_bin.unwrap();
+        assert_eq!(unordered.1[0], 0x94, "set back to unordered: no header");
     }
 
     #[test]

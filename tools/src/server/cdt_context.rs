@@ -8,9 +8,9 @@
 //! missing map key or list index (0x80 on a list index: padded with nils up to it)
 //! instead of failing. What is created there is of the kind of what comes next, the next
 //! pair's or the op's (a map takes its order from the flags: 0x40 none, 0x80 key-ordered,
-//! 0xc0 key-value-ordered; a list is unordered). A missing
+//! 0xc0 key-value-ordered; a list is ordered under 0xc0). A missing
 //! element without them, or a pair of the wrong kind, is OP_NOT_APPLICABLE, as the real
-//! server answers. Ordered lists and expression contexts answer 16. Pure; cost: the
+//! server answers. Expression contexts answer 16. Pure; cost: the
 //! nested value is encoded for the op and decoded back.
 
 use super::cdt::{Applied, CdtError};
@@ -73,6 +73,8 @@ pub fn apply_in_context(
 /// An empty list or map of `kind`, in the order a create pair's flags name.
 fn new_container(kind: u64, ctx_type: u64) -> Result<Value> {
     match (kind, ctx_type & CREATE_MASK) {
+        // 0xc0 on a list: an ordered list (its header; `cdt::held_list`).
+        (KIND_LIST, 0xc0) => Ok(Value::List(vec![Value::Ext { kind: 1, data: Vec::new() }])),
         (KIND_LIST, _) => Ok(Value::List(Vec::new())),
         (KIND_MAP, flags) => {
             let order = match flags {
