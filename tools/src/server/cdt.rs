@@ -512,6 +512,22 @@ mod tests {
     }
 
     #[test]
+    fn negative_indexes_and_counts_read_as_the_real_server_reads_them() {
+        let l = list(&[1, 2, 3, 4, 5, 6, 7]);
+        // A set at -1 replaces the last element (it used to append).
+        assert_eq!(
+            run(&l, 9, vec![Value::Int(-1), Value::Int(0)]).unwrap().1,
+            Some(ints(&[1, 2, 3, 4, 5, 6, 0]))
+        );
+        // A negative count is unsigned on the wire: "to the end" (it used to be empty).
+        let to_end = run(&l, 18, vec![Value::Int(1), Value::Int(-1)]).unwrap().0;
+        assert_eq!(to_end, ints(&[2, 3, 4, 5, 6, 7]));
+        // A start before the first element shortens the count by the overshoot.
+        let clipped = run(&l, 18, vec![Value::Int(-10), Value::Int(5)]).unwrap().0;
+        assert_eq!(clipped, ints(&[1, 2]));
+    }
+
+    #[test]
     fn list_ops_change_the_list_and_return_what_the_clients_expect() {
         let l = list(&[1, 2]);
         assert_eq!(run(&l, 1, vec![Value::Int(3)]).unwrap(), (Value::Int(3), Some(ints(&[1, 2, 3]))));
