@@ -50,6 +50,7 @@ pub fn run(shared: &Shared, control: &BackgroundControl) {
     let expiry_every = Duration::from_millis(shared.config.expiry_interval_ms.max(1));
     let mut last_expiry = Instant::now();
     let mut last_heap_trim = Instant::now();
+    let mut scratch = defrag::Scratch::default();
     while !control.stopped() {
         if last_heap_trim.elapsed() >= index::HEAP_TRIM_INTERVAL {
             index::trim_heap();
@@ -61,7 +62,7 @@ pub fn run(shared: &Shared, control: &BackgroundControl) {
             expiry::evict_pass(shared, now);
             last_expiry = Instant::now();
         }
-        if !defrag::defrag_round(shared, &|| control.stopped()) {
+        if !defrag::defrag_round(shared, &mut scratch, &|| control.stopped()) {
             control.idle(IDLE_WAIT);
         }
     }

@@ -576,7 +576,7 @@ impl Engine {
     pub fn run_background_once(&self) -> Result<BackgroundRound> {
         let (expired, evicted) = self.expire_now();
         let defragged_before = self.shared.counters.blocks_defragged.load(Relaxed);
-        crate::defrag::defrag_round(&self.shared, &|| false);
+        crate::defrag::defrag_round(&self.shared, &mut crate::defrag::Scratch::default(), &|| false);
         let blocks_defragged = self.shared.counters.blocks_defragged.load(Relaxed) - defragged_before;
         let tombstones_reclaimed = if janitor::tombstones_worth_reclaiming(&self.shared) {
             tombstone::reclaim_tombstones(&self.shared, &|| false)?
