@@ -1,13 +1,13 @@
-//! spike-server's MessagePack codec, list/map and HLL operations and filter expressions, on
-//! bytes a client sends: a decoded value must encode to bytes that decode to the same
-//! encoding, no op on any bin and no expression on a record may panic, and a sketch an HLL
-//! op stores can be counted. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
+//! spike-server's MessagePack codec, list/map, HLL and bit operations and filter
+//! expressions, on bytes a client sends: a decoded value must encode to bytes that decode
+//! to the same encoding, no op on any bin and no expression on a record may panic, a sketch
+//! an HLL op stores can be counted, and a blob a bit op stores can be read. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
 //! 16-bit length, the bin's bytes, then the op's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use spike_tools::server::bins::StoredRecord;
-use spike_tools::server::{cdt, filter, hll, msgpack};
+use spike_tools::server::{bits, cdt, filter, hll, msgpack};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = msgpack::decode(data) {
@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     record.set_bin(b"n", 1, &7i64.to_be_bytes());
     record.set_bin(b"s", 3, b"text");
     record.set_bin(b"l", cdt::PARTICLE_LIST, &[0x92, 0x01, 0x02]);
+    record.set_bin(b"b", bits::PARTICLE_BLOB, &[0xf0, 0x0f, 0x55]);
     let subject = filter::Subject {
         record: &record,
         generation: 3,
@@ -48,6 +49,13 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(hll::Applied { new_bin: Some(bytes), .. }) = hll::apply(bin.map(|b| (hll::PARTICLE_HLL, b)), op, modify) {
             let count = hll::apply(Some((hll::PARTICLE_HLL, &bytes)), &[0x91, 0x32], false);
             assert!(count.is_ok(), "an HLL op stored a sketch that does not count: {count:?}");
+        }
+    }
+    // Bit ops on the bin's bytes as a blob, and on no bin.
+    for bin in [Some(bin), None] {
+        if let Ok(bits::Applied { new_bin: Some(bytes), .. }) = bits::apply(bin.map(|b| (bits::PARTICLE_BLOB, b)), bits::PARTICLE_BLOB, op, modify) {
+            let count = bits::apply(Some((bits::PARTICLE_BLOB, &bytes)), bits::PARTICLE_BLOB, &[0x93, 0x33, 0x00, 0x01], false);
+            assert!(bytes.is_empty() || count.is_ok(), "a bit op stored a blob whose first bit does not read: {count:?}");
         }
     }
 });

@@ -270,14 +270,16 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 }
 
 /// The `cdt_ops` fuzz target's check on its seeds and saved findings, each also cut short
-/// at every length: list, map and HLL ops and filter expressions on client bytes never panic,
-/// what a list or map op stores decodes, and a sketch an HLL op stores counts.
+/// at every length: list, map, HLL and bit ops and filter expressions on client bytes never
+/// panic, what a list or map op stores decodes, a sketch an HLL op stores counts, and a
+/// blob a bit op stores reads.
 #[test]
 fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     use spike_tools::server::bins::StoredRecord;
-    use spike_tools::server::{cdt, filter, hll, msgpack};
+    use spike_tools::server::{bits, cdt, filter, hll, msgpack};
     let mut record = StoredRecord::default();
     record.set_bin(b"n", 1, &7i64.to_be_bytes());
+    record.set_bin(b"b", bits::PARTICLE_BLOB, &[0xf0, 0x0f, 0x55]);
     let subject = filter::Subject {
         record: &record,
         generation: 3,
@@ -295,7 +297,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
         }
     }
     assert!(inputs.len() >= 8, "the seeds are missing");
-    let (mut stored, mut sketches) = (0, 0);
+    let (mut stored, mut sketches, mut blobs, mut passed) = (0, 0, 0, 0);
     for input in &inputs {
         for len in 0..=input.len() {
             let data = &input[..len];
@@ -303,7 +305,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                 let encoded = msgpack::encode(&value);
                 assert_eq!(msgpack::encode(&msgpack::decode(&encoded).unwrap()), encoded);
             }
-            let _ = filter::passes(data, &subject);
+            passed += (filter::passes(data, &subject) == Ok(true)) as usize;
             let Some((&selector, rest)) = data.split_first() else { continue };
             let Some((bin_len, rest)) = rest.split_first_chunk::<2>() else { continue };
             let (bin, op) = rest.split_at((u16::from_be_bytes(*bin_len) as usize).min(rest.len()));
@@ -325,8 +327,27 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                     sketches += 1;
                 }
             }
+            for held in [Some(bin), None] {
+                let held = held.map(|b| (bits::PARTICLE_BLOB, b));
+                let modify = selector & 2 != 0;
+                if let Ok(bits::Applied { new_bin: Some(bytes), .. }) =
+                    bits::apply(held, bits::PARTICLE_BLOB, op, modify)
+                {
+                    let first_bit = [0x93, 0x33, 0x00, 0x01];
+                    let count = bits::apply(
+                        Some((bits::PARTICLE_BLOB, &bytes)),
+                        bits::PARTICLE_BLOB,
+                        &first_bit,
+                        false,
+                    );
+                    assert!(bytes.is_empty() || count.is_ok());
+                    blobs += 1;
+                }
+            }
         }
     }
+    assert!(blobs >= 2, "the seeds no longer reach the bit ops");
+    assert!(passed >= 1, "no seed's filter (a bit count call among them) passes");
     assert!(stored >= 5, "the seeds no longer reach the ops ({stored} stored)");
     assert!(sketches >= 1, "the seeds no longer reach the HLL ops");
 }

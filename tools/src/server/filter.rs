@@ -6,8 +6,10 @@
 //! div, mod, abs; bins by type, bin types; the record's TTL, void time, last-update time,
 //! time since update, set name, whether its key is stored, its size, digest modulo; and
 //! literals. A bin of another type than the one asked, or a missing bin, is "unknown",
-//! which fails a comparison, as in Aerospike. Not served (the command gets 16): other ops
-//! (regex, geo, CDT and bit calls inside expressions, let/var, cond).
+//! which fails a comparison, as in Aerospike. Calls (op 127) run a list, map, bit or HLL
+//! op on a bin (or on what an inner expression made of it): a read call yields the op's
+//! result, a modify call the bin as changed, never stored; a call that fails is unknown.
+//! Not served (the command gets 16): other ops (regex, geo, string calls, let/var, cond).
 //!
 //! Pure; cost: a decode of the expression and a walk per record.
 
@@ -122,8 +124,69 @@ fn eval(expression: &Value, subject: &Subject<'_>) -> Result<Term, FilterError> 
             let name = raw_name(arg(0)?)?;
             Term::Known(Value::Int(subject.record.bin(name).map_or(0, |b| b.particle as i64)))
         }
+        126 => Term::Known(arg(0)?.clone()),
+        127 => call(subject, arg(1)?, arg(2)?, sub(3)?)?,
         _ => return Err(FilterError::Unsupported),
     })
+}
+
+/// The module bits of a call's flags, and its modify flag.
+const CALL_MODIFY: i64 = 0x40;
+const MODULE_CDT: i64 = 0;
+const MODULE_BITS: i64 = 1;
+const MODULE_HLL: i64 = 2;
+
+/// `[127, return type, module | modify, op, bin]`: the op (`[code, args…]`, or `[0xff,
+/// context, [code, args…]]` for a list or map op in a nested element) run on the bin's
+/// value, its arguments evaluated first.
+fn call(subject: &Subject<'_>, flags: &Value, op: &Value, bin: Term) -> Result<Term, FilterError> {
+    let Value::Int(flags) = flags else { return Err(FilterError::Parameter) };
+    let modify = flags & CALL_MODIFY != 0;
+    let Some(op) = evaluated_op(subject, op)? else { return Ok(Term::Unknown) };
+    let op = msgpack::encode(&op);
+    let bin = match &bin {
+        Term::Known(value) => Some(value.to_particle()),
+        Term::Unknown => None,
+    };
+    let held = bin.as_ref().map(|(particle, bytes)| (*particle, &bytes[..]));
+    let (result, new_bin) = match flags & !CALL_MODIFY {
+        MODULE_CDT => match super::cdt::apply(held, &op, modify) {
+            Ok(applied) => (Some(applied.result), applied.new_bin),
+            Err(_) => return Ok(Term::Unknown),
+        },
+        MODULE_BITS => match super::bits::apply(held, super::bits::PARTICLE_BLOB, &op, modify) {
+            Ok(applied) => (applied.result, applied.new_bin.map(|b| (super::bits::PARTICLE_BLOB, b))),
+            Err(_) => return Ok(Term::Unknown),
+        },
+        MODULE_HLL => match super::hll::apply(held, &op, modify) {
+            Ok(applied) => (applied.result, applied.new_bin.map(|b| (super::hll::PARTICLE_HLL, b))),
+            Err(_) => return Ok(Term::Unknown),
+        },
+        _ => return Err(FilterError::Unsupported),
+    };
+    let value = match modify {
+        true => new_bin.or(bin).and_then(|(particle, bytes)| Value::from_particle(particle, &bytes).ok()),
+        false => result,
+    };
+    Ok(value.map_or(Term::Unknown, Term::Known))
+}
+
+/// A call's op with every argument after the op code evaluated (None: one is unknown).
+fn evaluated_op(subject: &Subject<'_>, op: &Value) -> Result<Option<Value>, FilterError> {
+    let Value::List(items) = op else { return Err(FilterError::Parameter) };
+    if let [Value::Int(0xff), context, inner] = &items[..] {
+        return Ok(evaluated_op(subject, inner)?
+            .map(|inner| Value::List(vec![Value::Int(0xff), context.clone(), inner])));
+    }
+    let Some((code, args)) = items.split_first() else { return Err(FilterError::Parameter) };
+    let mut out = vec![code.clone()];
+    for arg in args {
+        match eval(arg, subject)? {
+            Term::Known(value) => out.push(value),
+            Term::Unknown => return Ok(None),
+        }
+    }
+    Ok(Some(Value::List(out)))
 }
 
 fn now_ms() -> u64 {

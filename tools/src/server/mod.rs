@@ -20,6 +20,7 @@
 
 pub mod batch;
 pub mod bins;
+pub mod bits;
 pub mod catalog;
 pub mod cdt;
 pub mod cdt_context;

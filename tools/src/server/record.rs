@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{cdt, filter, hll, msgpack, udf};
+use super::{bits, cdt, filter, hll, msgpack, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -243,6 +243,8 @@ fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
                 | OP_DELETE_ALL
                 | OP_HLL_READ
                 | OP_HLL_MODIFY
+                | OP_BITS_READ
+                | OP_BITS_MODIFY
         ) {
             return Some(code::UNSUPPORTED_FEATURE);
         }
@@ -340,7 +342,7 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
         let bin = stored.bin(op.name);
         match (op.code, bin) {
             (OP_READ, Some(b)) => out.push((b.particle, b.name.clone(), b.value.clone())),
-            (OP_READ | OP_CDT_READ | OP_HLL_READ, None) if respond_all => {
+            (OP_READ | OP_CDT_READ | OP_HLL_READ | OP_BITS_READ, None) if respond_all => {
                 out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()))
             }
             (OP_CDT_READ, Some(b)) => {
@@ -351,6 +353,11 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
             (OP_HLL_READ, Some(b)) => {
                 let applied =
                     hll::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
+                out.extend(applied.result.map(|result| result_bin(op.name, &result)));
+            }
+            (OP_BITS_READ, Some(b)) => {
+                let applied = bits::apply(Some((b.particle, &b.value)), op.particle, op.value, false)
+                    .map_err(|e| e.code())?;
                 out.extend(applied.result.map(|result| result_bin(op.name, &result)));
             }
             _ => {}
@@ -394,8 +401,13 @@ fn run_ops(record: &mut StoredRecord, command: &Command<'_>) -> Result<(ReplyBin
                 }
                 Err(code) => return Err(code),
             },
-            OP_HLL_READ | OP_HLL_MODIFY => {
-                if let Some(reply) = apply_hll(record, op)? {
+            OP_HLL_READ | OP_HLL_MODIFY | OP_BITS_READ | OP_BITS_MODIFY => {
+                let reply = if matches!(op.code, OP_HLL_READ | OP_HLL_MODIFY) {
+                    apply_hll(record, op)?
+                } else {
+                    apply_bits(record, op)?
+                };
+                if let Some(reply) = reply {
                     replies.push(reply);
                 } else if respond_all {
                     replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
@@ -462,6 +474,17 @@ fn apply_hll(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<ReplyBin>,
     let applied = hll::apply(bin, op.value, op.code == OP_HLL_MODIFY).map_err(|e| e.code())?;
     if let Some(value) = &applied.new_bin {
         record.set_bin(op.name, hll::PARTICLE_HLL, value);
+    }
+    Ok(applied.result.map(|result| result_bin(op.name, &result)))
+}
+
+/// Runs a bit op of a write on the record being built: the bin changes (a modify that
+/// refused under NO_FAIL changes nothing), and a read's result is its reply.
+fn apply_bits(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<ReplyBin>, u8> {
+    let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
+    let applied = bits::apply(bin, op.particle, op.value, op.code == OP_BITS_MODIFY).map_err(|e| e.code())?;
+    if let Some(value) = &applied.new_bin {
+        record.set_bin(op.name, bits::PARTICLE_BLOB, value);
     }
     Ok(applied.result.map(|result| result_bin(op.name, &result)))
 }

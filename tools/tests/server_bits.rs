@@ -1,0 +1,148 @@
+//! `spike-server`'s bit operations on blob bins, and the calls that run list, map, bit and
+//! HLL ops inside filter expressions, driven by the official Aerospike Rust client.
+
+#[path = "common/server.rs"]
+mod server;
+
+use aerospike::operations::bitwise::{
+    self, BitPolicy, BitwiseOverflowActions, BitwiseResizeFlags, BitwiseWriteFlags,
+};
+use aerospike::operations::Operation;
+use aerospike::{
+    as_bin, as_key, Bins, Client, ClientPolicy, Key, ReadPolicy, ResultCode, Value, WritePolicy,
+};
+use server::ServerProcess;
+
+async fn connect(server: &ServerProcess) -> Client {
+    Client::new(&ClientPolicy::default(), &server.host()).await.expect("connect to spike-server")
+}
+
+/// The result code of an operate the server refuses.
+async fn refused(client: &Client, key: &Key, op: Operation) -> Option<ResultCode> {
+    client.operate(&WritePolicy::default(), key, &[op]).await.unwrap_err().server_result_code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bit_operations_change_and_read_blobs_and_refuse_as_the_real_server_does() {
+    let mut server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let (wp, bp) = (WritePolicy::default(), BitPolicy::default());
+    let key = as_key!("test", "bits", 1);
+    let start = Value::Blob(vec![0b0000_0001, 0b0100_0010, 0b0000_0011, 0b0000_0100, 0b0000_0101]);
+    let ops = [
+        bitwise::insert("b", 0, start, &bp),
+        bitwise::set("b", 13, 3, Value::Blob(vec![0b1110_0000]), &bp),
+        bitwise::add("b", 24, 16, 128, false, BitwiseOverflowActions::Fail, &bp),
+        bitwise::get("b", 0, 40),
+        bitwise::count("b", 20, 4),
+        bitwise::lscan("b", 24, 8, true),
+        bitwise::get_int("b", 8, 16, false),
+    ];
+    let results = client.operate(&wp, &key, &ops).await.unwrap().results.expect("one result per op");
+    let changed = vec![0b0000_0001, 0b0100_0111, 0b0000_0011, 0b0000_0100, 0b1000_0101];
+    assert_eq!(results[3], Value::Blob(changed.clone()));
+    assert_eq!(results[4..], [Value::from(2), Value::from(5), Value::from(0b0100_0111_0000_0011)]);
+    let stored = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(stored.bins.get("b"), Some(&Value::Blob(changed.clone())));
+
+    // A read-only operate is a read command; a missing bin reads as nothing.
+    let record = client.operate(&wp, &key, &[bitwise::rscan("b", 32, 8, true)]).await.unwrap();
+    assert_eq!(record.bins.get("b"), Some(&Value::from(7)));
+    let resize = bitwise::resize("fresh", 2, BitwiseResizeFlags::DEFAULT, &bp);
+    let record = client.operate(&wp, &key, &[resize, bitwise::get("fresh", 0, 16)]).await.unwrap();
+    assert_eq!(record.results.unwrap()[1], Value::Blob(vec![0, 0]));
+
+    // Refusals: the codes Aerospike gives, and nothing written.
+    let generation = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap().generation;
+    assert_eq!(
+        refused(&client, &key, bitwise::not("b", 36, 8, &bp)).await,
+        Some(ResultCode::OpNotApplicable)
+    );
+    assert_eq!(refused(&client, &key, bitwise::get("b", 0, 41)).await, Some(ResultCode::OpNotApplicable));
+    let create_only = BitPolicy::new(BitwiseWriteFlags::CREATE_ONLY);
+    let resize_again = bitwise::resize("b", 9, BitwiseResizeFlags::DEFAULT, &create_only);
+    assert_eq!(refused(&client, &key, resize_again).await, Some(ResultCode::BinExistsError));
+    assert_eq!(
+        refused(&client, &key, bitwise::not("missing", 0, 8, &bp)).await,
+        Some(ResultCode::BinNotFound)
+    );
+    let overflow = bitwise::add("b", 0, 8, 255, false, BitwiseOverflowActions::Fail, &bp);
+    assert_eq!(refused(&client, &key, overflow).await, Some(ResultCode::OpNotApplicable));
+    client.put(&wp, &key, &[as_bin!("n", 1)]).await.unwrap();
+    assert_eq!(refused(&client, &key, bitwise::count("n", 0, 8)).await, Some(ResultCode::BinTypeError));
+    let after = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(after.bins.get("b"), Some(&Value::Blob(changed)), "refused ops changed nothing");
+    assert_eq!(after.generation, generation + 1, "only the plain put wrote");
+
+    // NO_FAIL turns a refusal into a no-op; PARTIAL cuts a window at the end.
+    let lenient = BitPolicy::new(BitwiseWriteFlags::NO_FAIL | BitwiseWriteFlags::PARTIAL);
+    client.operate(&wp, &key, &[bitwise::not("b", 36, 8, &lenient)]).await.unwrap();
+    let last = client.operate(&wp, &key, &[bitwise::get("b", 32, 8)]).await.unwrap();
+    assert_eq!(last.bins.get("b"), Some(&Value::Blob(vec![0b1000_1010])));
+    client.close().await.unwrap();
+
+    // The changed blob is what a restart finds.
+    assert_eq!(server.stop(), Some(0));
+    server.launch();
+    let client = connect(&server).await;
+    let record = client.operate(&wp, &key, &[bitwise::get_int("b", 32, 8, true)]).await.unwrap();
+    assert_eq!(record.bins.get("b"), Some(&Value::from(0b1000_1010u8 as i8 as i64)));
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_expressions_call_bit_list_map_and_hll_ops_without_changing_the_record() {
+    use aerospike::expressions::bitwise as exp_bits;
+    use aerospike::expressions::hll as exp_hll;
+    use aerospike::expressions::lists as exp_lists;
+    use aerospike::expressions::maps as exp_maps;
+    use aerospike::expressions::{and, blob_bin, eq, gt, hll_bin, int_val, list_bin, map_bin, string_val};
+    use aerospike::operations::hll::{self, HllPolicy};
+    use aerospike::operations::maps::MapReturnType;
+    use aerospike::{as_list, as_map, as_val};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "calls", 1);
+    let bins = [
+        as_bin!("b", Value::Blob(vec![0b1110_0000, 0])),
+        as_bin!("l", as_list!(1, 2, 3)),
+        as_bin!("m", as_map!("a" => 1, "b" => 2)),
+    ];
+    client.put(&wp, &key, &bins).await.unwrap();
+    let adds: Vec<Value> = (0..100).map(Value::from).collect();
+    client.operate(&wp, &key, &[hll::add_with_index(&HllPolicy::default(), "h", adds, 8)]).await.unwrap();
+    let before = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+
+    let bit_count = exp_bits::count(int_val(0), int_val(16), blob_bin("b"));
+    let grown =
+        exp_bits::resize(&BitPolicy::default(), int_val(4), BitwiseResizeFlags::DEFAULT, blob_bin("b"));
+    let grown_count = exp_bits::count(int_val(0), int_val(32), grown);
+    let list_size = exp_lists::size(list_bin("l"), &[]);
+    let map_value = exp_maps::get_by_key(
+        MapReturnType::VALUE,
+        aerospike::expressions::ExpType::Int,
+        string_val("b"),
+        map_bin("m"),
+        &[],
+    );
+    let hll_count = exp_hll::get_count(hll_bin("h"));
+    let passing = and(vec![
+        eq(bit_count, int_val(3)),
+        eq(grown_count, int_val(3)),
+        eq(list_size, int_val(3)),
+        eq(map_value, int_val(2)),
+        gt(hll_count, int_val(90)),
+    ]);
+    let mut rp = ReadPolicy::default();
+    rp.base_policy.filter_expression = Some(passing);
+    assert!(client.get(&rp, &key, Bins::All).await.is_ok(), "every call gave what the record holds");
+    let too_many = eq(exp_bits::count(int_val(0), int_val(16), blob_bin("b")), int_val(4));
+    rp.base_policy.filter_expression = Some(too_many);
+    let err = client.get(&rp, &key, Bins::All).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::FilteredOut));
+
+    let after = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!((after.bins, after.generation), (before.bins, before.generation), "a call never stores");
+    client.close().await.unwrap();
+}
