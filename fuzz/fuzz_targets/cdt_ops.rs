@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spike_tools::server::bins::StoredRecord;
-use spike_tools::server::{bits, cdt, filter, hll, msgpack};
+use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = msgpack::decode(data) {
@@ -29,6 +29,10 @@ fuzz_target!(|data: &[u8]| {
         size_bytes: 64,
     };
     let _ = filter::passes(data, &subject);
+    // The same bytes as an expression op's value: read, and modify of a held and a new bin.
+    let _ = exp_op::read(data, &subject);
+    let _ = exp_op::modify(data, b"n", &subject);
+    let _ = exp_op::modify(data, b"new", &subject);
     let Some((&selector, rest)) = data.split_first() else { return };
     let Some((len, rest)) = rest.split_first_chunk::<2>() else { return };
     let bin_len = (u16::from_be_bytes(*len) as usize).min(rest.len());

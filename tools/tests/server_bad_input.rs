@@ -276,7 +276,7 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 #[test]
 fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     use spike_tools::server::bins::StoredRecord;
-    use spike_tools::server::{bits, cdt, filter, hll, msgpack};
+    use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack};
     let mut record = StoredRecord::default();
     record.set_bin(b"n", 1, &7i64.to_be_bytes());
     record.set_bin(b"b", bits::PARTICLE_BLOB, &[0xf0, 0x0f, 0x55]);
@@ -306,6 +306,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                 assert_eq!(msgpack::encode(&msgpack::decode(&encoded).unwrap()), encoded);
             }
             passed += (filter::passes(data, &subject) == Ok(true)) as usize;
+            let _ = (exp_op::read(data, &subject), exp_op::modify(data, b"n", &subject));
             let Some((&selector, rest)) = data.split_first() else { continue };
             let Some((bin_len, rest)) = rest.split_first_chunk::<2>() else { continue };
             let (bin, op) = rest.split_at((u16::from_be_bytes(*bin_len) as usize).min(rest.len()));

@@ -116,17 +116,29 @@ pub enum BinOpError {
     Parameter,
 }
 
-/// `INCR`: adds an integer or float to the bin (a missing bin counts as zero).
+/// The real server makes any modify op on a missing bin a create: the bin takes the op's
+/// value, whatever its type (an increment by a string creates a string bin). A number is
+/// 8 bytes; a NULL value creates nothing.
+fn create(record: &mut StoredRecord, name: &[u8], particle: u8, value: &[u8]) -> Result<(), BinOpError> {
+    let number = particle == PARTICLE_INTEGER || particle == PARTICLE_FLOAT;
+    if particle == PARTICLE_NULL || (number && value.len() != 8) {
+        return Err(BinOpError::Parameter);
+    }
+    record.set_bin(name, particle, value);
+    Ok(())
+}
+
+/// `INCR`: adds an integer or float to the bin (a missing bin is created, see `create`).
 pub fn add(record: &mut StoredRecord, name: &[u8], particle: u8, value: &[u8]) -> Result<(), BinOpError> {
+    let Some(current) = record.bin(name).map(|b| (b.particle, b.value.clone())) else {
+        return create(record, name, particle, value);
+    };
     // Only numbers add (anything else is a type error, as in Aerospike); a number is 8 bytes.
     if particle != PARTICLE_INTEGER && particle != PARTICLE_FLOAT {
         return Err(BinOpError::IncompatibleType);
     }
     let operand: [u8; 8] = value.try_into().map_err(|_| BinOpError::Parameter)?;
-    let current = record.bin(name).map(|b| (b.particle, b.value.clone()));
-    let sum = match (particle, current) {
-        (PARTICLE_INTEGER, None) => operand,
-        (PARTICLE_FLOAT, None) => operand,
+    let sum = match (particle, Some(current)) {
         (PARTICLE_INTEGER, Some((PARTICLE_INTEGER, v))) => {
             let held = i64::from_be_bytes(v.try_into().map_err(|_| BinOpError::IncompatibleType)?);
             held.wrapping_add(i64::from_be_bytes(operand)).to_be_bytes()
@@ -142,7 +154,8 @@ pub fn add(record: &mut StoredRecord, name: &[u8], particle: u8, value: &[u8]) -
     Ok(())
 }
 
-/// `APPEND` / `PREPEND`: strings and blobs, each only to its own kind.
+/// `APPEND` / `PREPEND`: strings and blobs, each only to its own kind (a missing bin is
+/// created, see `create`).
 pub fn concat(
     record: &mut StoredRecord,
     name: &[u8],
@@ -150,6 +163,9 @@ pub fn concat(
     value: &[u8],
     prepend: bool,
 ) -> Result<(), BinOpError> {
+    if record.bin(name).is_none() {
+        return create(record, name, particle, value);
+    }
     if particle != PARTICLE_STRING && particle != PARTICLE_BLOB {
         return Err(BinOpError::IncompatibleType);
     }
@@ -197,6 +213,11 @@ mod tests {
             concat(&mut record, b"n", PARTICLE_STRING, b"x", false),
             Err(BinOpError::IncompatibleType)
         );
+        // A missing bin is created whatever the op's type, as by the real server.
+        add(&mut record, b"fresh", PARTICLE_STRING, b"text").unwrap();
+        assert_eq!(record.bin(b"fresh").unwrap().particle, PARTICLE_STRING);
+        concat(&mut record, b"number", PARTICLE_INTEGER, &9i64.to_be_bytes(), false).unwrap();
+        assert_eq!(add(&mut record, b"other", PARTICLE_INTEGER, &[1, 2]), Err(BinOpError::Parameter));
         record.set_bin(b"s", PARTICLE_NULL, &[]);
         assert!(record.bin(b"s").is_none());
     }

@@ -2,14 +2,15 @@
 //! record; a command whose record does not pass is answered FILTERED_OUT (27) and does
 //! nothing, a scan leaves the record out.
 //!
-//! Served: comparisons (EQ NE GT GE LT LE), AND OR NOT, integer and float add, sub, mul,
-//! div, mod, abs; bins by type, bin types; the record's TTL, void time, last-update time,
-//! time since update, set name, whether its key is stored, its size, digest modulo; and
-//! literals. A bin of another type than the one asked, or a missing bin, is "unknown",
-//! which fails a comparison, as in Aerospike. Calls (op 127) run a list, map, bit or HLL
-//! op on a bin (or on what an inner expression made of it): a read call yields the op's
-//! result, a modify call the bin as changed, never stored; a call that fails is unknown.
-//! Not served (the command gets 16): other ops (regex, geo, string calls, let/var, cond).
+//! Served: comparisons (EQ NE GT GE LT LE), in-list, AND OR NOT XOR, the numeric operators
+//! of `exp_math`; bins by type, bin types; the record's TTL, void time, last-update time,
+//! time since update, set name, its stored key and whether it has one, its size, digest
+//! modulo; let/var and cond; literals and quoted values. A bin of another type than the
+//! one asked, or a missing bin, is "unknown", which fails a comparison, as in Aerospike.
+//! Calls (op 127) run a list, map, bit or HLL op on a bin (or on what an inner expression
+//! made of it): a read call yields the op's result, a modify call the bin as changed, never
+//! stored; a call that fails is unknown. `exp_op` evaluates expressions for read and write
+//! ops. Not served (the command gets 16): regex, geo, string calls, path expressions.
 //!
 //! Pure; cost: a decode of the expression and a walk per record.
 
@@ -73,25 +74,124 @@ pub fn record_passes(
 /// Whether the subject passes the expression in `bytes`.
 pub fn passes(bytes: &[u8], subject: &Subject<'_>) -> Result<bool, FilterError> {
     let expression = msgpack::decode(bytes).map_err(|_| FilterError::Parameter)?;
-    Ok(matches!(eval(&expression, subject)?, Term::Known(Value::Bool(true))))
+    Ok(matches!(eval(&expression, subject, &Vars::new())?, Term::Known(Value::Bool(true))))
 }
 
+/// The value of a decoded expression on the subject; None when it is unknown.
+pub fn evaluate(expression: &Value, subject: &Subject<'_>) -> Result<Option<Value>, FilterError> {
+    Ok(match eval(expression, subject, &Vars::new())? {
+        Term::Known(value) => Some(value),
+        Term::Unknown => None,
+    })
+}
+
+/// The subject of an expression on `stored`, the bins of the engine's `held` record (None:
+/// a record being created, with no generation, TTL or size yet).
+pub fn subject<'a>(
+    stored: &'a StoredRecord,
+    held: Option<&'a spike::Record>,
+    digest: &'a [u8; 20],
+) -> Subject<'a> {
+    Subject {
+        record: stored,
+        generation: held.map_or(0, |r| r.generation),
+        void_time: held.map_or(0, |r| r.void_time),
+        last_update_ms: held.map_or(0, |r| r.last_update_ms),
+        digest,
+        size_bytes: held.map_or(0, |r| r.value.len()),
+    }
+}
+
+/// Values bound by `let`, the innermost last.
+type Vars = Vec<(Vec<u8>, Term)>;
+
 /// Recursion is bounded by the decoder's depth limit.
-fn eval(expression: &Value, subject: &Subject<'_>) -> Result<Term, FilterError> {
+fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
     let Value::List(items) = expression else { return Ok(Term::Known(expression.clone())) };
     let Some((Value::Int(op), args)) = items.split_first() else { return Err(FilterError::Parameter) };
     let arg = |at: usize| args.get(at).ok_or(FilterError::Parameter);
-    let sub = |at: usize| arg(at).and_then(|a| eval(a, subject));
+    let sub = |at: usize| arg(at).and_then(|a| eval(a, subject, vars));
+    let all = || args.iter().map(|a| eval(a, subject, vars)).collect::<Result<Vec<_>, _>>();
     Ok(match *op {
         1..=6 => compare(*op, sub(0)?, sub(1)?),
-        16 | 17 => logic(*op == 16, args.iter().map(|a| eval(a, subject)).collect::<Result<_, _>>()?),
+        9 => match (sub(0)?, sub(1)?) {
+            (Term::Known(value), Term::Known(Value::List(list))) => {
+                Term::Known(Value::Bool(list.iter().any(|v| canonical_cmp(v, &value) == Ordering::Equal)))
+            }
+            _ => Term::Unknown,
+        },
+        16 | 17 => logic(*op == 16, all()?),
         18 => match sub(0)? {
             Term::Known(Value::Bool(b)) => Term::Known(Value::Bool(!b)),
             _ => Term::Unknown,
         },
-        20..=24 | 26 | 27 => {
-            arithmetic(*op, args.iter().map(|a| eval(a, subject)).collect::<Result<_, _>>()?)
+        19 => {
+            let bools: Option<Vec<bool>> = all()?
+                .into_iter()
+                .map(|t| if let Term::Known(Value::Bool(b)) = t { Some(b) } else { None })
+                .collect();
+            bools.map_or(Term::Unknown, |b| {
+                Term::Known(Value::Bool(b.into_iter().filter(|b| *b).count() % 2 == 1))
+            })
         }
+        20..=41 | 50 | 51 => {
+            let known: Option<Vec<Value>> =
+                all()?.into_iter().map(|t| if let Term::Known(v) = t { Some(v) } else { None }).collect();
+            known.and_then(|v| super::exp_math::apply(*op, &v)).map_or(Term::Unknown, Term::Known)
+        }
+        64..=82 => record_info(*op, args, subject)?,
+        123 => cond(args, subject, vars)?,
+        124 => {
+            let name = raw_name(arg(0)?)?;
+            vars.iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
+                .ok_or(FilterError::Parameter)?
+        }
+        125 => let_in(args, subject, vars)?,
+        126 => Term::Known(arg(0)?.clone()),
+        127 => call(subject, vars, arg(1)?, arg(2)?, sub(3)?)?,
+        _ => return Err(FilterError::Unsupported),
+    })
+}
+
+/// `[cond, test, value, test, value, …, default]`: the value of the first test that is
+/// true; only that branch is evaluated.
+fn cond(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
+    let (default, pairs) = args.split_last().ok_or(FilterError::Parameter)?;
+    if pairs.len() % 2 != 0 {
+        return Err(FilterError::Parameter);
+    }
+    for pair in pairs.chunks(2) {
+        match eval(&pair[0], subject, vars)? {
+            Term::Known(Value::Bool(true)) => return eval(&pair[1], subject, vars),
+            Term::Known(Value::Bool(false)) => {}
+            _ => return Ok(Term::Unknown),
+        }
+    }
+    eval(default, subject, vars)
+}
+
+/// `[let, name, value, name, value, …, scope]`: each value (which may use the names
+/// bound before it) bound to its name while the scope is evaluated.
+fn let_in(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
+    let (scope, definitions) = args.split_last().ok_or(FilterError::Parameter)?;
+    if definitions.len() % 2 != 0 {
+        return Err(FilterError::Parameter);
+    }
+    let mut inner = vars.clone();
+    for definition in definitions.chunks(2) {
+        let value = eval(&definition[1], subject, &inner)?;
+        inner.push((raw_name(&definition[0])?.to_vec(), value));
+    }
+    eval(scope, subject, &inner)
+}
+
+/// The record's metadata (op codes 64 to 74), its key (80) and its bins (81, 82).
+fn record_info(op: i64, args: &[Value], subject: &Subject<'_>) -> Result<Term, FilterError> {
+    let arg = |at: usize| args.get(at).ok_or(FilterError::Parameter);
+    Ok(match op {
         64 => match arg(0)? {
             Value::Int(n) if *n > 0 => {
                 let tail = u32::from_le_bytes([
@@ -119,13 +219,20 @@ fn eval(expression: &Value, subject: &Subject<'_>) -> Result<Term, FilterError> 
         71 => Term::Known(Value::Bool(subject.record.key.is_some())),
         72 => Term::Known(Value::Bool(false)),
         74 => Term::Known(Value::Int(subject.size_bytes as i64)),
+        80 => {
+            let Value::Int(wanted) = arg(0)? else { return Err(FilterError::Parameter) };
+            match &subject.record.key {
+                Some((particle, bytes)) if expression_type(*particle) == Some(*wanted) => {
+                    Value::from_particle(*particle, bytes).map_or(Term::Unknown, Term::Known)
+                }
+                _ => Term::Unknown,
+            }
+        }
         81 => bin(subject, arg(0)?, arg(1)?)?,
         82 => {
             let name = raw_name(arg(0)?)?;
             Term::Known(Value::Int(subject.record.bin(name).map_or(0, |b| b.particle as i64)))
         }
-        126 => Term::Known(arg(0)?.clone()),
-        127 => call(subject, arg(1)?, arg(2)?, sub(3)?)?,
         _ => return Err(FilterError::Unsupported),
     })
 }
@@ -139,10 +246,16 @@ const MODULE_HLL: i64 = 2;
 /// `[127, return type, module | modify, op, bin]`: the op (`[code, args…]`, or `[0xff,
 /// context, [code, args…]]` for a list or map op in a nested element) run on the bin's
 /// value, its arguments evaluated first.
-fn call(subject: &Subject<'_>, flags: &Value, op: &Value, bin: Term) -> Result<Term, FilterError> {
+fn call(
+    subject: &Subject<'_>,
+    vars: &Vars,
+    flags: &Value,
+    op: &Value,
+    bin: Term,
+) -> Result<Term, FilterError> {
     let Value::Int(flags) = flags else { return Err(FilterError::Parameter) };
     let modify = flags & CALL_MODIFY != 0;
-    let Some(op) = evaluated_op(subject, op)? else { return Ok(Term::Unknown) };
+    let Some(op) = evaluated_op(subject, vars, op)? else { return Ok(Term::Unknown) };
     let op = msgpack::encode(&op);
     let bin = match &bin {
         Term::Known(value) => Some(value.to_particle()),
@@ -172,16 +285,16 @@ fn call(subject: &Subject<'_>, flags: &Value, op: &Value, bin: Term) -> Result<T
 }
 
 /// A call's op with every argument after the op code evaluated (None: one is unknown).
-fn evaluated_op(subject: &Subject<'_>, op: &Value) -> Result<Option<Value>, FilterError> {
+fn evaluated_op(subject: &Subject<'_>, vars: &Vars, op: &Value) -> Result<Option<Value>, FilterError> {
     let Value::List(items) = op else { return Err(FilterError::Parameter) };
     if let [Value::Int(0xff), context, inner] = &items[..] {
-        return Ok(evaluated_op(subject, inner)?
-            .map(|inner| Value::List(vec![Value::Int(0xff), context.clone(), inner])));
+        let inner = evaluated_op(subject, vars, inner)?;
+        return Ok(inner.map(|inner| Value::List(vec![Value::Int(0xff), context.clone(), inner])));
     }
     let Some((code, args)) = items.split_first() else { return Err(FilterError::Parameter) };
     let mut out = vec![code.clone()];
     for arg in args {
-        match eval(arg, subject)? {
+        match eval(arg, subject, vars)? {
             Term::Known(value) => out.push(value),
             Term::Unknown => return Ok(None),
         }
@@ -206,22 +319,26 @@ fn raw_name(value: &Value) -> Result<&[u8], FilterError> {
 fn bin(subject: &Subject<'_>, wanted: &Value, name: &Value) -> Result<Term, FilterError> {
     let Value::Int(wanted) = wanted else { return Err(FilterError::Parameter) };
     let Some(bin) = subject.record.bin(raw_name(name)?) else { return Ok(Term::Unknown) };
-    let matches = match bin.particle {
-        1 => *wanted == 2,
-        2 => *wanted == 7,
-        3 => *wanted == 3,
-        4 => *wanted == 6,
-        17 => *wanted == 1,
-        18 => *wanted == 9,
-        19 => *wanted == 5,
-        20 => *wanted == 4,
-        23 => *wanted == 8,
-        _ => false,
-    };
-    if !matches {
+    if expression_type(bin.particle) != Some(*wanted) {
         return Ok(Term::Unknown);
     }
     Ok(Value::from_particle(bin.particle, &bin.value).map_or(Term::Unknown, Term::Known))
+}
+
+/// The expression type of a particle type.
+fn expression_type(particle: u8) -> Option<i64> {
+    Some(match particle {
+        1 => 2,
+        2 => 7,
+        3 => 3,
+        4 => 6,
+        17 => 1,
+        18 => 9,
+        19 => 5,
+        20 => 4,
+        23 => 8,
+        _ => return None,
+    })
 }
 
 fn compare(op: i64, left: Term, right: Term) -> Term {
@@ -258,54 +375,6 @@ fn logic(all: bool, terms: Vec<Term>) -> Term {
     } else {
         Term::Known(Value::Bool(all))
     }
-}
-
-fn arithmetic(op: i64, terms: Vec<Term>) -> Term {
-    let mut values = Vec::with_capacity(terms.len());
-    for term in terms {
-        match term {
-            Term::Known(v @ (Value::Int(_) | Value::F64(_))) => values.push(v),
-            _ => return Term::Unknown,
-        }
-    }
-    let Some((first, rest)) = values.split_first() else { return Term::Unknown };
-    if op == 27 {
-        return match first {
-            Value::Int(i) => i.checked_abs().map_or(Term::Unknown, |a| Term::Known(Value::Int(a))),
-            Value::F64(x) => Term::Known(Value::F64(x.abs())),
-            _ => Term::Unknown,
-        };
-    }
-    let mut acc = first.clone();
-    for next in rest {
-        acc = match (&acc, next) {
-            (Value::Int(a), Value::Int(b)) => {
-                let result = match op {
-                    20 => a.checked_add(*b),
-                    21 => a.checked_sub(*b),
-                    22 => a.checked_mul(*b),
-                    23 => a.checked_div(*b),
-                    24 => u32::try_from(*b).ok().and_then(|b| a.checked_pow(b)),
-                    _ => a.checked_rem(*b),
-                };
-                match result {
-                    Some(r) => Value::Int(r),
-                    None => return Term::Unknown,
-                }
-            }
-            (Value::F64(a), Value::F64(b)) => Value::F64(match op {
-                20 => a + b,
-                21 => a - b,
-                22 => a * b,
-                23 => a / b,
-                24 => a.powf(*b),
-                _ => a % b,
-            }),
-            // Mixed integer and float is an error in Aerospike's expressions too.
-            _ => return Term::Unknown,
-        };
-    }
-    Term::Known(acc)
 }
 
 #[cfg(test)]
@@ -365,6 +434,25 @@ mod tests {
         )));
         assert!(check(op(1, vec![op(20, vec![int_bin("n"), Value::Int(3)]), Value::Int(10)])));
         assert!(check(op(1, vec![op(69, vec![]), Value::Int(-1)])));
+        // let x = n + 1 in (cond x > 100: false, x == 8: true, default false), and a var
+        // nobody bound; in_list and xor.
+        let x = || op(124, vec![raw("x")]);
+        let choice = op(
+            123,
+            vec![
+                op(3, vec![x(), Value::Int(100)]),
+                Value::Bool(false),
+                op(1, vec![x(), Value::Int(8)]),
+                Value::Bool(true),
+                Value::Bool(false),
+            ],
+        );
+        assert!(check(op(125, vec![raw("x"), op(20, vec![int_bin("n"), Value::Int(1)]), choice])));
+        assert_eq!(passes(&encode(&op(124, vec![raw("y")])), &subject), Err(FilterError::Parameter));
+        let list = op(126, vec![Value::List(vec![Value::Int(3), Value::Int(7)])]);
+        assert!(check(op(9, vec![int_bin("n"), list])));
+        assert!(check(op(19, vec![Value::Bool(true), Value::Bool(false), Value::Bool(false)])));
+        assert!(!check(op(19, vec![Value::Bool(true), Value::Bool(true)])));
         assert_eq!(passes(&encode(&op(7, vec![])), &subject), Err(FilterError::Unsupported));
         assert_eq!(passes(&[0xc1], &subject), Err(FilterError::Parameter));
         assert_eq!(passes(&encode(&op(1, vec![Value::Int(1)])), &subject), Err(FilterError::Parameter));

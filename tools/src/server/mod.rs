@@ -28,6 +28,8 @@ pub mod cdt_select;
 pub mod compression;
 pub mod config;
 pub mod counters;
+pub mod exp_math;
+pub mod exp_op;
 pub mod filter;
 pub mod hll;
 pub mod info;

@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{bits, cdt, filter, hll, msgpack, udf};
+use super::{bits, cdt, exp_op, filter, hll, msgpack, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -245,6 +245,8 @@ fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
                 | OP_HLL_MODIFY
                 | OP_BITS_READ
                 | OP_BITS_MODIFY
+                | OP_EXP_READ
+                | OP_EXP_MODIFY
         ) {
             return Some(code::UNSUPPORTED_FEATURE);
         }
@@ -276,7 +278,7 @@ fn read_outcome(ns: &Namespace, command: &Command<'_>, result: spike::Result<spi
     if let Some(code) = filtered(command, &record, &stored) {
         return Outcome::code(code);
     }
-    let bins = match select_bins(&mut stored, &command.header, command.ops) {
+    let bins = match select_bins(&mut stored, &record, &command.header, command.ops) {
         Ok(bins) => bins,
         Err(code) => return Outcome::code(code),
     };
@@ -324,9 +326,14 @@ fn read_touch(ns: &Namespace, percent: u32, record: spike::Record) -> spike::Rec
 /// result per READ op that names an existing bin and per list or map read, in op order (a
 /// bin named twice comes back twice, which the clients merge into one multi-result; an
 /// empty name, which Rust sends for a header read, names none; with RESPOND_ALL_OPS a
-/// missing bin is a nil). All bins are moved out of `stored`, not copied. Err: the result
-/// code of a list or map read that failed.
-pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]) -> Result<ReplyBins, u8> {
+/// missing bin is a nil); an expression read answers under its own name. All bins are
+/// moved out of `stored`, not copied. Err: the result code of an op that failed.
+pub fn select_bins(
+    stored: &mut StoredRecord,
+    held: &spike::Record,
+    header: &MsgHeader,
+    ops: &[Op<'_>],
+) -> Result<ReplyBins, u8> {
     if header.info1 & INFO1_NOBINDATA != 0 {
         return Ok(Vec::new());
     }
@@ -339,6 +346,15 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
     let respond_all = header.info2 & INFO2_RESPOND_ALL_OPS != 0;
     let mut out = Vec::new();
     for op in ops.iter().filter(|op| !op.name.is_empty()) {
+        if op.code == OP_EXP_READ {
+            let subject = filter::subject(stored, Some(held), &held.digest);
+            match exp_op::read(op.value, &subject)? {
+                Some((particle, value)) => out.push((particle, op.name.to_vec(), value)),
+                None if respond_all => out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new())),
+                None => {}
+            }
+            continue;
+        }
         let bin = stored.bin(op.name);
         match (op.code, bin) {
             (OP_READ, Some(b)) => out.push((b.particle, b.name.clone(), b.value.clone())),
@@ -369,7 +385,11 @@ pub fn select_bins(stored: &mut StoredRecord, header: &MsgHeader, ops: &[Op<'_>]
 /// Runs a write's ops in order on the record being built: the reply ops, and whether an op
 /// deletes the record. Err: the result code of the op that failed (the write then does
 /// nothing).
-fn run_ops(record: &mut StoredRecord, command: &Command<'_>) -> Result<(ReplyBins, bool), u8> {
+fn run_ops(
+    record: &mut StoredRecord,
+    command: &Command<'_>,
+    existing: Option<&spike::Record>,
+) -> Result<(ReplyBins, bool), u8> {
     let h = &command.header;
     let respond_all = h.info2 & INFO2_RESPOND_ALL_OPS != 0;
     let mut replies = Vec::new();
@@ -393,6 +413,22 @@ fn run_ops(record: &mut StoredRecord, command: &Command<'_>) -> Result<(ReplyBin
             OP_DELETE_ALL => {
                 delete_record = true;
                 Ok(())
+            }
+            OP_EXP_MODIFY => {
+                let subject = filter::subject(record, existing, &command.digest);
+                if let Some((particle, value)) = exp_op::modify(op.value, op.name, &subject)? {
+                    record.set_bin(op.name, particle, &value);
+                }
+                Ok(())
+            }
+            OP_EXP_READ => {
+                let subject = filter::subject(record, existing, &command.digest);
+                match exp_op::read(op.value, &subject)? {
+                    Some((particle, value)) => replies.push((particle, op.name.to_vec(), value)),
+                    None if respond_all => replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new())),
+                    None => {}
+                }
+                continue;
             }
             OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(record, op) {
                 Ok(reply) => {
@@ -599,7 +635,7 @@ fn plan_write(ns: &Namespace, command: &Command<'_>, existing: Option<&spike::Re
     if let Some(key) = command.key.filter(|k| !k.is_empty() && ns.store_keys) {
         record.key = Some((key[0], key[1..].to_vec()));
     }
-    let (replies, delete_record) = match run_ops(&mut record, command) {
+    let (replies, delete_record) = match run_ops(&mut record, command, existing) {
         Ok(done) => done,
         Err(code) => return refuse(code),
     };

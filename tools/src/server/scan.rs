@@ -171,7 +171,7 @@ fn selected(
         return Ok(None);
     }
     let header = message.header;
-    let Ok(bins) = select_bins(&mut stored, &header, &message.ops) else { return Ok(None) };
+    let Ok(bins) = select_bins(&mut stored, record, &header, &message.ops) else { return Ok(None) };
     let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
     if wants_bins && bins.is_empty() && !message.ops.is_empty() {
         return Ok(None);

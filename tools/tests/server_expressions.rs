@@ -1,5 +1,7 @@
-//! `spike-server`'s bit operations on blob bins, and the calls that run list, map, bit and
-//! HLL ops inside filter expressions, driven by the official Aerospike Rust client.
+//! `spike-server`'s bit operations on blob bins, expression operations (read and write
+//! ops that evaluate an expression), and the expression language itself (calls of list,
+//! map, bit and HLL ops, let/var, cond, integer bit operators, the stored key), driven by
+//! the official Aerospike Rust client.
 
 #[path = "common/server.rs"]
 mod server;
@@ -144,5 +146,85 @@ async fn filter_expressions_call_bit_list_map_and_hll_ops_without_changing_the_r
 
     let after = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
     assert_eq!((after.bins, after.generation), (before.bins, before.generation), "a call never stores");
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expression_operations_read_and_write_bins_with_the_real_servers_flags() {
+    use aerospike::expressions::{
+        cond, def, eq, exp_let, ge, in_list, int_bin, int_count, int_lscan, int_val, key, list_val, max, nil,
+        num_add, string_val, var, ExpType,
+    };
+    use aerospike::operations::exp::{read_exp, write_exp, ExpReadFlags, ExpWriteFlags};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy { send_key: true, ..WritePolicy::default() };
+    let key_ = as_key!("test", "expops", 7);
+    client.put(&wp, &key_, &[as_bin!("a", 25), as_bin!("b", 0b1011)]).await.unwrap();
+
+    // A read op answers under its own name; a write op stores its value, which a later
+    // op of the same operate sees.
+    let sum = num_add(vec![int_bin("a"), int_val(4)]);
+    let ops = [
+        read_exp("total", sum.clone(), ExpReadFlags::DEFAULT),
+        write_exp("c", sum, ExpWriteFlags::DEFAULT),
+        read_exp("c_again", int_bin("c"), ExpReadFlags::DEFAULT),
+    ];
+    let record = client.operate(&wp, &key_, &ops).await.unwrap();
+    assert_eq!(record.bins.get("total"), Some(&Value::from(29)));
+    assert_eq!(record.bins.get("c_again"), Some(&Value::from(29)));
+
+    // let/var, cond, the integer bit operators, in_list, max and the stored key.
+    let scoped = exp_let(vec![
+        def("x", int_bin("b")),
+        def("ones", int_count(var("x"))),
+        cond(vec![ge(var("ones"), int_val(3)), num_add(vec![var("ones"), int_val(100)]), int_val(-1)]),
+    ]);
+    let ops = [
+        read_exp("scoped", scoped, ExpReadFlags::DEFAULT),
+        read_exp(
+            "first_one",
+            int_lscan(int_bin("b"), aerospike::expressions::bool_val(true)),
+            ExpReadFlags::DEFAULT,
+        ),
+        read_exp(
+            "member",
+            in_list(int_bin("a"), list_val(vec![Value::from(1), Value::from(25)])),
+            ExpReadFlags::DEFAULT,
+        ),
+        read_exp("largest", max(vec![int_bin("a"), int_bin("b"), int_val(3)]), ExpReadFlags::DEFAULT),
+        read_exp("stored_key", key(ExpType::Int), ExpReadFlags::DEFAULT),
+    ];
+    let record = client.operate(&wp, &key_, &ops).await.unwrap();
+    assert_eq!(record.bins.get("scoped"), Some(&Value::from(103)));
+    assert_eq!(record.bins.get("first_one"), Some(&Value::from(60)));
+    assert_eq!(record.bins.get("member"), Some(&Value::from(true)));
+    assert_eq!(record.bins.get("largest"), Some(&Value::from(25)));
+    assert_eq!(record.bins.get("stored_key"), Some(&Value::from(7)));
+
+    // The flags: create-only, update-only, a nil that deletes only when allowed, an unknown
+    // value (a missing bin) unless EVAL_NO_FAIL.
+    let create_only = write_exp("c", int_val(1), ExpWriteFlags::CREATE_ONLY);
+    assert_eq!(refused(&client, &key_, create_only).await, Some(ResultCode::BinExistsError));
+    let update_missing = write_exp("none", int_val(1), ExpWriteFlags::UPDATE_ONLY);
+    assert_eq!(refused(&client, &key_, update_missing).await, Some(ResultCode::BinNotFound));
+    assert_eq!(
+        refused(&client, &key_, write_exp("c", nil(), ExpWriteFlags::DEFAULT)).await,
+        Some(ResultCode::OpNotApplicable)
+    );
+    let unknown = read_exp("x", int_bin("none"), ExpReadFlags::DEFAULT);
+    assert_eq!(refused(&client, &key_, unknown).await, Some(ResultCode::OpNotApplicable));
+    let lenient = read_exp("x", int_bin("none"), ExpReadFlags::EVAL_NO_FAIL);
+    client.operate(&wp, &key_, &[lenient]).await.unwrap();
+    client.operate(&wp, &key_, &[write_exp("c", nil(), ExpWriteFlags::ALLOW_DELETE)]).await.unwrap();
+    let record = client.get(&ReadPolicy::default(), &key_, Bins::All).await.unwrap();
+    assert_eq!(record.bins.get("c"), None, "ALLOW_DELETE with a nil value deletes the bin");
+    assert_eq!(record.bins.get("a"), Some(&Value::from(25)));
+
+    // An increment by a string on a missing bin creates a string bin, as on the real server.
+    client.add(&wp, &key_, &[as_bin!("s", "text")]).await.unwrap();
+    let mut rp = ReadPolicy::default();
+    rp.base_policy.filter_expression = Some(eq(aerospike::expressions::string_bin("s"), string_val("text")));
+    assert!(client.get(&rp, &key_, Bins::All).await.is_ok());
     client.close().await.unwrap();
 }
