@@ -222,9 +222,27 @@ async fn expression_operations_read_and_write_bins_with_the_real_servers_flags()
     assert_eq!(record.bins.get("a"), Some(&Value::from(25)));
 
     // An increment by a string on a missing bin creates a string bin, as on the real server.
-    client.add(&wp, &key_, &[as_bin!("s", "text")]).await.unwrap();
+    client.add(&wp, &key_, &[as_bin!("s", "Text\nmore")]).await.unwrap();
     let mut rp = ReadPolicy::default();
-    rp.base_policy.filter_expression = Some(eq(aerospike::expressions::string_bin("s"), string_val("text")));
+    rp.base_policy.filter_expression =
+        Some(eq(aerospike::expressions::string_bin("s"), string_val("Text\nmore")));
     assert!(client.get(&rp, &key_, Bins::All).await.is_ok());
+
+    // Regular expressions: POSIX extended, case folded with ICASE, '.' across newlines
+    // unless NEWLINE.
+    use aerospike::expressions::{regex_compare, string_bin};
+    use aerospike::RegexFlags;
+    let matches = |pattern: &str, flags: RegexFlags| {
+        let mut rp = ReadPolicy::default();
+        rp.base_policy.filter_expression = Some(regex_compare(pattern.to_string(), flags, string_bin("s")));
+        let (client, key) = (&client, &key_);
+        async move { client.get(&rp, key, Bins::All).await.is_ok() }
+    };
+    assert!(matches("^Te[x]t", RegexFlags::EXTENDED).await);
+    assert!(!matches("^text", RegexFlags::EXTENDED).await);
+    assert!(matches("^text", RegexFlags::EXTENDED | RegexFlags::ICASE).await);
+    assert!(matches("t.more$", RegexFlags::EXTENDED).await);
+    assert!(!matches("t.more$", RegexFlags::EXTENDED | RegexFlags::NEWLINE).await);
+    assert!(matches("^more$", RegexFlags::EXTENDED | RegexFlags::NEWLINE).await);
     client.close().await.unwrap();
 }

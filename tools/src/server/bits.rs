@@ -62,6 +62,7 @@ impl BitsError {
 type Result<T> = std::result::Result<T, BitsError>;
 
 /// What an op did: its result (reads), and the bin's new bytes (modifies that changed it).
+#[derive(Debug)]
 pub struct Applied {
     pub result: Option<Value>,
     pub new_bin: Option<Vec<u8>>,

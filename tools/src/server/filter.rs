@@ -10,7 +10,8 @@
 //! Calls (op 127) run a list, map, bit or HLL op on a bin (or on what an inner expression
 //! made of it): a read call yields the op's result, a modify call the bin as changed, never
 //! stored; a call that fails is unknown. `exp_op` evaluates expressions for read and write
-//! ops. Not served (the command gets 16): regex, geo, string calls, path expressions.
+//! ops. Regular expressions (op 7) match string bins. Not served (the command gets 16):
+//! geo, string calls, path expressions.
 //!
 //! Pure; cost: a decode of the expression and a walk per record.
 
@@ -114,6 +115,12 @@ fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, 
     let all = || args.iter().map(|a| eval(a, subject, vars)).collect::<Result<Vec<_>, _>>();
     Ok(match *op {
         1..=6 => compare(*op, sub(0)?, sub(1)?),
+        7 => match (arg(0)?, sub(2)?) {
+            (Value::Int(flags), Term::Known(Value::Bytes { payload, .. })) if payload.first() == Some(&3) => {
+                Term::Known(Value::Bool(regex_matches(*flags, raw_name(arg(1)?)?, &payload[1..])?))
+            }
+            _ => Term::Unknown,
+        },
         9 => match (sub(0)?, sub(1)?) {
             (Term::Known(value), Term::Known(Value::List(list))) => {
                 Term::Known(Value::Bool(list.iter().any(|v| canonical_cmp(v, &value) == Ordering::Equal)))
@@ -154,6 +161,50 @@ fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, 
         127 => call(subject, vars, arg(1)?, arg(2)?, sub(3)?)?,
         _ => return Err(FilterError::Unsupported),
     })
+}
+
+/// Regex flags: ignore case, and newline-sensitive matching.
+const REGEX_ICASE: i64 = 2;
+const REGEX_NEWLINE: i64 = 8;
+/// Compiled patterns kept per thread: a scan tests one pattern on every record.
+const REGEX_CACHE_MAX: usize = 16;
+/// A pattern may compile to at most this much (a crafted one could ask for gigabytes).
+const REGEX_BYTES_MAX: usize = 1 << 20;
+
+thread_local! {
+    static REGEXES: std::cell::RefCell<Vec<((Vec<u8>, i64), regex::bytes::Regex)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `text` has a match of `pattern`, a POSIX extended regular expression (read with
+/// the `regex` crate, whose syntax agrees with POSIX ERE on its common forms). As in POSIX,
+/// '.' matches a newline and ^ $ only the ends, unless REGEX_NEWLINE. A pattern that does
+/// not compile is a PARAMETER error.
+fn regex_matches(flags: i64, pattern: &[u8], text: &[u8]) -> Result<bool, FilterError> {
+    let key = (pattern.to_vec(), flags & (REGEX_ICASE | REGEX_NEWLINE));
+    let cached = REGEXES.with_borrow(|cache| cache.iter().find(|(k, _)| *k == key).map(|(_, r)| r.clone()));
+    let regex = match cached {
+        Some(regex) => regex,
+        None => {
+            let source = std::str::from_utf8(pattern).map_err(|_| FilterError::Parameter)?;
+            let newline = flags & REGEX_NEWLINE != 0;
+            let regex = regex::bytes::RegexBuilder::new(source)
+                .case_insensitive(flags & REGEX_ICASE != 0)
+                .dot_matches_new_line(!newline)
+                .multi_line(newline)
+                .size_limit(REGEX_BYTES_MAX)
+                .build()
+                .map_err(|_| FilterError::Parameter)?;
+            REGEXES.with_borrow_mut(|cache| {
+                if cache.len() == REGEX_CACHE_MAX {
+                    cache.remove(0);
+                }
+                cache.push((key, regex.clone()));
+            });
+            regex
+        }
+    };
+    Ok(regex.is_match(text))
 }
 
 /// `[cond, test, value, test, value, …, default]`: the value of the first test that is
@@ -453,7 +504,16 @@ mod tests {
         assert!(check(op(9, vec![int_bin("n"), list])));
         assert!(check(op(19, vec![Value::Bool(true), Value::Bool(false), Value::Bool(false)])));
         assert!(!check(op(19, vec![Value::Bool(true), Value::Bool(true)])));
-        assert_eq!(passes(&encode(&op(7, vec![])), &subject), Err(FilterError::Unsupported));
+        let string_bin = || Value::List(vec![Value::Int(81), Value::Int(3), raw("s")]);
+        assert!(check(op(7, vec![Value::Int(0), raw("^a.c$"), string_bin()])));
+        assert!(!check(op(7, vec![Value::Int(0), raw("B"), string_bin()])));
+        assert!(check(op(7, vec![Value::Int(REGEX_ICASE), raw("B"), string_bin()])));
+        assert!(!check(op(7, vec![Value::Int(0), raw("b"), int_bin("n")])), "an int bin is unknown");
+        assert_eq!(
+            passes(&encode(&op(7, vec![Value::Int(0), raw("("), string_bin()])), &subject),
+            Err(FilterError::Parameter)
+        );
+        assert_eq!(passes(&encode(&op(8, vec![])), &subject), Err(FilterError::Unsupported));
         assert_eq!(passes(&[0xc1], &subject), Err(FilterError::Parameter));
         assert_eq!(passes(&encode(&op(1, vec![Value::Int(1)])), &subject), Err(FilterError::Parameter));
     }
