@@ -171,9 +171,11 @@ const REGEX_CACHE_MAX: usize = 16;
 /// A pattern may compile to at most this much (a crafted one could ask for gigabytes).
 const REGEX_BYTES_MAX: usize = 1 << 20;
 
+/// Compiled patterns by (pattern, flags), the oldest first.
+type RegexCache = Vec<((Vec<u8>, i64), regex::bytes::Regex)>;
+
 thread_local! {
-    static REGEXES: std::cell::RefCell<Vec<((Vec<u8>, i64), regex::bytes::Regex)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    static REGEXES: std::cell::RefCell<RegexCache> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Whether `text` has a match of `pattern`, a POSIX extended regular expression (read with
