@@ -352,3 +352,37 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     assert!(stored >= 5, "the seeds no longer reach the ops ({stored} stored)");
     assert!(sketches >= 1, "the seeds no longer reach the HLL ops");
 }
+
+/// Impossible options and a missing config file are refused with a message naming them,
+/// exit code 2, before anything is opened or formatted.
+#[test]
+fn impossible_options_and_a_missing_config_are_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spike-server"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A server that accepted the option would run: give it 5 s, then stop it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run(&["--data-dir", data_dir, "--threads", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--threads"), "{stderr}");
+    let (code, stderr) = run(&["--data-dir", data_dir, "--threads", "257"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let (code, stderr) = run(&["--config", "/nonexistent/spike.toml"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/nonexistent/spike.toml"), "{stderr}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing was created");
+}

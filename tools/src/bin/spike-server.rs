@@ -36,9 +36,9 @@ struct Cli {
     /// Format blank (all-zero) devices of every namespace; never a device holding data.
     #[arg(long)]
     format: bool,
-    /// Event-loop threads, overriding the configuration.
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Event-loop threads (1 to 256), overriding the configuration.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9145).
     #[arg(long)]
     metrics: Option<String>,
@@ -57,8 +57,8 @@ fn main() -> ExitCode {
     if let Some(listen) = &cli.listen {
         config.listen = listen.clone();
     }
-    if let Some(threads) = cli.threads.filter(|&t| t > 0) {
-        config.threads = threads;
+    if let Some(threads) = cli.threads {
+        config.threads = threads as usize;
     }
     config.metrics = cli.metrics.clone().or(config.metrics);
     match run(config, cli.format) {
