@@ -227,6 +227,23 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
     Ok(payload)
 }
 
+/// Why a device has no snapshot to load, when that is the expected state rather than
+/// damage: a crash, a device never shut down cleanly since it was formatted, a snapshot
+/// left from an earlier run. None: the header names this run's snapshot.
+pub fn absent_reason(header: &crate::format::DeviceHeader) -> Option<&'static str> {
+    if header.open_count == 0 {
+        Some("first start since the device was formatted")
+    } else if !header.is_clean() {
+        Some("the last run did not shut down cleanly")
+    } else if header.snapshot.len_bytes == 0 {
+        Some("no index snapshot on the device (not shut down cleanly since it was formatted)")
+    } else if header.snapshot.open_count != header.open_count {
+        Some("the index snapshot is from an earlier run")
+    } else {
+        None
+    }
+}
+
 /// Restores this disk's index entries, block table and free list from its snapshot, as
 /// it streams from the device (one block in memory, never the whole payload). Any error,
 /// a checksum that fails at the end included, means the caller must cold-start with a
@@ -234,9 +251,8 @@ pub fn read_payload(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<u8
 pub fn load_snapshot(disk: &Disk, index: &Index) -> Result<u64> {
     let header = disk.header().clone();
     let device = disk.device.as_ref();
-    if !header.is_clean() || header.snapshot.len_bytes == 0 || header.snapshot.open_count != header.open_count
-    {
-        return Err(bad(device, 0, "no snapshot of the last clean shutdown"));
+    if let Some(reason) = absent_reason(&header) {
+        return Err(bad(device, 0, reason));
     }
     let corrupt = |reason: String| bad(device, header.snapshot.offset, reason);
     let mut reader = ChainReader::new(device, &header)?;
@@ -570,5 +586,22 @@ mod tests {
         let mut other_tag = slots(&[Some(1)]);
         other_tag[SNAPSHOT_ENTRY_SIZE + 10] ^= 1; // digest byte 6: inside the tag
         assert!(load(&other_tag, &Index::new(1)).is_err(), "a digest of another tag loaded");
+    }
+
+    #[test]
+    fn a_missing_snapshot_is_explained_by_the_headers_state() {
+        use crate::format::HEADER_FLAG_CLEAN;
+        let mut header = crate::format::test_header();
+        header.open_count = 0;
+        assert_eq!(absent_reason(&header), Some("first start since the device was formatted"));
+        header.open_count = 3;
+        header.flags &= !HEADER_FLAG_CLEAN;
+        assert_eq!(absent_reason(&header), Some("the last run did not shut down cleanly"));
+        header.flags |= HEADER_FLAG_CLEAN;
+        assert!(absent_reason(&header).unwrap().starts_with("no index snapshot"));
+        header.snapshot = SnapshotRef { offset: 1 << 20, len_bytes: 4096, checksum: 0, open_count: 2 };
+        assert_eq!(absent_reason(&header), Some("the index snapshot is from an earlier run"));
+        header.snapshot.open_count = 3;
+        assert_eq!(absent_reason(&header), None);
     }
 }

@@ -83,6 +83,13 @@ fn restore(
     let start = Instant::now();
     if config.fast_restart {
         let disks = build_disks()?;
+        if let Some(reason) = disks.iter().find_map(|d| snapshot::absent_reason(&d.header())) {
+            // The expected state after a crash or a format: no load to attempt, no alarm.
+            log::info!("cold start: {reason}");
+            let index = Index::new(disks.len() as u8);
+            let stats = recovery::cold_start(&disks, &index, now_s())?;
+            return Ok((disks, index, stats));
+        }
         let index = Index::new(disks.len() as u8);
         let loaded: Result<Vec<u64>> =
             disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
@@ -102,7 +109,7 @@ fn restore(
                 stats.duration_ms = start.elapsed().as_millis() as u64;
                 return Ok((disks, index, stats));
             }
-            Err(err) => log::info!("fast restart not possible ({err}); cold start"),
+            Err(err) => log::warn!("fast restart not possible ({err}); cold start"),
         }
     }
     let disks = build_disks()?;
