@@ -1,7 +1,7 @@
 //! `spike-server`'s bit operations on blob bins, expression operations (read and write
 //! ops that evaluate an expression), and the expression language itself (calls of list,
-//! map, bit and HLL ops, let/var, cond, integer bit operators, the stored key), driven by
-//! the official Aerospike Rust client.
+//! map, bit and HLL ops, let/var, cond, integer bit operators, the stored key), and queries
+//! by secondary index, driven by the official Aerospike Rust client.
 
 #[path = "common/server.rs"]
 mod server;
@@ -244,5 +244,72 @@ async fn expression_operations_read_and_write_bins_with_the_real_servers_flags()
     assert!(matches("t.more$", RegexFlags::EXTENDED).await);
     assert!(!matches("t.more$", RegexFlags::EXTENDED | RegexFlags::NEWLINE).await);
     assert!(matches("^more$", RegexFlags::EXTENDED | RegexFlags::NEWLINE).await);
+    client.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_queries_return_exactly_the_records_in_range_as_they_are_now() {
+    use aerospike::query::{CollectionIndexType, Filter, IndexType, PartitionFilter};
+    use aerospike::{as_list, as_val, AdminPolicy, QueryPolicy, Statement, Task};
+    use futures::StreamExt;
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let (wp, ap) = (WritePolicy::default(), AdminPolicy::default());
+    for i in 0..50i64 {
+        let bins =
+            [as_bin!("n", i), as_bin!("s", format!("k{}", i % 5)), as_bin!("l", as_list!(i, 1000 + i))];
+        client.put(&wp, &as_key!("test", "q", i), &bins).await.unwrap();
+    }
+    client.put(&wp, &as_key!("test", "other", 1), &[as_bin!("n", 10)]).await.unwrap();
+    let query = |filter: Filter| {
+        let client = &client;
+        async move {
+            let mut statement = Statement::new("test", "q", Bins::All);
+            statement.set_filter(filter);
+            let stream = client.query(&QueryPolicy::default(), PartitionFilter::all(), statement).await?;
+            let records: Vec<_> = stream.into_stream().collect().await;
+            let mut found = Vec::new();
+            for record in records {
+                match record?.bins.get("n") {
+                    Some(Value::Int(n)) => found.push(*n),
+                    other => panic!("{other:?}"),
+                }
+            }
+            found.sort();
+            Ok::<_, aerospike::Error>(found)
+        }
+    };
+    // No index yet: INDEX_NOT_FOUND, as on the real server.
+    let err = query(Filter::range("n", 10, 12)).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::IndexNotFound), "{err:?}");
+
+    let indexes = [
+        ("n", "q_n", IndexType::Numeric, CollectionIndexType::Default),
+        ("s", "q_s", IndexType::String, CollectionIndexType::Default),
+        ("l", "q_l", IndexType::Numeric, CollectionIndexType::List),
+    ];
+    for (bin, name, kind, collection) in indexes {
+        let task =
+            client.create_index_on_bin(&ap, "test", "q", bin, name, kind, collection, None).await.unwrap();
+        task.wait_till_complete(None).await.unwrap();
+    }
+    assert_eq!(query(Filter::range("n", 10, 12)).await.unwrap(), vec![10, 11, 12]);
+    assert_eq!(
+        query(Filter::equal("s", "k3")).await.unwrap(),
+        (0..50).filter(|i| i % 5 == 3).collect::<Vec<_>>()
+    );
+    let in_list = Filter::contains("l", 1047, CollectionIndexType::List);
+    assert_eq!(query(in_list).await.unwrap(), vec![47]);
+
+    // Updates and deletes are seen by the next query.
+    client.put(&wp, &as_key!("test", "q", 11), &[as_bin!("n", 500)]).await.unwrap();
+    client.delete(&wp, &as_key!("test", "q", 12)).await.unwrap();
+    assert_eq!(query(Filter::range("n", 10, 12)).await.unwrap(), vec![10]);
+
+    // Dropping a missing index is "ok"; a dropped index is gone.
+    client.drop_index(&ap, "test", "q", "q_n").await.unwrap().wait_till_complete(None).await.unwrap();
+    client.drop_index(&ap, "test", "q", "q_n").await.unwrap().wait_till_complete(None).await.unwrap();
+    let err = query(Filter::range("n", 10, 12)).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::IndexNotFound));
     client.close().await.unwrap();
 }

@@ -151,14 +151,22 @@ impl Catalog {
         }
     }
 
+    /// Drops an index; dropping one that does not exist is "ok", as on the real server
+    /// (the clients drop an index before creating it).
     pub fn index_delete(&self, args: &BTreeMap<String, String>) -> String {
-        let removed = Self::index_key(args)
-            .and_then(|key| self.indexes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key));
-        if removed.is_some() {
-            "ok".into()
-        } else {
-            "ERROR:201:no index".into()
-        }
+        let Some(key) = Self::index_key(args) else {
+            return "ERROR:4:invalid namespace or index name".into();
+        };
+        self.indexes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        "ok".into()
+    }
+
+    /// `sindex-exists` (what a client's drop-index task polls for "false").
+    pub fn index_exists(&self, namespace: &str, name: &str) -> bool {
+        self.indexes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&(namespace.to_string(), name.to_string()))
     }
 
     /// `sindex-stat` / `sindex/<ns>/<name>`: a definition holds no entries to load.
@@ -169,6 +177,40 @@ impl Catalog {
         } else {
             "ERROR:201:no index".into()
         }
+    }
+
+    /// The bin a query's index filter reads, if `namespace` has the index the filter needs:
+    /// the one named `name`, else one on `bin` of that `kind` (NUMERIC, STRING, BLOB) and
+    /// `collection` (DEFAULT, LIST, MAPKEYS, MAPVALUES). Both argument forms of
+    /// `sindex-create` are read: `bin=…;type=…` and the older `indexdata=bin,type`.
+    pub fn index_bin(
+        &self,
+        namespace: &str,
+        name: Option<&str>,
+        bin: &[u8],
+        kind: &str,
+        collection: &str,
+    ) -> Option<Vec<u8>> {
+        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        indexes.iter().filter(|((ns, _), _)| ns == namespace).find_map(|((_, index_name), args)| {
+            let data = args.get("indexdata").map(|d| d.split(',').collect::<Vec<_>>()).unwrap_or_default();
+            let index_bin = args.get("bin").map(String::as_str).or(data.first().copied()).unwrap_or("");
+            let index_kind = args.get("type").map(String::as_str).or(data.get(1).copied()).unwrap_or("");
+            let index_collection = args.get("indextype").map_or("DEFAULT", String::as_str);
+            let fits =
+                index_kind.eq_ignore_ascii_case(kind) && index_collection.eq_ignore_ascii_case(collection);
+            let chosen = match name {
+                Some(name) => index_name == name,
+                None => index_bin.as_bytes() == bin,
+            };
+            (fits && chosen).then(|| {
+                if index_bin.is_empty() {
+                    bin.to_vec()
+                } else {
+                    index_bin.as_bytes().to_vec()
+                }
+            })
+        })
     }
 
     pub fn index_list(&self, namespace: Option<&str>) -> String {

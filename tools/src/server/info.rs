@@ -58,6 +58,12 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
             server.catalog.index_create(&parsed, known)
         }
         "sindex-delete" => server.catalog.index_delete(&catalog::args(args)),
+        "sindex-exists" => {
+            let parsed = catalog::args(args);
+            let ns = parsed.get("namespace").or_else(|| parsed.get("ns")).map_or("", String::as_str);
+            let exists = server.catalog.index_exists(ns, parsed.get("indexname").map_or("", String::as_str));
+            exists.to_string()
+        }
         "sindex-stat" => {
             let parsed = catalog::args(args);
             let ns = parsed.get("namespace").or_else(|| parsed.get("ns")).map_or("", String::as_str);

@@ -32,6 +32,7 @@ pub mod exp_math;
 pub mod exp_op;
 pub mod filter;
 pub mod hll;
+pub mod index_query;
 pub mod info;
 pub mod metrics;
 pub mod msgpack;

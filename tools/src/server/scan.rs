@@ -4,10 +4,12 @@
 //! for the namespace or one set. Records stream in frames of about `SCAN_FRAME_BYTES`,
 //! handed to `send` as they fill, then a LAST message. A scan with RECS_PER_SEC sends
 //! what it has and sleeps whenever it is ahead of that rate; it holds its event loop
-//! meanwhile, as every request does until its reply is written.
+//! meanwhile, as every request does until its reply is written. A query by secondary index
+//! is such a scan that keeps the records its index filter matches (`index_query`).
 
 use super::bins::StoredRecord;
-use super::filter::record_passes;
+use super::filter::{record_passes, subject};
+use super::index_query::{self, IndexFilter};
 use super::record::{code, select_bins, ReplyBins};
 use super::wire::*;
 use super::Server;
@@ -70,12 +72,13 @@ fn scan(
     let Some(ns) = message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)) else {
         return Ok(code::NAMESPACE);
     };
-    if message.field(FIELD_INDEX_NAME).is_some()
-        || message.field(FIELD_INDEX_RANGE).is_some()
-        || message.field(FIELD_UDF_PACKAGE).is_some()
-    {
+    if message.field(FIELD_UDF_PACKAGE).is_some() {
         return Ok(code::UNSUPPORTED_FEATURE);
     }
+    let index_filter = match index_query::parse(message, &server.catalog, &ns.name) {
+        Ok(index_filter) => index_filter,
+        Err(code) => return Ok(code),
+    };
     let wanted = match partitions(message) {
         Ok(wanted) => wanted,
         Err(code) => return Ok(code),
@@ -106,7 +109,7 @@ fn scan(
                 }
             };
             let wants_bins = header.info1 & INFO1_NOBINDATA == 0;
-            let (stored, bins) = match selected(&record, set, filter, message) {
+            let (stored, bins) = match selected(&record, set, filter, index_filter.as_ref(), message) {
                 Ok(Some(selected)) => selected,
                 Ok(None) => return true,
                 Err(code) => {
@@ -160,11 +163,17 @@ fn selected(
     record: &spike::Record,
     set: Option<&[u8]>,
     filter: Option<&[u8]>,
+    index_filter: Option<&IndexFilter>,
     message: &Message<'_>,
 ) -> Result<Option<(StoredRecord, ReplyBins)>, u8> {
     let Ok(mut stored) = StoredRecord::decode(&record.value) else { return Ok(None) };
     if set.is_some_and(|s| s != stored.set) {
         return Ok(None);
+    }
+    if let Some(index_filter) = index_filter {
+        if !index_filter.matches(&stored, &subject(&stored, Some(record), &record.digest)) {
+            return Ok(None);
+        }
     }
     let passes = filter.map_or(Ok(true), |expression| record_passes(expression, record, &stored));
     if !passes.map_err(|err| err.code())? {

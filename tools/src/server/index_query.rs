@@ -1,0 +1,218 @@
+//! Queries by secondary index (a scan message with INDEX_RANGE, `../shared/aerospike-wire.md`
+//! §6), answered by a filtered partition scan: the records of the asked partitions whose
+//! indexed value (the bin's, an element of a list bin, a key or value of a map bin, or an
+//! index expression's) lies in the range. The answer is the index's answer, resumable per
+//! partition by digest as a scan is; the cost is a scan of the asked partitions (no index
+//! is kept in memory or maintained on writes). As on the real server the index must have
+//! been created (`catalog`), else INDEX_NOT_FOUND (201).
+//!
+//! Served: integer ranges and string or blob equality, on a bin, list elements, map keys
+//! or map values, or an expression. Not served (16): geo filters and CDT contexts.
+//!
+//! Pure but for the catalog lookup; cost per record: a decode of the indexed bin.
+
+use super::bins::StoredRecord;
+use super::catalog::Catalog;
+use super::filter::{self, Subject};
+use super::msgpack::{self, Value};
+use super::wire::*;
+
+pub const INDEX_NOT_FOUND: u8 = 201;
+const PARAMETER: u8 = 4;
+const UNSUPPORTED_FEATURE: u8 = 16;
+const FIELD_INDEX_CONTEXT: u8 = 23;
+const FIELD_INDEX_EXPRESSION: u8 = 24;
+const FIELD_INDEX_TYPE: u8 = 26;
+
+const PARTICLE_INTEGER: u8 = 1;
+const PARTICLE_STRING: u8 = 3;
+const PARTICLE_BLOB: u8 = 4;
+
+/// Which values of a bin the index holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collection {
+    Scalar,
+    ListElements,
+    MapKeys,
+    MapValues,
+}
+
+/// The values a query asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Range {
+    Integers(i64, i64),
+    /// A string (particle 3) or blob (4) equal to these bytes.
+    Equal(u8, Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct IndexFilter {
+    bin: Vec<u8>,
+    collection: Collection,
+    range: Range,
+    expression: Option<Value>,
+}
+
+/// The query's index filter, or None for a plain scan. Err: the result code to answer.
+pub fn parse(message: &Message<'_>, catalog: &Catalog, namespace: &str) -> Result<Option<IndexFilter>, u8> {
+    let Some(field) = message.field(FIELD_INDEX_RANGE) else {
+        return match message.field(FIELD_INDEX_NAME) {
+            Some(_) => Err(PARAMETER),
+            None => Ok(None),
+        };
+    };
+    if message.field(FIELD_INDEX_CONTEXT).is_some() {
+        return Err(UNSUPPORTED_FEATURE);
+    }
+    let collection = match message.field(FIELD_INDEX_TYPE) {
+        None | Some([0]) => Collection::Scalar,
+        Some([1]) => Collection::ListElements,
+        Some([2]) => Collection::MapKeys,
+        Some([3]) => Collection::MapValues,
+        Some(_) => return Err(PARAMETER),
+    };
+    let (bin, range) = parse_range(field)?;
+    let expression = match message.field(FIELD_INDEX_EXPRESSION) {
+        Some(bytes) => Some(msgpack::decode(bytes).map_err(|_| PARAMETER)?),
+        None => None,
+    };
+    let name = message.field(FIELD_INDEX_NAME).map(|n| String::from_utf8_lossy(n).into_owned());
+    let kind = match range {
+        Range::Integers(..) => "NUMERIC",
+        Range::Equal(PARTICLE_STRING, _) => "STRING",
+        Range::Equal(..) => "BLOB",
+    };
+    let bin = catalog
+        .index_bin(namespace, name.as_deref(), &bin, kind, collection_name(collection))
+        .ok_or(INDEX_NOT_FOUND)?;
+    Ok(Some(IndexFilter { bin, collection, range, expression }))
+}
+
+fn collection_name(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Scalar => "DEFAULT",
+        Collection::ListElements => "LIST",
+        Collection::MapKeys => "MAPKEYS",
+        Collection::MapValues => "MAPVALUES",
+    }
+}
+
+/// INDEX_RANGE: a count (1), the bin name (u8 length), the particle type, then begin and
+/// end, each a u32 big-endian length and the value's bytes.
+fn parse_range(field: &[u8]) -> Result<(Vec<u8>, Range), u8> {
+    let mut at = 0;
+    let mut take = |n: usize| -> Result<&[u8], u8> {
+        let bytes = field.get(at..at + n).ok_or(PARAMETER)?;
+        at += n;
+        Ok(bytes)
+    };
+    if take(1)? != [1] {
+        return Err(PARAMETER);
+    }
+    let name_len = take(1)?[0] as usize;
+    let bin = take(name_len)?.to_vec();
+    let particle = take(1)?[0];
+    let mut value = || -> Result<Vec<u8>, u8> {
+        let len = u32::from_be_bytes(take(4)?.try_into().map_err(|_| PARAMETER)?) as usize;
+        Ok(take(len)?.to_vec())
+    };
+    let (begin, end) = (value()?, value()?);
+    let integer = |bytes: &[u8]| bytes.try_into().map(i64::from_be_bytes).map_err(|_| PARAMETER);
+    let range = match particle {
+        PARTICLE_INTEGER => Range::Integers(integer(&begin)?, integer(&end)?),
+        PARTICLE_STRING | PARTICLE_BLOB if begin == end => Range::Equal(particle, begin),
+        PARTICLE_STRING | PARTICLE_BLOB => return Err(PARAMETER),
+        _ => return Err(UNSUPPORTED_FEATURE),
+    };
+    Ok((bin, range))
+}
+
+impl IndexFilter {
+    /// Whether the record holds a value the query asks for.
+    pub fn matches(&self, stored: &StoredRecord, subject: &Subject<'_>) -> bool {
+        let value = match &self.expression {
+            Some(expression) => match filter::evaluate(expression, subject) {
+                Ok(Some(value)) => value,
+                _ => return false,
+            },
+            None => match stored.bin(&self.bin).and_then(|b| Value::from_particle(b.particle, &b.value).ok())
+            {
+                Some(value) => value,
+                None => return false,
+            },
+        };
+        match (self.collection, &value) {
+            (Collection::Scalar, _) => self.in_range(&value),
+            (Collection::ListElements, Value::List(items)) => items.iter().any(|v| self.in_range(v)),
+            (Collection::MapKeys, Value::Map { entries, .. }) => {
+                entries.iter().any(|(k, _)| self.in_range(k))
+            }
+            (Collection::MapValues, Value::Map { entries, .. }) => {
+                entries.iter().any(|(_, v)| self.in_range(v))
+            }
+            _ => false,
+        }
+    }
+
+    fn in_range(&self, value: &Value) -> bool {
+        match (&self.range, value) {
+            (Range::Integers(begin, end), Value::Int(i)) => begin <= i && i <= end,
+            (Range::Equal(particle, wanted), Value::Bytes { payload, .. }) => {
+                payload.first() == Some(particle) && payload[1..] == wanted[..]
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range_field(bin: &[u8], particle: u8, begin: &[u8], end: &[u8]) -> Vec<u8> {
+        let mut out = vec![1, bin.len() as u8];
+        out.extend_from_slice(bin);
+        out.push(particle);
+        for value in [begin, end] {
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    fn subject(stored: &StoredRecord) -> Subject<'_> {
+        filter::subject(stored, None, &[0; 20])
+    }
+
+    #[test]
+    fn ranges_parse_and_match_bins_list_elements_and_map_keys() {
+        let (bin, range) =
+            parse_range(&range_field(b"n", 1, &5i64.to_be_bytes(), &9i64.to_be_bytes())).unwrap();
+        assert_eq!((bin.as_slice(), &range), (&b"n"[..], &Range::Integers(5, 9)));
+        assert_eq!(parse_range(&range_field(b"s", 3, b"a", b"b")), Err(PARAMETER), "no string ranges");
+        assert_eq!(parse_range(&range_field(b"g", 23, b"{}", b"{}")), Err(UNSUPPORTED_FEATURE));
+        let field = range_field(b"n", 1, &5i64.to_be_bytes(), &9i64.to_be_bytes());
+        for len in 0..field.len() {
+            assert!(parse_range(&field[..len]).is_err(), "cut at {len}");
+        }
+
+        let mut stored = StoredRecord::default();
+        stored.set_bin(b"n", 1, &7i64.to_be_bytes());
+        stored.set_bin(b"s", 3, b"abc");
+        stored.set_bin(b"l", 20, &msgpack::encode(&Value::List(vec![Value::Int(1), Value::Int(42)])));
+        let filter = |bin: &[u8], collection, range| IndexFilter {
+            bin: bin.to_vec(),
+            collection,
+            range,
+            expression: None,
+        };
+        let s = subject(&stored);
+        assert!(filter(b"n", Collection::Scalar, Range::Integers(5, 9)).matches(&stored, &s));
+        assert!(!filter(b"n", Collection::Scalar, Range::Integers(8, 9)).matches(&stored, &s));
+        assert!(filter(b"s", Collection::Scalar, Range::Equal(3, b"abc".to_vec())).matches(&stored, &s));
+        assert!(!filter(b"s", Collection::Scalar, Range::Equal(4, b"abc".to_vec())).matches(&stored, &s));
+        assert!(filter(b"l", Collection::ListElements, Range::Integers(40, 50)).matches(&stored, &s));
+        assert!(!filter(b"l", Collection::MapKeys, Range::Integers(40, 50)).matches(&stored, &s));
+        assert!(!filter(b"missing", Collection::Scalar, Range::Integers(0, 9)).matches(&stored, &s));
+    }
+}
