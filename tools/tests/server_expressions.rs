@@ -306,6 +306,17 @@ async fn index_queries_return_exactly_the_records_in_range_as_they_are_now() {
     client.delete(&wp, &as_key!("test", "q", 12)).await.unwrap();
     assert_eq!(query(Filter::range("n", 10, 12)).await.unwrap(), vec![10]);
 
+    // A background query: add 100 to the records the index filter keeps, and only those.
+    let mut statement = Statement::new("test", "q", Bins::All);
+    statement.set_filter(Filter::range("n", 20, 24));
+    statement.set_operations([aerospike::operations::add(&as_bin!("n", 100))]);
+    let task = client.query_operate(&wp, statement).await.unwrap();
+    task.wait_till_complete(None).await.unwrap();
+    assert_eq!(query(Filter::range("n", 120, 124)).await.unwrap(), vec![120, 121, 122, 123, 124]);
+    assert_eq!(query(Filter::range("n", 20, 25)).await.unwrap(), vec![25]);
+    let other = client.get(&ReadPolicy::default(), &as_key!("test", "other", 1), Bins::All).await.unwrap();
+    assert_eq!(other.bins.get("n"), Some(&Value::from(10)), "another set is left alone");
+
     // Dropping a missing index is "ok"; a dropped index is gone.
     client.drop_index(&ap, "test", "q", "q_n").await.unwrap().wait_till_complete(None).await.unwrap();
     client.drop_index(&ap, "test", "q", "q_n").await.unwrap().wait_till_complete(None).await.unwrap();

@@ -8,13 +8,16 @@
 //! is such a scan that keeps the records its index filter matches (`index_query`).
 
 use super::bins::StoredRecord;
+use super::counters::Origin;
 use super::filter::{record_passes, subject};
 use super::index_query::{self, IndexFilter};
-use super::record::{code, select_bins, ReplyBins};
+use super::record::{self, code, select_bins, Command, ReplyBins};
 use super::wire::*;
 use super::Server;
 use std::io;
 
+/// Records a background query writes together (one durability wait for them all).
+const BACKGROUND_CHUNK: usize = 1024;
 /// Reply bytes gathered before a frame is sent (the real server's chunk size).
 pub const SCAN_FRAME_BYTES: usize = 1 << 20;
 
@@ -72,13 +75,16 @@ fn scan(
     let Some(ns) = message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)) else {
         return Ok(code::NAMESPACE);
     };
-    if message.field(FIELD_UDF_PACKAGE).is_some() {
-        return Ok(code::UNSUPPORTED_FEATURE);
-    }
     let index_filter = match index_query::parse(message, &server.catalog, &ns.name) {
         Ok(index_filter) => index_filter,
         Err(code) => return Ok(code),
     };
+    if message.header.info2 & INFO2_WRITE != 0 {
+        return Ok(background(server, ns, message, index_filter.as_ref()));
+    }
+    if message.field(FIELD_UDF_PACKAGE).is_some() {
+        return Ok(code::UNSUPPORTED_FEATURE);
+    }
     let wanted = match partitions(message) {
         Ok(wanted) => wanted,
         Err(code) => return Ok(code),
@@ -153,6 +159,79 @@ fn scan(
         }
     }
     Ok(code::OK)
+}
+
+/// A background query (`query_operate`, or a record UDF over a query): the message's write
+/// ops, or its UDF call, run on every record of the namespace or set that its index filter
+/// keeps, each as its own single-record command (its filter expression included). The
+/// digests are gathered first, a partition at a time, so that no write runs inside a scan.
+/// Partial: the job runs to its end before the reply (the real server replies at once and
+/// runs it in the background; the clients then poll `query-show`, which an unknown id
+/// answers as done).
+fn background(
+    server: &Server,
+    ns: &super::Namespace,
+    message: &Message<'_>,
+    index_filter: Option<&IndexFilter>,
+) -> u8 {
+    let set = message.field(FIELD_SET).filter(|s| !s.is_empty());
+    let call = super::net::udf_call(message);
+    if call.is_none() && message.ops.is_empty() {
+        return code::PARAMETER;
+    }
+    let source = call.as_ref().map(|call| server.catalog.udf_source(call.module));
+    let mut header = message.header;
+    header.info1 &= !INFO1_READ;
+    let filter = message.field(FIELD_FILTER);
+    let mut chosen: Vec<([u8; DIGEST_SIZE], Vec<u8>)> = Vec::new();
+    let run = |chosen: &mut Vec<([u8; DIGEST_SIZE], Vec<u8>)>| {
+        let commands: Vec<Command<'_>> = chosen
+            .iter()
+            .map(|(digest, set)| Command {
+                header,
+                set,
+                key: None,
+                digest: *digest,
+                ops: &message.ops,
+                filter,
+            })
+            .collect();
+        match (&call, &source) {
+            (Some(call), Some(source)) => commands.iter().for_each(|command| {
+                record::execute_udf(ns, source.clone(), command, call, Origin::Client);
+            }),
+            // Together, as the event loops gather commands: one durability wait a chunk.
+            _ => {
+                let (gathered, alone): (Vec<_>, Vec<_>) =
+                    commands.into_iter().partition(record::is_gatherable);
+                record::execute_many(ns, &gathered, Origin::Client);
+                alone.iter().for_each(|command| drop(record::execute(ns, command, Origin::Client)));
+            }
+        }
+        chosen.clear();
+    };
+    for partition in 0..spike::limits::PARTITION_COUNT {
+        let mut keep = |record: spike::Result<spike::Record>| {
+            let Ok(record) = record else { return true };
+            let Ok(stored) = StoredRecord::decode(&record.value) else { return true };
+            let in_set = set.is_none_or(|s| s == stored.set);
+            let indexed = index_filter
+                .is_none_or(|f| f.matches(&stored, &subject(&stored, Some(&record), &record.digest)));
+            if in_set && indexed {
+                chosen.push((record.digest, stored.set));
+            }
+            true
+        };
+        if let Err(err) = ns.engine.scan_partition_by_digest(partition, None, &mut keep) {
+            log::warn!("namespace {}: background query of partition {partition} failed: {err}", ns.name);
+            return code::SERVER_ERROR;
+        }
+        if chosen.len() >= BACKGROUND_CHUNK {
+            run(&mut chosen);
+        }
+    }
+    run(&mut chosen);
+    code::OK
 }
 
 /// A scanned record as the scan returns it, its stored form and the bins asked for; None
