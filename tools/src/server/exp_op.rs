@@ -8,6 +8,7 @@
 use super::bins::PARTICLE_NULL;
 use super::filter::{self, Subject};
 use super::msgpack::{decode, Value};
+use super::record::code::{BIN_EXISTS, BIN_NOT_FOUND, OP_NOT_APPLICABLE, PARAMETER};
 
 const FLAG_CREATE_ONLY: u64 = 1;
 const FLAG_UPDATE_ONLY: u64 = 1 << 1;
@@ -16,11 +17,6 @@ const FLAG_POLICY_NO_FAIL: u64 = 1 << 3;
 const FLAG_EVAL_NO_FAIL: u64 = 1 << 4;
 const MODIFY_FLAGS: u64 =
     FLAG_CREATE_ONLY | FLAG_UPDATE_ONLY | FLAG_ALLOW_DELETE | FLAG_POLICY_NO_FAIL | FLAG_EVAL_NO_FAIL;
-
-const PARAMETER: u8 = 4;
-const BIN_EXISTS: u8 = 6;
-const BIN_NOT_FOUND: u8 = 17;
-const OP_NOT_APPLICABLE: u8 = 26;
 
 /// The expression and flags of an op's value.
 fn parse(op_value: &[u8], flags_allowed: u64) -> Result<(Value, u64), u8> {

@@ -12,21 +12,12 @@
 //! Pure but for the catalog lookup; cost per record: a decode of the indexed bin.
 
 use super::bins::StoredRecord;
+use super::bins::{PARTICLE_BLOB, PARTICLE_INTEGER, PARTICLE_STRING};
 use super::catalog::Catalog;
 use super::filter::{self, Subject};
 use super::msgpack::{self, Value};
+use super::record::code::{INDEX_NOT_FOUND, PARAMETER, UNSUPPORTED_FEATURE};
 use super::wire::*;
-
-pub const INDEX_NOT_FOUND: u8 = 201;
-const PARAMETER: u8 = 4;
-const UNSUPPORTED_FEATURE: u8 = 16;
-const FIELD_INDEX_CONTEXT: u8 = 23;
-const FIELD_INDEX_EXPRESSION: u8 = 24;
-const FIELD_INDEX_TYPE: u8 = 26;
-
-const PARTICLE_INTEGER: u8 = 1;
-const PARTICLE_STRING: u8 = 3;
-const PARTICLE_BLOB: u8 = 4;
 
 /// Which values of a bin the index holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,16 +18,20 @@ pub mod code {
     pub const GENERATION: u8 = 3;
     pub const PARAMETER: u8 = 4;
     pub const KEY_EXISTS: u8 = 5;
+    pub const BIN_EXISTS: u8 = 6;
     pub const OUT_OF_SPACE: u8 = 8;
     pub const TIMEOUT: u8 = 9;
     pub const INCOMPATIBLE_TYPE: u8 = 12;
     pub const RECORD_TOO_BIG: u8 = 13;
     pub const UNSUPPORTED_FEATURE: u8 = 16;
+    pub const BIN_NOT_FOUND: u8 = 17;
     pub const DEVICE_OVERLOAD: u8 = 18;
     pub const KEY_MISMATCH: u8 = 19;
     pub const NAMESPACE: u8 = 20;
     pub const BIN_NAME: u8 = 21;
+    pub const OP_NOT_APPLICABLE: u8 = 26;
     pub const FILTERED_OUT: u8 = 27;
+    pub const INDEX_NOT_FOUND: u8 = 201;
 }
 
 /// Longest user key kept (particle type byte included); the bin encoding gives it 16 bits.
@@ -348,11 +352,7 @@ pub fn select_bins(
     for op in ops.iter().filter(|op| !op.name.is_empty()) {
         if op.code == OP_EXP_READ {
             let subject = filter::subject(stored, Some(held), &held.digest);
-            match exp_op::read(op.value, &subject)? {
-                Some((particle, value)) => out.push((particle, op.name.to_vec(), value)),
-                None if respond_all => out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new())),
-                None => {}
-            }
+            push_reply(&mut out, op, exp_op::read(op.value, &subject)?, respond_all);
             continue;
         }
         let bin = stored.bin(op.name);
@@ -423,11 +423,7 @@ fn run_ops(
             }
             OP_EXP_READ => {
                 let subject = filter::subject(record, existing, &command.digest);
-                match exp_op::read(op.value, &subject)? {
-                    Some((particle, value)) => replies.push((particle, op.name.to_vec(), value)),
-                    None if respond_all => replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new())),
-                    None => {}
-                }
+                push_reply(&mut replies, op, exp_op::read(op.value, &subject)?, respond_all);
                 continue;
             }
             OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(record, op) {
@@ -437,17 +433,12 @@ fn run_ops(
                 }
                 Err(code) => return Err(code),
             },
-            OP_HLL_READ | OP_HLL_MODIFY | OP_BITS_READ | OP_BITS_MODIFY => {
-                let reply = if matches!(op.code, OP_HLL_READ | OP_HLL_MODIFY) {
-                    apply_hll(record, op)?
-                } else {
-                    apply_bits(record, op)?
-                };
-                if let Some(reply) = reply {
-                    replies.push(reply);
-                } else if respond_all {
-                    replies.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()));
-                }
+            OP_HLL_READ | OP_HLL_MODIFY => {
+                push_reply(&mut replies, op, apply_hll(record, op)?, respond_all);
+                continue;
+            }
+            OP_BITS_READ | OP_BITS_MODIFY => {
+                push_reply(&mut replies, op, apply_bits(record, op)?, respond_all);
                 continue;
             }
             OP_READ => {
@@ -503,26 +494,36 @@ fn apply_cdt(record: &mut StoredRecord, op: &Op<'_>) -> Result<(u8, Vec<u8>, Vec
     Ok(result_bin(op.name, &applied.result))
 }
 
+/// Adds an op's result (particle type and bytes) to the reply under the op's name; an op
+/// with none answers a nil only with RESPOND_ALL_OPS.
+fn push_reply(out: &mut ReplyBins, op: &Op<'_>, result: Option<(u8, Vec<u8>)>, respond_all: bool) {
+    match result {
+        Some((particle, value)) => out.push((particle, op.name.to_vec(), value)),
+        None if respond_all => out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new())),
+        None => {}
+    }
+}
+
 /// Runs an HLL op of a write on the record being built: the bin changes, and the op's
 /// result, if it has one, is its reply.
-fn apply_hll(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<ReplyBin>, u8> {
+fn apply_hll(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<(u8, Vec<u8>)>, u8> {
     let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
     let applied = hll::apply(bin, op.value, op.code == OP_HLL_MODIFY).map_err(|e| e.code())?;
     if let Some(value) = &applied.new_bin {
         record.set_bin(op.name, hll::PARTICLE_HLL, value);
     }
-    Ok(applied.result.map(|result| result_bin(op.name, &result)))
+    Ok(applied.result.map(|result| result.to_particle()))
 }
 
 /// Runs a bit op of a write on the record being built: the bin changes (a modify that
 /// refused under NO_FAIL changes nothing), and a read's result is its reply.
-fn apply_bits(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<ReplyBin>, u8> {
+fn apply_bits(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<(u8, Vec<u8>)>, u8> {
     let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
     let applied = bits::apply(bin, op.particle, op.value, op.code == OP_BITS_MODIFY).map_err(|e| e.code())?;
     if let Some(value) = &applied.new_bin {
         record.set_bin(op.name, bits::PARTICLE_BLOB, value);
     }
-    Ok(applied.result.map(|result| result_bin(op.name, &result)))
+    Ok(applied.result.map(|result| result.to_particle()))
 }
 
 /// The TTL a write asks for, as the engine takes it (None = never expires).

@@ -46,6 +46,9 @@ pub const FIELD_UDF_FUNCTION: u8 = 31;
 pub const FIELD_UDF_ARGLIST: u8 = 32;
 pub const FIELD_INDEX_NAME: u8 = 21;
 pub const FIELD_INDEX_RANGE: u8 = 22;
+pub const FIELD_INDEX_CONTEXT: u8 = 23;
+pub const FIELD_INDEX_EXPRESSION: u8 = 24;
+pub const FIELD_INDEX_TYPE: u8 = 26;
 pub const FIELD_BATCH: u8 = 41;
 pub const FIELD_FILTER: u8 = 43;
 
