@@ -8,7 +8,7 @@ use super::{catalog, Namespace, Server};
 use std::fmt::Write;
 
 pub const BUILD: &str = "8.1.2.0";
-const FEATURES: &str = "batch-any;batch-index;blob-bits;float;peers;pipelining;pquery;pscans;replicas;replicas-all;replicas-master;truncate-namespace";
+const FEATURES: &str = "batch-any;batch-index;blob-bits;float;peers;pipelining;pquery;pscans;query-show;replicas;replicas-all;replicas-master;truncate-namespace";
 
 /// Answers an info request body; `local_addr` is the accepting socket's address.
 pub fn answer(server: &Server, request: &[u8], local_addr: &str) -> String {
@@ -58,9 +58,8 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
             server.catalog.index_create(&parsed, known)
         }
         "sindex-delete" => server.catalog.index_delete(&catalog::args(args)),
-        // Background queries finish before their reply (`scan::background`): any job the
-        // clients wait on is done.
-        "query-show" => "status=done(ok)".to_string(),
+        "query-show" | "scan-show" => server.jobs.show(args),
+        "query-abort" | "scan-abort" | "query-kill" => server.jobs.abort(args),
         "sindex-exists" => {
             let parsed = catalog::args(args);
             let ns = parsed.get("namespace").or_else(|| parsed.get("ns")).map_or("", String::as_str);

@@ -34,6 +34,7 @@ pub mod filter;
 pub mod hll;
 pub mod index_query;
 pub mod info;
+pub mod jobs;
 pub mod metrics;
 pub mod msgpack;
 pub mod net;
@@ -104,6 +105,8 @@ pub struct Server {
     pub started: Instant,
     /// UDF modules and index definitions clients registered (kept in memory only).
     pub catalog: catalog::Catalog,
+    /// Background jobs: queued, running and recently finished (`jobs`).
+    pub jobs: jobs::Jobs,
 }
 
 /// The limits of `Server`, with the defaults of the example configuration.
@@ -147,6 +150,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             started: Instant::now(),
             catalog: catalog::Catalog::default(),
+            jobs: jobs::Jobs::default(),
         }
     }
 

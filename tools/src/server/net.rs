@@ -107,6 +107,7 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
     listener.set_nonblocking(true)?;
     let mut listener = TcpListener::from_std(listener);
     let workers = Workers::start(&server)?;
+    let runner = start_job_runner(&server)?;
     let mut loops = Vec::new();
     let mut handles = Vec::new();
     for i in 0..server.threads.max(1) {
@@ -161,7 +162,22 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
         let _ = handle.join();
     }
     workers.stop();
+    // Background jobs end at their next chunk; what they wrote is durable, and how far
+    // each got is logged.
+    server.jobs.shut_down();
+    let _ = runner.join();
     Ok(())
+}
+
+/// The thread that runs background jobs (`jobs`), one at a time, in the order queued.
+fn start_job_runner(server: &Arc<Server>) -> io::Result<std::thread::JoinHandle<()>> {
+    let queue = server.jobs.attach();
+    let server = server.clone();
+    std::thread::Builder::new().name("spike-jobs".to_string()).spawn(move || {
+        for queued in queue {
+            scan::run_job(&server, queued);
+        }
+    })
 }
 
 /// A loop's side of the workers: where it sends jobs, and where connections come back.
@@ -522,7 +538,7 @@ fn message(server: &Server, body: &[u8], send: &mut dyn FnMut(&[u8]) -> io::Resu
         return batch::execute(server, &message, send).is_ok();
     }
     let Some(digest) = message.field(FIELD_DIGEST) else {
-        return scan::execute(server, &message, send).is_ok();
+        return scan::execute(server, &message, body, send).is_ok();
     };
     let outcome = match (message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)), digest.try_into())
     {

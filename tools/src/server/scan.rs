@@ -11,10 +11,12 @@ use super::bins::StoredRecord;
 use super::counters::Origin;
 use super::filter::{record_passes, subject};
 use super::index_query::{self, IndexFilter};
+use super::jobs::{Ending, Job, Queued};
 use super::record::{self, code, select_bins, Command, ReplyBins};
 use super::wire::*;
 use super::Server;
 use std::io;
+use std::sync::atomic::Ordering;
 
 /// Records a background query writes together (one durability wait for them all).
 const BACKGROUND_CHUNK: usize = 1024;
@@ -58,10 +60,11 @@ fn partitions(message: &Message<'_>) -> Result<Vec<PartitionStart>, u8> {
 pub fn execute(
     server: &Server,
     message: &Message<'_>,
+    body: &[u8],
     send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut reply = Reply::default();
-    let status = scan(server, message, &mut reply, send)?;
+    let status = scan(server, message, body, &mut reply, send)?;
     reply.message(&MsgHeader { info3: INFO3_LAST, result_code: status, ..MsgHeader::default() });
     send(&reply.finish())
 }
@@ -69,6 +72,7 @@ pub fn execute(
 fn scan(
     server: &Server,
     message: &Message<'_>,
+    body: &[u8],
     reply: &mut Reply,
     send: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<u8> {
@@ -80,7 +84,7 @@ fn scan(
         Err(code) => return Ok(code),
     };
     if message.header.info2 & INFO2_WRITE != 0 {
-        return Ok(background(server, ns, message, index_filter.as_ref()));
+        return Ok(start_background(server, ns, message, body));
     }
     if message.field(FIELD_UDF_PACKAGE).is_some() {
         return Ok(code::UNSUPPORTED_FEATURE);
@@ -123,7 +127,7 @@ fn scan(
                     return false;
                 }
             };
-            if let Some(wait) = pace.ahead_by() {
+            if let Some(wait) = pace.ahead_by(1) {
                 // Ahead of the asked rate: let the client have what is ready, then wait.
                 reply.end_frame();
                 if let Err(err) = send(&std::mem::take(&mut reply.out)) {
@@ -161,30 +165,97 @@ fn scan(
     Ok(code::OK)
 }
 
-/// A background query (`query_operate`, or a record UDF over a query): the message's write
-/// ops, or its UDF call, run on every record of the namespace or set that its index filter
-/// keeps, each as its own single-record command (its filter expression included). The
-/// digests are gathered first, a partition at a time, so that no write runs inside a scan.
-/// Partial: the job runs to its end before the reply (the real server replies at once and
-/// runs it in the background; the clients then poll `query-show`, which an unknown id
-/// answers as done).
-fn background(
-    server: &Server,
-    ns: &super::Namespace,
-    message: &Message<'_>,
-    index_filter: Option<&IndexFilter>,
-) -> u8 {
-    let set = message.field(FIELD_SET).filter(|s| !s.is_empty());
+/// Starts a background query (`query_operate`, or a record UDF over a query): registers
+/// the job under the client's task id and queues it for the job runner, so that the reply
+/// goes out at once, as the real server's does. Without a runner (a caller of `respond`
+/// alone) the job runs here, before the reply.
+fn start_background(server: &Server, ns: &super::Namespace, message: &Message<'_>, body: &[u8]) -> u8 {
     let call = super::net::udf_call(message);
     if call.is_none() && message.ops.is_empty() {
         return code::PARAMETER;
     }
+    let id = message.field(FIELD_TRID).and_then(|t| t.try_into().ok()).map(u64::from_be_bytes);
+    let kind = if call.is_some() { "background-udf" } else { "background-ops" };
+    let set = message.field(FIELD_SET).unwrap_or(&[]);
+    let job = server.jobs.register(Job::new(id.unwrap_or_else(unasked_job_id), kind, &ns.name, set));
+    if let Err(queued) = server.jobs.submit(Queued { job, body: body.to_vec() }) {
+        run_job(server, queued);
+    }
+    code::OK
+}
+
+/// A job id for a request that carries none (the clients always send one).
+fn unasked_job_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// Runs a queued background job to its end (or until it is asked to stop) and records how
+/// it ended. The request is decoded again from its bytes; its namespace and index filter
+/// were checked before it was queued, so a failure here means the index was dropped since.
+pub fn run_job(server: &Server, queued: Queued) {
+    let job = &queued.job;
+    if let Some(why) = job.stop_reason() {
+        job.finish(why);
+        return;
+    }
+    let ending = match decode_message(&queued.body) {
+        Ok(message) => match message.field(FIELD_NAMESPACE).and_then(|n| server.namespace(n)) {
+            Some(ns) => match index_query::parse(&message, &server.catalog, &ns.name) {
+                Ok(index_filter) => background(ns, &message, index_filter.as_ref(), server, job),
+                Err(_) => Ending::Failed,
+            },
+            None => Ending::Failed,
+        },
+        Err(_) => Ending::Failed,
+    };
+    job.finish(ending);
+    let (succeeded, failed) = (job.succeeded.load(Ordering::Relaxed), job.failed.load(Ordering::Relaxed));
+    log::info!(
+        "background job {} on {}: {ending:?}, {succeeded} records changed, {failed} failed",
+        job.id,
+        job.namespace
+    );
+}
+
+/// The body of a background job: the message's write ops, or its UDF call, run on every
+/// record of the namespace or set that its index filter keeps, each as its own
+/// single-record command (its filter expression included) that only updates: a record
+/// deleted since it was found stays deleted. The digests are gathered first, a partition
+/// at a time, so that no write runs inside a scan; they run in chunks of at most
+/// `BACKGROUND_CHUNK` (fewer under a records-per-second limit), and the job checks between
+/// partitions whether it was asked to stop.
+fn background(
+    ns: &super::Namespace,
+    message: &Message<'_>,
+    index_filter: Option<&IndexFilter>,
+    server: &Server,
+    job: &Job,
+) -> Ending {
+    let set = message.field(FIELD_SET).filter(|s| !s.is_empty());
+    let call = super::net::udf_call(message);
     let source = call.as_ref().map(|call| server.catalog.udf_source(call.module));
-    let mut header = message.header;
-    header.info1 &= !INFO1_READ;
+    let header = updating_only(message.header);
     let filter = message.field(FIELD_FILTER);
+    let records_per_s = message
+        .field(FIELD_RECS_PER_SEC)
+        .and_then(|r| r.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    let chunk_max =
+        if records_per_s > 0 { (records_per_s as usize).min(BACKGROUND_CHUNK) } else { BACKGROUND_CHUNK };
+    let mut pace = Pace { start: std::time::Instant::now(), records_per_s, sent: 0 };
     let mut chosen: Vec<([u8; DIGEST_SIZE], Vec<u8>)> = Vec::new();
-    let run = |chosen: &mut Vec<([u8; DIGEST_SIZE], Vec<u8>)>| {
+    let mut run = |chosen: &mut Vec<([u8; DIGEST_SIZE], Vec<u8>)>| {
+        if let Some(wait) = pace.ahead_by(chosen.len() as u64) {
+            job.throttled.fetch_add(chosen.len() as u64, Ordering::Relaxed);
+            std::thread::sleep(wait);
+        }
+        pace.sent += chosen.len() as u64;
         let commands: Vec<Command<'_>> = chosen
             .iter()
             .map(|(digest, set)| Command {
@@ -196,21 +267,27 @@ fn background(
                 filter,
             })
             .collect();
-        match (&call, &source) {
-            (Some(call), Some(source)) => commands.iter().for_each(|command| {
-                record::execute_udf(ns, source.clone(), command, call, Origin::Client);
-            }),
+        let outcomes: Vec<u8> = match (&call, &source) {
+            (Some(call), Some(source)) => commands
+                .iter()
+                .map(|command| record::execute_udf(ns, source.clone(), command, call, Origin::Client).code)
+                .collect(),
             // Together, as the event loops gather commands: one durability wait a chunk.
             _ => {
                 let (gathered, alone): (Vec<_>, Vec<_>) =
                     commands.into_iter().partition(record::is_gatherable);
-                record::execute_many(ns, &gathered, Origin::Client);
-                alone.iter().for_each(|command| drop(record::execute(ns, command, Origin::Client)));
+                let many = record::execute_many(ns, &gathered, Origin::Client).into_iter().map(|o| o.code);
+                many.chain(alone.iter().map(|command| record::execute(ns, command, Origin::Client).code))
+                    .collect()
             }
-        }
+        };
+        outcomes.into_iter().for_each(|code| tally(job, code));
         chosen.clear();
     };
     for partition in 0..spike::limits::PARTITION_COUNT {
+        if let Some(why) = job.stop_reason() {
+            return why;
+        }
         let mut keep = |record: spike::Result<spike::Record>| {
             let Ok(record) = record else { return true };
             let Ok(stored) = StoredRecord::decode(&record.value) else { return true };
@@ -223,15 +300,48 @@ fn background(
             true
         };
         if let Err(err) = ns.engine.scan_partition_by_digest(partition, None, &mut keep) {
-            log::warn!("namespace {}: background query of partition {partition} failed: {err}", ns.name);
-            return code::SERVER_ERROR;
+            log::warn!(
+                "namespace {}: background job {} failed in partition {partition}: {err}",
+                ns.name,
+                job.id
+            );
+            return Ending::Failed;
         }
-        if chosen.len() >= BACKGROUND_CHUNK {
-            run(&mut chosen);
+        while chosen.len() >= chunk_max {
+            let mut chunk: Vec<_> = chosen.drain(..chunk_max).collect();
+            run(&mut chunk);
         }
+        job.partition_done();
     }
     run(&mut chosen);
-    code::OK
+    Ending::Done
+}
+
+/// A background job's commands only update what exists: an update becomes update-only and
+/// a replace replace-only (create-only is left, and fails on every record, as it would on
+/// the real server).
+fn updating_only(mut header: MsgHeader) -> MsgHeader {
+    header.info1 &= !INFO1_READ;
+    if header.info2 & INFO2_CREATE_ONLY == 0 {
+        if header.info3 & INFO3_CREATE_OR_REPLACE != 0 {
+            header.info3 = header.info3 & !INFO3_CREATE_OR_REPLACE | INFO3_REPLACE_ONLY;
+        } else if header.info3 & INFO3_REPLACE_ONLY == 0 {
+            header.info3 |= INFO3_UPDATE_ONLY;
+        }
+    }
+    header
+}
+
+/// Counts one record's outcome in the job's progress.
+fn tally(job: &Job, result: u8) {
+    let counter = match result {
+        code::OK => &job.succeeded,
+        code::FILTERED_OUT => &job.filtered,
+        // Deleted after the job found it: not the job's failure.
+        code::KEY_NOT_FOUND => return,
+        _ => &job.failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A scanned record as the scan returns it, its stored form and the bins asked for; None
@@ -277,11 +387,12 @@ struct Pace {
 }
 
 impl Pace {
-    fn ahead_by(&self) -> Option<std::time::Duration> {
+    /// How long to wait before the next `count` records may go.
+    fn ahead_by(&self, count: u64) -> Option<std::time::Duration> {
         if self.records_per_s == 0 {
             return None;
         }
-        let due = std::time::Duration::from_secs_f64((self.sent + 1) as f64 / self.records_per_s as f64);
+        let due = std::time::Duration::from_secs_f64((self.sent + count) as f64 / self.records_per_s as f64);
         due.checked_sub(self.start.elapsed()).filter(|wait| !wait.is_zero())
     }
 }
@@ -330,9 +441,9 @@ mod tests {
         // 1000 records at 333 a second: the 1000th may not leave before 3.003 s.
         let start = Instant::now() - Duration::from_millis(3001);
         let pace = Pace { start, records_per_s: 333, sent: 999 };
-        let wait = pace.ahead_by().expect("the last record is not due yet");
+        let wait = pace.ahead_by(1).expect("the last record is not due yet");
         assert!(wait <= Duration::from_millis(3), "{wait:?}");
-        assert_eq!(Pace { start, records_per_s: 333, sent: 998 }.ahead_by(), None);
-        assert_eq!(Pace { start, records_per_s: 0, sent: 10_000 }.ahead_by(), None);
+        assert_eq!(Pace { start, records_per_s: 333, sent: 998 }.ahead_by(1), None);
+        assert_eq!(Pace { start, records_per_s: 0, sent: 10_000 }.ahead_by(1), None);
     }
 }

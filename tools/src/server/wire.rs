@@ -37,6 +37,7 @@ pub const FIELD_NAMESPACE: u8 = 0;
 pub const FIELD_SET: u8 = 1;
 pub const FIELD_KEY: u8 = 2;
 pub const FIELD_DIGEST: u8 = 4;
+pub const FIELD_TRID: u8 = 7;
 pub const FIELD_RECS_PER_SEC: u8 = 10;
 pub const FIELD_PID_ARRAY: u8 = 11;
 pub const FIELD_DIGEST_ARRAY: u8 = 12;

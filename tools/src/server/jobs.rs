@@ -1,0 +1,326 @@
+//! Background jobs: the queries that write (`query_operate`, a record UDF over a query).
+//! As on the real server, such a query is answered at once and run behind by the job
+//! runner (`net::serve` starts one thread for it); the clients then poll `query-show`
+//! until it says `done`, and may stop a job with `query-abort`.
+//!
+//! Owns the table of jobs: those queued or running, and the last [`FINISHED_KEPT`]
+//! finished (the real server's `query-max-done`), so that a client polling late still
+//! learns what its job did. Invariants: a job is finished once (its status never goes
+//! back to active); a job asked to stop ends at its next chunk of records, whose writes
+//! are complete and durable as every client write is. Cost: one mutex taken per job
+//! started, per status poll and per chunk of records, never per record.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+/// Finished jobs kept for `query-show`.
+pub const FINISHED_KEPT: usize = 100;
+
+/// Why a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Done,
+    /// `query-abort` asked it to stop.
+    UserAborted,
+    /// The server shut down before the job was through.
+    Shutdown,
+    /// The engine failed a scan of one of its partitions.
+    Failed,
+}
+
+impl Ending {
+    fn status(self) -> &'static str {
+        match self {
+            Ending::Done => "done(ok)",
+            Ending::UserAborted => "done(user-aborted)",
+            Ending::Shutdown => "done(abandoned-shutdown)",
+            Ending::Failed => "done(abandoned-unknown)",
+        }
+    }
+}
+
+/// One background job and its progress, updated by the runner as it goes.
+pub struct Job {
+    pub id: u64,
+    /// `background-udf` or `background-ops`, the real server's names.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub set: String,
+    started: Instant,
+    ended: Mutex<Option<(Instant, Ending)>>,
+    /// Records the job's ops or UDF changed (or read, for a UDF that only reads).
+    pub succeeded: AtomicU64,
+    /// Records on which they failed.
+    pub failed: AtomicU64,
+    /// Records the job's filter expression left out.
+    pub filtered: AtomicU64,
+    /// Records held back by the job's records-per-second limit.
+    pub throttled: AtomicU64,
+    partitions_done: AtomicU32,
+    stop: Mutex<Option<Ending>>,
+    stop_asked: AtomicBool,
+}
+
+impl Job {
+    pub fn new(id: u64, kind: &'static str, namespace: &str, set: &[u8]) -> Job {
+        Job {
+            id,
+            kind,
+            namespace: namespace.to_string(),
+            set: String::from_utf8_lossy(set).into_owned(),
+            started: Instant::now(),
+            ended: Mutex::new(None),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+            partitions_done: AtomicU32::new(0),
+            stop: Mutex::new(None),
+            stop_asked: AtomicBool::new(false),
+        }
+    }
+
+    /// Asks the job to stop at its next chunk; the first reason asked wins.
+    pub fn ask_to_stop(&self, why: Ending) {
+        if let Ok(mut stop) = self.stop.lock() {
+            stop.get_or_insert(why);
+        }
+        self.stop_asked.store(true, Ordering::Release);
+    }
+
+    /// Why the job should stop now, if it should (one atomic load while it should not).
+    pub fn stop_reason(&self) -> Option<Ending> {
+        if !self.stop_asked.load(Ordering::Acquire) {
+            return None;
+        }
+        self.stop.lock().ok().and_then(|stop| *stop)
+    }
+
+    pub fn partition_done(&self) {
+        self.partitions_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks the job finished; a second call changes nothing.
+    pub fn finish(&self, how: Ending) {
+        if let Ok(mut ended) = self.ended.lock() {
+            ended.get_or_insert((Instant::now(), how));
+        }
+    }
+
+    pub fn ending(&self) -> Option<Ending> {
+        self.ended.lock().ok().and_then(|ended| ended.map(|(_, how)| how))
+    }
+
+    /// The `query-show` line of the job, in the real server's `key=value:` form; the
+    /// clients read `status`, `job-progress` and the `recs-*` counts.
+    pub fn describe(&self) -> String {
+        let ended = self.ended.lock().ok().and_then(|ended| *ended);
+        let (status, run_time_ms, since_done_ms) = match ended {
+            Some((at, how)) => (how.status(), at - self.started, at.elapsed().as_millis()),
+            None => ("active(ok)", self.started.elapsed(), 0),
+        };
+        let partitions = self.partitions_done.load(Ordering::Relaxed) as f64;
+        let progress = match ended {
+            Some((_, Ending::Done)) => 100.0,
+            _ => partitions * 100.0 / spike::limits::PARTITION_COUNT as f64,
+        };
+        let mut line = String::new();
+        let _ = write!(
+            line,
+            "trid={}:job-type={}:ns={}:set={}:status={status}:job-progress={progress:.2}:run-time={}:\
+             time-since-done={since_done_ms}:recs-throttled={}:recs-filtered-meta=0:recs-filtered-bins={}:\
+             recs-succeeded={}:recs-failed={}",
+            self.id,
+            self.kind,
+            self.namespace,
+            self.set,
+            run_time_ms.as_millis(),
+            self.throttled.load(Ordering::Relaxed),
+            self.filtered.load(Ordering::Relaxed),
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        );
+        line
+    }
+}
+
+/// A job waiting for the runner: the request it was started by (the runner decodes it
+/// again, so that the queue holds owned bytes rather than borrowed messages).
+pub struct Queued {
+    pub job: Arc<Job>,
+    pub body: Vec<u8>,
+}
+
+/// The table of jobs and the queue to the runner.
+#[derive(Default)]
+pub struct Jobs {
+    table: Mutex<VecDeque<Arc<Job>>>,
+    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+}
+
+impl Jobs {
+    /// Opens the queue; the runner takes the jobs from the receiver in order.
+    pub fn attach(&self) -> mpsc::Receiver<Queued> {
+        let (sender, receiver) = mpsc::channel();
+        if let Ok(mut queue) = self.queue.lock() {
+            *queue = Some(sender);
+        }
+        receiver
+    }
+
+    /// Closes the queue and asks every unfinished job to stop: the runner then ends each at
+    /// its next chunk (queued ones at once) and returns.
+    pub fn shut_down(&self) {
+        if let Ok(mut queue) = self.queue.lock() {
+            *queue = None;
+        }
+        for job in self.table.lock().map(|t| t.clone()).unwrap_or_default() {
+            if job.ending().is_none() {
+                job.ask_to_stop(Ending::Shutdown);
+            }
+        }
+    }
+
+    /// Adds a job to the table, dropping the oldest finished ones beyond `FINISHED_KEPT`.
+    pub fn register(&self, job: Job) -> Arc<Job> {
+        let job = Arc::new(job);
+        if let Ok(mut table) = self.table.lock() {
+            table.push_back(job.clone());
+            let finished = table.iter().filter(|j| j.ending().is_some()).count();
+            if finished > FINISHED_KEPT {
+                let mut extra = finished - FINISHED_KEPT;
+                table.retain(|j| {
+                    let drop = extra > 0 && j.ending().is_some();
+                    extra -= drop as usize;
+                    !drop
+                });
+            }
+        }
+        job
+    }
+
+    /// Hands a registered job to the runner; gives it back when no runner is attached
+    /// (the caller then runs it in place: tests and the fuzz target answer requests
+    /// without a runner).
+    pub fn submit(&self, queued: Queued) -> Result<(), Queued> {
+        let queue = self.queue.lock().ok().and_then(|q| q.clone());
+        match queue {
+            Some(sender) => sender.send(queued).map_err(|failed| failed.0),
+            None => Err(queued),
+        }
+    }
+
+    pub fn find(&self, id: u64) -> Option<Arc<Job>> {
+        let table = self.table.lock().ok()?;
+        table.iter().rev().find(|job| job.id == id).cloned()
+    }
+
+    /// `query-show[:id=N]` (or `trid=N`): one job, or every job in the table.
+    pub fn show(&self, args: &str) -> String {
+        match job_id(args) {
+            Some(Ok(id)) => {
+                self.find(id).map_or_else(|| "ERROR:2:job not found".to_string(), |j| j.describe())
+            }
+            Some(Err(())) => "ERROR:4:bad job id".to_string(),
+            None => {
+                let table = self.table.lock().map(|t| t.clone()).unwrap_or_default();
+                table.iter().map(|job| job.describe()).collect::<Vec<_>>().join(";")
+            }
+        }
+    }
+
+    /// `query-abort:id=N` (or `trid=N`): asks a running or queued job to stop.
+    pub fn abort(&self, args: &str) -> String {
+        match job_id(args) {
+            Some(Ok(id)) => match self.find(id) {
+                Some(job) if job.ending().is_none() => {
+                    job.ask_to_stop(Ending::UserAborted);
+                    "OK".to_string()
+                }
+                _ => "ERROR:2:job not found".to_string(),
+            },
+            _ => "ERROR:4:bad job id".to_string(),
+        }
+    }
+}
+
+/// The job id of `id=N` or `trid=N` among `;`-separated arguments.
+fn job_id(args: &str) -> Option<Result<u64, ()>> {
+    args.split(';')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "id" || *k == "trid")
+        .map(|(_, v)| v.trim().parse::<u64>().map_err(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field<'a>(line: &'a str, name: &str) -> &'a str {
+        line.split(':').find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name)).unwrap().1
+    }
+
+    #[test]
+    fn a_job_shows_active_then_done_with_its_counts_and_finishes_once() {
+        let jobs = Jobs::default();
+        let job = jobs.register(Job::new(7, "background-ops", "test", b"s"));
+        let line = jobs.show("id=7");
+        assert_eq!(field(&line, "status"), "active(ok)");
+        assert_eq!(field(&line, "job-progress"), "0.00");
+        job.succeeded.fetch_add(3, Ordering::Relaxed);
+        job.partition_done();
+        job.finish(Ending::Done);
+        job.finish(Ending::Shutdown);
+        let line = jobs.show("trid=7");
+        assert_eq!(field(&line, "status"), "done(ok)");
+        assert_eq!(field(&line, "job-progress"), "100.00");
+        assert_eq!(field(&line, "recs-succeeded"), "3");
+        assert_eq!(field(&line, "set"), "s");
+        assert_eq!(jobs.show("id=8"), "ERROR:2:job not found");
+        assert_eq!(jobs.show("id=x"), "ERROR:4:bad job id");
+        assert_eq!(jobs.show(""), line);
+    }
+
+    #[test]
+    fn abort_stops_an_unfinished_job_only_and_the_first_reason_wins() {
+        let jobs = Jobs::default();
+        let job = jobs.register(Job::new(1, "background-udf", "test", b""));
+        assert_eq!(job.stop_reason(), None);
+        assert_eq!(jobs.abort("id=1"), "OK");
+        jobs.shut_down();
+        assert_eq!(job.stop_reason(), Some(Ending::UserAborted));
+        job.finish(Ending::UserAborted);
+        assert_eq!(jobs.abort("id=1"), "ERROR:2:job not found");
+        assert!(jobs.show("id=1").contains("status=done(user-aborted)"));
+    }
+
+    #[test]
+    fn the_table_keeps_the_last_finished_jobs_and_every_unfinished_one() {
+        let jobs = Jobs::default();
+        let running = jobs.register(Job::new(0, "background-ops", "test", b""));
+        for id in 1..=(FINISHED_KEPT as u64 + 5) {
+            jobs.register(Job::new(id, "background-ops", "test", b"")).finish(Ending::Done);
+        }
+        jobs.register(Job::new(999, "background-ops", "test", b""));
+        assert!(jobs.find(0).is_some_and(|j| Arc::ptr_eq(&j, &running)));
+        assert!(jobs.find(1).is_none(), "the oldest finished job is dropped");
+        assert!(jobs.find(FINISHED_KEPT as u64 + 5).is_some());
+    }
+
+    #[test]
+    fn without_a_runner_a_job_is_handed_back_and_with_one_it_is_queued() {
+        let jobs = Jobs::default();
+        let job = jobs.register(Job::new(1, "background-ops", "test", b""));
+        let back = jobs.submit(Queued { job: job.clone(), body: vec![1] });
+        assert!(back.is_err());
+        let receiver = jobs.attach();
+        assert!(jobs.submit(Queued { job, body: vec![2] }).is_ok());
+        assert_eq!(receiver.try_recv().unwrap().body, vec![2]);
+        jobs.shut_down();
+        let job = jobs.register(Job::new(2, "background-ops", "test", b""));
+        assert!(jobs.submit(Queued { job, body: vec![3] }).is_err());
+    }
+}
