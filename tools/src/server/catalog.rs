@@ -1,11 +1,11 @@
 //! What clients register besides records: UDF modules and secondary-index definitions.
 //!
-//! UDF modules are kept across restarts when the server has a `udf_dir` (one file per
-//! module, its Lua text, written to a temporary name and renamed into place), else in
-//! memory only; record UDFs run (`udf`). Partial, and said so: an index definition is
-//! kept in memory only, listed and reports itself loaded, but a query that uses it is
-//! answered 16 (unsupported feature). This lets applications and tools that register
-//! modules and indexes at start-up (the Aerospike clients' own test suites do) run.
+//! Both are kept across restarts when the server has a `udf_dir`, else in memory only.
+//! UDF modules: one file per module, its Lua text, written to a temporary name and renamed
+//! into place; record UDFs run (`udf`). Index definitions: one line each, the arguments of
+//! its `sindex-create`, in the hidden file `.indexes` of the same directory (rewritten
+//! whole, the same way, on every create and drop); the indexes themselves are kept in
+//! memory (`sindex`) and rebuilt from the records at start.
 
 use base64::Engine as _;
 use std::collections::BTreeMap;
@@ -19,7 +19,30 @@ pub struct Catalog {
     /// Where modules are kept across restarts, if anywhere.
     udf_dir: Option<PathBuf>,
     /// (namespace, index name) → the `sindex-create` arguments.
-    indexes: Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>,
+    indexes: Mutex<IndexDefinitions>,
+}
+
+type IndexDefinitions = BTreeMap<(String, String), BTreeMap<String, String>>;
+
+/// The file of index definitions in `udf_dir` (hidden, so never loaded as a module).
+const INDEXES_FILE: &str = ".indexes";
+
+/// Reads the index definitions saved in `path` (none if it does not exist). A line
+/// without a namespace and an index name is refused, naming the file and line.
+fn load_indexes(path: &std::path::Path) -> Result<IndexDefinitions, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(err) => return Err(format!("cannot read {}: {err}", path.display())),
+    };
+    let mut indexes = BTreeMap::new();
+    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let parsed = args(line);
+        let key = Catalog::index_key(&parsed)
+            .ok_or_else(|| format!("{} line {}: no namespace or index name", path.display(), number + 1))?;
+        indexes.insert(key, parsed);
+    }
+    Ok(indexes)
 }
 
 /// `k=v;k=v` arguments of an info command.
@@ -62,7 +85,35 @@ impl Catalog {
                 udfs.insert(name.to_string(), (content, hash));
             }
         }
-        Ok(Catalog { udfs: Mutex::new(udfs), udf_dir, indexes: Default::default() })
+        let indexes = match &udf_dir {
+            Some(dir) => load_indexes(&dir.join(INDEXES_FILE))?,
+            None => BTreeMap::new(),
+        };
+        Ok(Catalog { udfs: Mutex::new(udfs), udf_dir, indexes: Mutex::new(indexes) })
+    }
+
+    /// Writes the index definitions to `udf_dir`, if there is one.
+    fn save_indexes(&self, indexes: &IndexDefinitions) {
+        let Some(dir) = &self.udf_dir else { return };
+        let mut text = String::new();
+        for args in indexes.values() {
+            let line: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            text.push_str(&line.join(";"));
+            text.push('\n');
+        }
+        let path = dir.join(INDEXES_FILE);
+        if let Err(err) = write_atomically(&path, text.as_bytes()) {
+            log::error!(
+                "cannot save the index definitions to {}: {err}; they will be lost at restart",
+                path.display()
+            );
+        }
+    }
+
+    /// Every index definition: (namespace, its `sindex-create` arguments).
+    pub fn index_definitions(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        indexes.iter().map(|((ns, _), args)| (ns.clone(), args.clone())).collect()
     }
 
     pub fn udf_put(&self, args: &BTreeMap<String, String>) -> String {
@@ -146,6 +197,7 @@ impl Catalog {
             Some(_) => "ERROR:200:an index of that name already exists".into(),
             None => {
                 indexes.insert(key, args.clone());
+                self.save_indexes(&indexes);
                 "ok".into()
             }
         }
@@ -157,7 +209,10 @@ impl Catalog {
         let Some(key) = Self::index_key(args) else {
             return "ERROR:4:invalid namespace or index name".into();
         };
-        self.indexes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        if indexes.remove(&key).is_some() {
+            self.save_indexes(&indexes);
+        }
         "ok".into()
     }
 

@@ -1,10 +1,11 @@
 //! Queries by secondary index (a scan message with INDEX_RANGE, `../shared/aerospike-wire.md`
-//! §6), answered by a filtered partition scan: the records of the asked partitions whose
-//! indexed value (the bin's, an element of a list bin, a key or value of a map bin, or an
-//! index expression's) lies in the range. The answer is the index's answer, resumable per
-//! partition by digest as a scan is; the cost is a scan of the asked partitions (no index
-//! is kept in memory or maintained on writes). As on the real server the index must have
-//! been created (`catalog`), else INDEX_NOT_FOUND (201).
+//! §6): the records of the asked partitions whose indexed value (the bin's, an element of
+//! a list bin, a key or value of a map bin, or an index expression's) lies in the range,
+//! resumable per partition by digest as a scan is. The records come from the in-memory
+//! index (`sindex`) when one serves the filter, else from a scan of the asked partitions
+//! (an expression index, or an index still being built); either way each is checked here.
+//! As on the real server the index must have been created (`catalog`), else
+//! INDEX_NOT_FOUND (201).
 //!
 //! Served: integer ranges and string or blob equality, on a bin, list elements, map keys
 //! or map values, or an expression. Not served (16): geo filters and CDT contexts.
@@ -38,10 +39,10 @@ pub enum Range {
 
 #[derive(Debug)]
 pub struct IndexFilter {
-    bin: Vec<u8>,
-    collection: Collection,
-    range: Range,
-    expression: Option<Value>,
+    pub bin: Vec<u8>,
+    pub collection: Collection,
+    pub range: Range,
+    pub expression: Option<Value>,
 }
 
 /// The query's index filter, or None for a plain scan. Err: the result code to answer.

@@ -51,13 +51,17 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
         "udf-list" => server.catalog.udf_list(),
         "udf-get" => server.catalog.udf_get(&catalog::args(args)),
         "udf-remove" => server.catalog.udf_remove(&catalog::args(args)),
-        "sindex-create" => {
+        "sindex-create" => index_create(server, args),
+        "sindex-delete" => {
             let parsed = catalog::args(args);
             let ns = parsed.get("namespace").or_else(|| parsed.get("ns"));
-            let known = ns.is_some_and(|n| server.namespace(n.as_bytes()).is_some());
-            server.catalog.index_create(&parsed, known)
+            if let (Some(ns), Some(name)) =
+                (ns.and_then(|n| server.namespace(n.as_bytes())), parsed.get("indexname"))
+            {
+                ns.sindexes.remove(name);
+            }
+            server.catalog.index_delete(&parsed)
         }
-        "sindex-delete" => server.catalog.index_delete(&catalog::args(args)),
         "query-show" | "scan-show" => server.jobs.show(args),
         "query-abort" | "scan-abort" | "query-kill" => server.jobs.abort(args),
         "sindex-exists" => {
@@ -69,7 +73,7 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
         "sindex-stat" => {
             let parsed = catalog::args(args);
             let ns = parsed.get("namespace").or_else(|| parsed.get("ns")).map_or("", String::as_str);
-            server.catalog.index_stat(ns, parsed.get("indexname").map_or("", String::as_str))
+            index_stat(server, ns, parsed.get("indexname").map_or("", String::as_str))
         }
         "sindex-list" => {
             let parsed = catalog::args(args);
@@ -85,6 +89,38 @@ fn command(server: &Server, line: &str, local_addr: &str) -> String {
     }
 }
 
+/// `sindex-create`: the definition goes into the catalog, and an index this server keeps
+/// in memory (`sindex`) is added and queued to be built from the records already there.
+fn index_create(server: &Server, args: &str) -> String {
+    let parsed = catalog::args(args);
+    let ns =
+        parsed.get("namespace").or_else(|| parsed.get("ns")).and_then(|n| server.namespace(n.as_bytes()));
+    let name = parsed.get("indexname").map_or("", String::as_str);
+    let existed = ns.is_some_and(|ns| server.catalog.index_exists(&ns.name, name));
+    let answer = server.catalog.index_create(&parsed, ns.is_some());
+    if answer == "ok" && !existed {
+        server.build_kept_indexes();
+    }
+    answer
+}
+
+/// `sindex-stat`: how far a kept index is built (the clients' create task waits for
+/// `load_pct=100`) and its size; an index answered by scans is always loaded.
+fn index_stat(server: &Server, namespace: &str, name: &str) -> String {
+    let kept = server.namespace(namespace.as_bytes()).and_then(|ns| ns.sindexes.find(name));
+    match kept {
+        Some(index) => {
+            let (records, keys) = index.counts();
+            format!(
+                "keys={keys};entries={records};query_lookups={};load_pct={}",
+                index.lookups(),
+                index.load_pct()
+            )
+        }
+        None => server.catalog.index_stat(namespace, name),
+    }
+}
+
 /// `namespace/<ns>`, `sets[/<ns>[/<set>]]`: commands with `/` arguments.
 fn namespaced(server: &Server, line: &str) -> String {
     let mut parts = line.split('/');
@@ -94,7 +130,7 @@ fn namespaced(server: &Server, line: &str) -> String {
             None => "type=unknown".to_string(),
         },
         (Some("sets"), ns, set) => sets(server, ns, set),
-        (Some("sindex"), Some(ns), Some(name)) => server.catalog.index_stat(ns, name),
+        (Some("sindex"), Some(ns), Some(name)) => index_stat(server, ns, name),
         (Some("sindex"), ns, None) => server.catalog.index_list(ns),
         _ => "ERROR:4:unrecognized command".to_string(),
     }

@@ -3,6 +3,8 @@
 //! runner (`net::serve` starts one thread for it); the clients then poll `query-show`
 //! until it says `done`, and may stop a job with `query-abort`.
 //!
+//! The runner also builds new secondary indexes (`sindex::build`), in the same queue.
+//!
 //! Owns the table of jobs: those queued or running, and the last [`FINISHED_KEPT`]
 //! finished (the real server's `query-max-done`), so that a client polling late still
 //! learns what its job did. Invariants: a job is finished once (its status never goes
@@ -15,6 +17,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
+
+use super::sindex::SecondaryIndex;
 
 /// Finished jobs kept for `query-show`.
 pub const FINISHED_KEPT: usize = 100;
@@ -154,16 +158,22 @@ pub struct Queued {
     pub body: Vec<u8>,
 }
 
+/// What the runner is handed: a background query, or the build of a new secondary index.
+pub enum Task {
+    Query(Queued),
+    BuildIndex { namespace: String, index: Arc<SecondaryIndex> },
+}
+
 /// The table of jobs and the queue to the runner.
 #[derive(Default)]
 pub struct Jobs {
     table: Mutex<VecDeque<Arc<Job>>>,
-    queue: Mutex<Option<mpsc::Sender<Queued>>>,
+    queue: Mutex<Option<mpsc::Sender<Task>>>,
 }
 
 impl Jobs {
     /// Opens the queue; the runner takes the jobs from the receiver in order.
-    pub fn attach(&self) -> mpsc::Receiver<Queued> {
+    pub fn attach(&self) -> mpsc::Receiver<Task> {
         let (sender, receiver) = mpsc::channel();
         if let Ok(mut queue) = self.queue.lock() {
             *queue = Some(sender);
@@ -205,11 +215,11 @@ impl Jobs {
     /// Hands a registered job to the runner; gives it back when no runner is attached
     /// (the caller then runs it in place: tests and the fuzz target answer requests
     /// without a runner).
-    pub fn submit(&self, queued: Queued) -> Result<(), Queued> {
+    pub fn submit(&self, task: Task) -> Result<(), Task> {
         let queue = self.queue.lock().ok().and_then(|q| q.clone());
         match queue {
-            Some(sender) => sender.send(queued).map_err(|failed| failed.0),
-            None => Err(queued),
+            Some(sender) => sender.send(task).map_err(|failed| failed.0),
+            None => Err(task),
         }
     }
 
@@ -314,13 +324,13 @@ mod tests {
     fn without_a_runner_a_job_is_handed_back_and_with_one_it_is_queued() {
         let jobs = Jobs::default();
         let job = jobs.register(Job::new(1, "background-ops", "test", b""));
-        let back = jobs.submit(Queued { job: job.clone(), body: vec![1] });
+        let back = jobs.submit(Task::Query(Queued { job: job.clone(), body: vec![1] }));
         assert!(back.is_err());
         let receiver = jobs.attach();
-        assert!(jobs.submit(Queued { job, body: vec![2] }).is_ok());
-        assert_eq!(receiver.try_recv().unwrap().body, vec![2]);
+        assert!(jobs.submit(Task::Query(Queued { job, body: vec![2] })).is_ok());
+        assert!(matches!(receiver.try_recv().unwrap(), Task::Query(q) if q.body == vec![2]));
         jobs.shut_down();
         let job = jobs.register(Job::new(2, "background-ops", "test", b""));
-        assert!(jobs.submit(Queued { job, body: vec![3] }).is_err());
+        assert!(jobs.submit(Task::Query(Queued { job, body: vec![3] })).is_err());
     }
 }

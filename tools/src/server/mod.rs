@@ -40,6 +40,7 @@ pub mod msgpack;
 pub mod net;
 pub mod record;
 pub mod scan;
+pub mod sindex;
 pub mod udf;
 pub mod wire;
 
@@ -57,11 +58,20 @@ pub struct Namespace {
     pub store_keys: bool,
     /// Commands served, by origin, kind and result (the `namespace/<ns>` statistics).
     pub counters: counters::Counters,
+    /// Secondary indexes kept in memory (`sindex`).
+    pub sindexes: sindex::Indexes,
 }
 
 impl Namespace {
     pub fn new(name: String, engine: Engine, default_ttl_s: u32, store_keys: bool) -> Namespace {
-        Namespace { name, engine, default_ttl_s, store_keys, counters: Default::default() }
+        Namespace {
+            name,
+            engine,
+            default_ttl_s,
+            store_keys,
+            counters: Default::default(),
+            sindexes: Default::default(),
+        }
     }
 
     /// Deletes the records of `set` (or all) last updated before `before_ms`, durably.
@@ -70,7 +80,9 @@ impl Namespace {
             None => true,
             Some(set) => bins::StoredRecord::decode(&record.value).is_ok_and(|r| r.set == set),
         };
-        self.engine.truncate(0..spike::limits::PARTITION_COUNT, before_ms, &mut matches)
+        let truncated = self.engine.truncate(0..spike::limits::PARTITION_COUNT, before_ms, &mut matches)?;
+        sindex::sweep(self);
+        Ok(truncated)
     }
 
     /// Records per set name. Cost: a scan of the whole namespace (the engine keeps no
@@ -151,6 +163,26 @@ impl Server {
             started: Instant::now(),
             catalog: catalog::Catalog::default(),
             jobs: jobs::Jobs::default(),
+        }
+    }
+
+    /// Adds the secondary indexes the catalog holds (saved before a restart) to their
+    /// namespaces and queues their builds; until an index is built, its queries scan.
+    pub fn build_kept_indexes(&self) {
+        for (namespace, args) in self.catalog.index_definitions() {
+            let (Some(ns), Some(definition)) =
+                (self.namespace(namespace.as_bytes()), sindex::Definition::from_args(&args))
+            else {
+                continue;
+            };
+            if ns.sindexes.find(&definition.name).is_some() {
+                continue;
+            }
+            let index = ns.sindexes.add(definition);
+            let task = jobs::Task::BuildIndex { namespace: ns.name.clone(), index };
+            if let Err(jobs::Task::BuildIndex { index, .. }) = self.jobs.submit(task) {
+                sindex::build(ns, &index);
+            }
         }
     }
 

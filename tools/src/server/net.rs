@@ -108,6 +108,7 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
     let mut listener = TcpListener::from_std(listener);
     let workers = Workers::start(&server)?;
     let runner = start_job_runner(&server)?;
+    server.build_kept_indexes();
     let mut loops = Vec::new();
     let mut handles = Vec::new();
     for i in 0..server.threads.max(1) {
@@ -169,13 +170,21 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
     Ok(())
 }
 
-/// The thread that runs background jobs (`jobs`), one at a time, in the order queued.
+/// The thread that runs background jobs and index builds (`jobs`), one at a time, in the
+/// order queued.
 fn start_job_runner(server: &Arc<Server>) -> io::Result<std::thread::JoinHandle<()>> {
     let queue = server.jobs.attach();
     let server = server.clone();
     std::thread::Builder::new().name("spike-jobs".to_string()).spawn(move || {
-        for queued in queue {
-            scan::run_job(&server, queued);
+        for task in queue {
+            match task {
+                super::jobs::Task::Query(queued) => scan::run_job(&server, queued),
+                super::jobs::Task::BuildIndex { namespace, index } => {
+                    if let Some(ns) = server.namespace(namespace.as_bytes()) {
+                        super::sindex::build(ns, &index);
+                    }
+                }
+            }
         }
     })
 }

@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{bits, cdt, exp_op, filter, hll, msgpack, udf};
+use super::{bits, cdt, exp_op, filter, hll, msgpack, sindex, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -111,7 +111,7 @@ pub fn execute_udf(
 }
 
 fn run_udf(ns: &Namespace, source: Option<&[u8]>, command: &Command<'_>, call: &udf::Call<'_>) -> Outcome {
-    let result = ns.engine.update_by_digest(&command.digest, |existing| {
+    let result = sindex::update_by_digest(ns, &command.digest, |existing| {
         let held = match existing
             .map(|r| decode(ns, &r.value).map(|s| (s, r.generation, r.void_time)))
             .transpose()
@@ -219,7 +219,8 @@ pub fn execute_many(ns: &Namespace, commands: &[Command<'_>], origin: Origin) ->
     if !updates.is_empty() {
         let plan_of =
             |k: usize, existing: Option<&spike::Record>| Ok(plan(ns, &commands[updates[k]], existing));
-        for (&i, result) in updates.iter().zip(ns.engine.update_each_by_digest(&digests(&updates), plan_of)) {
+        for (&i, result) in updates.iter().zip(sindex::update_each_by_digest(ns, &digests(&updates), plan_of))
+        {
             outcomes[i] = update_outcome(kinds[i], result);
         }
     }
@@ -312,7 +313,7 @@ fn read_touch(ns: &Namespace, percent: u32, record: spike::Record) -> spike::Rec
     if u64::from(record.void_time - now_s) * 100 > u64::from(ttl_s) * u64::from(percent) {
         return record;
     }
-    let touched = ns.engine.update_by_digest(&record.digest, |current| match current {
+    let touched = sindex::update_by_digest(ns, &record.digest, |current| match current {
         Some(current) if current.generation == record.generation => {
             Ok((Change::Put { value: current.value.clone(), ttl_s: Some(ttl_s) }, ()))
         }
@@ -566,11 +567,11 @@ fn policy_check(h: &MsgHeader, existing: Option<&spike::Record>, deleting: bool)
 }
 
 fn delete(ns: &Namespace, command: &Command<'_>) -> Outcome {
-    update_outcome(Kind::Delete, ns.engine.update_by_digest(&command.digest, |e| Ok(plan(ns, command, e))))
+    update_outcome(Kind::Delete, sindex::update_by_digest(ns, &command.digest, |e| Ok(plan(ns, command, e))))
 }
 
 fn write(ns: &Namespace, command: &Command<'_>) -> Outcome {
-    update_outcome(Kind::Write, ns.engine.update_by_digest(&command.digest, |e| Ok(plan(ns, command, e))))
+    update_outcome(Kind::Write, sindex::update_by_digest(ns, &command.digest, |e| Ok(plan(ns, command, e))))
 }
 
 /// What a write or delete does to the held record.

@@ -11,8 +11,9 @@ use super::bins::StoredRecord;
 use super::counters::Origin;
 use super::filter::{record_passes, subject};
 use super::index_query::{self, IndexFilter};
-use super::jobs::{Ending, Job, Queued};
+use super::jobs::{Ending, Job, Queued, Task};
 use super::record::{self, code, select_bins, Command, ReplyBins};
+use super::sindex::SecondaryIndex;
 use super::wire::*;
 use super::Server;
 use std::io;
@@ -20,6 +21,8 @@ use std::sync::atomic::Ordering;
 
 /// Records a background query writes together (one durability wait for them all).
 const BACKGROUND_CHUNK: usize = 1024;
+/// Records an index query reads from the device together.
+const CANDIDATES_READ_TOGETHER: usize = 256;
 /// Reply bytes gathered before a frame is sent (the real server's chunk size).
 pub const SCAN_FRAME_BYTES: usize = 1 << 20;
 
@@ -100,6 +103,7 @@ fn scan(
         .map(u64::from_be_bytes)
         .filter(|&m| m > 0)
         .unwrap_or(u64::MAX);
+    let index = index_filter.as_ref().and_then(|f| ns.sindexes.serving(f, set));
     let header = message.header;
     let mut failure = None;
     let filter = message.field(FIELD_FILTER);
@@ -148,7 +152,14 @@ fn scan(
             }
             budget > 0
         };
-        if let Err(err) = ns.engine.scan_partition_by_digest(partition, after.as_ref(), &mut visit) {
+        if let Err(err) = visit_partition(
+            ns,
+            index.as_deref(),
+            index_filter.as_ref(),
+            partition,
+            after.as_ref(),
+            &mut visit,
+        ) {
             log::warn!("namespace {}: scan of partition {partition} failed: {err}", ns.name);
             return Ok(code::SERVER_ERROR);
         }
@@ -178,7 +189,7 @@ fn start_background(server: &Server, ns: &super::Namespace, message: &Message<'_
     let kind = if call.is_some() { "background-udf" } else { "background-ops" };
     let set = message.field(FIELD_SET).unwrap_or(&[]);
     let job = server.jobs.register(Job::new(id.unwrap_or_else(unasked_job_id), kind, &ns.name, set));
-    if let Err(queued) = server.jobs.submit(Queued { job, body: body.to_vec() }) {
+    if let Err(Task::Query(queued)) = server.jobs.submit(Task::Query(Queued { job, body: body.to_vec() })) {
         run_job(server, queued);
     }
     code::OK
@@ -249,6 +260,7 @@ fn background(
     let chunk_max =
         if records_per_s > 0 { (records_per_s as usize).min(BACKGROUND_CHUNK) } else { BACKGROUND_CHUNK };
     let mut pace = Pace { start: std::time::Instant::now(), records_per_s, sent: 0 };
+    let index = index_filter.and_then(|f| ns.sindexes.serving(f, set));
     let mut chosen: Vec<([u8; DIGEST_SIZE], Vec<u8>)> = Vec::new();
     let mut run = |chosen: &mut Vec<([u8; DIGEST_SIZE], Vec<u8>)>| {
         if let Some(wait) = pace.ahead_by(chosen.len() as u64) {
@@ -299,7 +311,7 @@ fn background(
             }
             true
         };
-        if let Err(err) = ns.engine.scan_partition_by_digest(partition, None, &mut keep) {
+        if let Err(err) = visit_partition(ns, index.as_deref(), index_filter, partition, None, &mut keep) {
             log::warn!(
                 "namespace {}: background job {} failed in partition {partition}: {err}",
                 ns.name,
@@ -315,6 +327,39 @@ fn background(
     }
     run(&mut chosen);
     Ending::Done
+}
+
+/// Calls `visit` with the records of `partition` after `after` (strictly smaller digests),
+/// in descending digest order: those an in-memory index names for the query's index
+/// filter, read `CANDIDATES_READ_TOGETHER` at a time (a record gone since it was indexed
+/// is skipped), or, without such an index, every record (a scan). Either way `visit`
+/// checks each record against the filter.
+fn visit_partition(
+    ns: &super::Namespace,
+    index: Option<&SecondaryIndex>,
+    index_filter: Option<&IndexFilter>,
+    partition: usize,
+    after: Option<&[u8; DIGEST_SIZE]>,
+    visit: &mut dyn FnMut(spike::Result<spike::Record>) -> bool,
+) -> spike::Result<bool> {
+    let (Some(index), Some(filter)) = (index, index_filter) else {
+        return ns.engine.scan_partition_by_digest(partition, after, visit);
+    };
+    let mut digests = index.candidates(partition, &filter.range);
+    if let Some(after) = after {
+        digests.retain(|digest| digest < after);
+    }
+    for chunk in digests.chunks(CANDIDATES_READ_TOGETHER) {
+        for result in ns.engine.get_each_by_digest(chunk) {
+            if matches!(result, Err(spike::Error::NotFound)) {
+                continue;
+            }
+            if !visit(result) {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// A background job's commands only update what exists: an update becomes update-only and
