@@ -174,3 +174,103 @@ async fn index_queries_read_what_the_index_names_and_agree_with_a_model_across_w
     assert!(ids(&client, Filter::range("n", -10, 100)).await.is_empty());
     client.close().await.unwrap();
 }
+
+/// The user keys (integers) of the records of set `g` a query returns, sorted.
+async fn geo_ids(
+    client: &Client,
+    filter: Filter,
+    expression: Option<aerospike::expressions::Expression>,
+) -> Vec<i64> {
+    let mut statement = Statement::new("test", "g", Bins::All);
+    statement.set_filter(filter);
+    let mut policy = QueryPolicy::default();
+    policy.base_policy.filter_expression = expression;
+    let stream = client.query(&policy, aerospike::query::PartitionFilter::all(), statement).await.unwrap();
+    let records: Vec<_> = stream.into_stream().collect().await;
+    let mut found: Vec<i64> = records
+        .into_iter()
+        .map(|r| match r.unwrap().bins.get("id") {
+            Some(Value::Int(id)) => *id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn geo_queries_find_points_within_regions_and_regions_containing_points() {
+    use aerospike::as_geo;
+    use aerospike::expressions::{geo_bin, geo_compare, geo_val};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let (wp, ap) = (WritePolicy::default(), AdminPolicy::default());
+    let points =
+        [(1, -122.0, 37.5), (2, -121.5, 37.5), (3, -120.0, 37.5), (4, -73.9, 40.7), (5, -122.1, 37.5)];
+    for (id, lng, lat) in points {
+        let point = format!(r#"{{"type": "Point", "coordinates": [{lng}, {lat}]}}"#);
+        let bins = [as_bin!("id", id), as_bin!("p", as_geo!(point))];
+        client.put(&wp, &as_key!("test", "g", id), &bins).await.unwrap();
+    }
+    let square = |x0: f64, y0: f64, x1: f64, y1: f64| {
+        format!(
+            r#"{{"type": "Polygon", "coordinates": [[[{x0}, {y0}], [{x1}, {y0}], [{x1}, {y1}], [{x0}, {y1}], [{x0}, {y0}]]]}}"#
+        )
+    };
+    let regions = [(10, square(-123.0, 37.0, -121.0, 38.0)), (11, square(-74.0, 40.0, -73.0, 41.0))];
+    for (id, region) in &regions {
+        let bins = [as_bin!("id", *id), as_bin!("r", as_geo!(region.clone()))];
+        client.put(&wp, &as_key!("test", "g", *id), &bins).await.unwrap();
+    }
+    // Without an index: 201, as on the real server.
+    let err = client
+        .query(&QueryPolicy::default(), aerospike::query::PartitionFilter::all(), {
+            let mut s = Statement::new("test", "g", Bins::All);
+            s.set_filter(Filter::geo_within_region("p", &square(-122.5, 37.0, -121.0, 38.08)));
+            s
+        })
+        .await;
+    let refused = match err {
+        Err(err) => err.server_result_code(),
+        Ok(stream) => stream
+            .into_stream()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .find_map(|r| r.err())
+            .and_then(|e| e.server_result_code()),
+    };
+    assert_eq!(refused, Some(aerospike::ResultCode::IndexNotFound));
+    for (bin, name) in [("p", "g_p"), ("r", "g_r")] {
+        let task = client
+            .create_index_on_bin(
+                &ap,
+                "test",
+                "g",
+                bin,
+                name,
+                IndexType::Geo2DSphere,
+                CollectionIndexType::Default,
+                None,
+            )
+            .await
+            .unwrap();
+        task.wait_till_complete(None).await.unwrap();
+    }
+    let within = Filter::geo_within_region("p", &square(-122.5, 37.0, -121.0, 38.08));
+    assert_eq!(geo_ids(&client, within, None).await, vec![1, 2, 5]);
+    // Point 2 is 44 km east (half a degree of longitude at latitude 37.5), point 5 is 8.8 km west.
+    let radius = Filter::geo_within_radius("p", -122.0, 37.5, 40_000.0);
+    assert_eq!(geo_ids(&client, radius, None).await, vec![1, 5]);
+    let radius = Filter::geo_within_radius("p", -122.0, 37.5, 50_000.0);
+    assert_eq!(geo_ids(&client, radius, None).await, vec![1, 2, 5]);
+    let far = Filter::geo_within_radius("p", -122.0, 37.5, 5_000.0);
+    assert_eq!(geo_ids(&client, far, None).await, vec![1]);
+    let contains = Filter::geo_contains("r", r#"{"type": "Point", "coordinates": [-122.0, 37.5]}"#);
+    assert_eq!(geo_ids(&client, contains, None).await, vec![10]);
+    // A filter expression compares a bin with a region.
+    let everywhere = Filter::geo_within_region("p", &square(-180.0, -90.0, 180.0, 90.0));
+    let east = geo_compare(geo_bin("p".to_string()), geo_val(square(-100.0, 0.0, 0.0, 60.0)));
+    assert_eq!(geo_ids(&client, everywhere, Some(east)).await, vec![4]);
+    client.close().await.unwrap();
+}

@@ -17,6 +17,7 @@ pub const PARTICLE_INTEGER: u8 = 1;
 pub const PARTICLE_FLOAT: u8 = 2;
 pub const PARTICLE_STRING: u8 = 3;
 pub const PARTICLE_BLOB: u8 = 4;
+pub const PARTICLE_GEOJSON: u8 = 23;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bin {

@@ -121,6 +121,21 @@ fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, 
             }
             _ => Term::Unknown,
         },
+        8 => match (sub(0)?, sub(1)?) {
+            (
+                Term::Known(Value::Bytes { payload: left, .. }),
+                Term::Known(Value::Bytes { payload: right, .. }),
+            ) if left.first() == Some(&23) && right.first() == Some(&23) => {
+                let (left, right) = (super::geo::shape_of(&left[1..]), super::geo::shape_of(&right[1..]));
+                match (left, right) {
+                    (Some(left), Some(right)) => {
+                        Term::Known(Value::Bool(super::geo::query_matches(&right, &left)))
+                    }
+                    _ => Term::Unknown,
+                }
+            }
+            _ => Term::Unknown,
+        },
         9 => match (sub(0)?, sub(1)?) {
             (Term::Known(value), Term::Known(Value::List(list))) => {
                 Term::Known(Value::Bool(list.iter().any(|v| canonical_cmp(v, &value) == Ordering::Equal)))
@@ -515,7 +530,8 @@ mod tests {
             passes(&encode(&op(7, vec![Value::Int(0), raw("("), string_bin()])), &subject),
             Err(FilterError::Parameter)
         );
-        assert_eq!(passes(&encode(&op(8, vec![])), &subject), Err(FilterError::Unsupported));
+        assert_eq!(passes(&encode(&op(8, vec![])), &subject), Err(FilterError::Parameter), "geo takes two");
+        assert_eq!(passes(&encode(&op(99, vec![])), &subject), Err(FilterError::Unsupported));
         assert_eq!(passes(&[0xc1], &subject), Err(FilterError::Parameter));
         assert_eq!(passes(&encode(&op(1, vec![Value::Int(1)])), &subject), Err(FilterError::Parameter));
     }

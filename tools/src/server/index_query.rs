@@ -7,15 +7,17 @@
 //! As on the real server the index must have been created (`catalog`), else
 //! INDEX_NOT_FOUND (201).
 //!
-//! Served: integer ranges and string or blob equality, on a bin, list elements, map keys
-//! or map values, or an expression. Not served (16): geo filters and CDT contexts.
+//! Served: integer ranges, string or blob equality and geo filters (points within a
+//! region, regions containing a point: `geo`), on a bin, list elements, map keys or map
+//! values, or an expression. Not served (16): CDT contexts.
 //!
 //! Pure but for the catalog lookup; cost per record: a decode of the indexed bin.
 
 use super::bins::StoredRecord;
-use super::bins::{PARTICLE_BLOB, PARTICLE_INTEGER, PARTICLE_STRING};
+use super::bins::{PARTICLE_BLOB, PARTICLE_GEOJSON, PARTICLE_INTEGER, PARTICLE_STRING};
 use super::catalog::Catalog;
 use super::filter::{self, Subject};
+use super::geo::{self, Shape};
 use super::msgpack::{self, Value};
 use super::record::code::{INDEX_NOT_FOUND, PARAMETER, UNSUPPORTED_FEATURE};
 use super::wire::*;
@@ -30,11 +32,14 @@ pub enum Collection {
 }
 
 /// The values a query asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Range {
     Integers(i64, i64),
     /// A string (particle 3) or blob (4) equal to these bytes.
     Equal(u8, Vec<u8>),
+    /// GeoJSON (particle 23): a region finds the points within it, a point the regions
+    /// that contain it (`geo`).
+    Geo(Shape),
 }
 
 #[derive(Debug)]
@@ -73,6 +78,7 @@ pub fn parse(message: &Message<'_>, catalog: &Catalog, namespace: &str) -> Resul
         Range::Integers(..) => "NUMERIC",
         Range::Equal(PARTICLE_STRING, _) => "STRING",
         Range::Equal(..) => "BLOB",
+        Range::Geo(_) => "GEO2DSPHERE",
     };
     let bin = catalog
         .index_bin(namespace, name.as_deref(), &bin, kind, collection_name(collection))
@@ -114,6 +120,7 @@ fn parse_range(field: &[u8]) -> Result<(Vec<u8>, Range), u8> {
         PARTICLE_INTEGER => Range::Integers(integer(&begin)?, integer(&end)?),
         PARTICLE_STRING | PARTICLE_BLOB if begin == end => Range::Equal(particle, begin),
         PARTICLE_STRING | PARTICLE_BLOB => return Err(PARAMETER),
+        PARTICLE_GEOJSON => Range::Geo(geo::parse(&begin).ok_or(PARAMETER)?),
         _ => return Err(UNSUPPORTED_FEATURE),
     };
     Ok((bin, range))
@@ -152,6 +159,11 @@ impl IndexFilter {
             (Range::Equal(particle, wanted), Value::Bytes { payload, .. }) => {
                 payload.first() == Some(particle) && payload[1..] == wanted[..]
             }
+            (Range::Geo(query), Value::Bytes { payload, .. })
+                if payload.first() == Some(&PARTICLE_GEOJSON) =>
+            {
+                geo::shape_of(&payload[1..]).is_some_and(|stored| geo::query_matches(query, &stored))
+            }
             _ => false,
         }
     }
@@ -182,7 +194,8 @@ mod tests {
             parse_range(&range_field(b"n", 1, &5i64.to_be_bytes(), &9i64.to_be_bytes())).unwrap();
         assert_eq!((bin.as_slice(), &range), (&b"n"[..], &Range::Integers(5, 9)));
         assert_eq!(parse_range(&range_field(b"s", 3, b"a", b"b")), Err(PARAMETER), "no string ranges");
-        assert_eq!(parse_range(&range_field(b"g", 23, b"{}", b"{}")), Err(UNSUPPORTED_FEATURE));
+        assert_eq!(parse_range(&range_field(b"g", 23, b"{}", b"{}")), Err(PARAMETER), "not GeoJSON");
+        assert_eq!(parse_range(&range_field(b"g", 25, b"{}", b"{}")), Err(UNSUPPORTED_FEATURE));
         let field = range_field(b"n", 1, &5i64.to_be_bytes(), &9i64.to_be_bytes());
         for len in 0..field.len() {
             assert!(parse_range(&field[..len]).is_err(), "cut at {len}");

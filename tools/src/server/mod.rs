@@ -31,6 +31,7 @@ pub mod counters;
 pub mod exp_math;
 pub mod exp_op;
 pub mod filter;
+pub mod geo;
 pub mod hll;
 pub mod index_query;
 pub mod info;

@@ -148,6 +148,8 @@ impl Definition {
         let particle = match &filter.range {
             Range::Integers(..) => PARTICLE_INTEGER,
             Range::Equal(particle, _) => *particle,
+            // Geo indexes are not kept: their queries scan.
+            Range::Geo(_) => return false,
         };
         filter.expression.is_none()
             && filter.bin == self.bin
@@ -224,6 +226,7 @@ impl SecondaryIndex {
             Range::Integers(begin, end) if begin <= end => (Key::Int(*begin), Key::Int(*end)),
             Range::Integers(..) => return Vec::new(),
             Range::Equal(particle, bytes) => (hashed(*particle, bytes), hashed(*particle, bytes)),
+            Range::Geo(_) => return Vec::new(),
         };
         self.lookups.fetch_add(1, Ordering::Relaxed);
         let held = self.partitions[partition].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
