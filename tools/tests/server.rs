@@ -746,3 +746,60 @@ async fn a_spinning_udf_call_holds_up_no_other_client_of_its_event_loop() {
     assert!(others_done < call_done, "the other client waited for the spinning call");
     other.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udfs_read_and_write_list_and_map_bins_and_return_lists_and_maps() {
+    use aerospike::{as_list, as_map, as_val, Task, UdfLang};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let body = br#"
+function summarize(rec)
+  local m = map()
+  m['count'] = list.size(rec['l'])
+  local total = 0
+  for v in list.iterator(rec['l']) do total = total + v end
+  m['total'] = total
+  m['a'] = rec['m']['a']
+  m['keys'] = map.size(rec['m'])
+  return m
+end
+function grow(rec, v)
+  local l = rec['l']
+  list.append(l, v)
+  rec['l'] = l
+  local m = rec['m']
+  m['added'] = list{v, v}
+  rec['m'] = m
+  aerospike:update(rec)
+  return l
+end
+function plain(rec)
+  return {1, 2}
+end
+"#;
+    let task = client.register_udf(&AdminPolicy::default(), body, "coll.lua", UdfLang::Lua).await.unwrap();
+    task.wait_till_complete(None).await.unwrap();
+    let (wp, key) = (WritePolicy::default(), as_key!("test", "coll", 1));
+    let bins = [as_bin!("l", as_list!(1, 2, 3)), as_bin!("m", as_map!("a" => 1, "b" => 2))];
+    client.put(&wp, &key, &bins).await.unwrap();
+
+    let summary = client.execute_udf(&wp, &key, "coll", "summarize", &[]).await.unwrap();
+    let Some(Value::OrderedMap(summary)) = summary else { panic!("{summary:?}") };
+    assert_eq!(summary.get(&as_val!("count")), Some(&as_val!(3)));
+    assert_eq!(summary.get(&as_val!("total")), Some(&as_val!(6)));
+    assert_eq!(summary.get(&as_val!("a")), Some(&as_val!(1)));
+    assert_eq!(summary.get(&as_val!("keys")), Some(&as_val!(2)));
+
+    let grown = client.execute_udf(&wp, &key, "coll", "grow", &[as_val!(4)]).await.unwrap();
+    assert_eq!(grown, Some(as_list!(1, 2, 3, 4)));
+    let record = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(record.bins.get("l"), Some(&as_list!(1, 2, 3, 4)));
+    let Some(Value::OrderedMap(m)) = record.bins.get("m") else { panic!("{:?}", record.bins) };
+    assert_eq!(m.get(&as_val!("added")), Some(&as_list!(4, 4)));
+    assert_eq!((m.get(&as_val!("a")), m.len()), (Some(&as_val!(1)), 3));
+
+    // A plain Lua table is no list or map: the call fails, as on the real server.
+    let err = client.execute_udf(&wp, &key, "coll", "plain", &[]).await.unwrap_err();
+    assert_eq!(result_code(&err), ResultCode::UdfBadResponse, "{err:?}");
+    client.close().await.unwrap();
+}

@@ -43,6 +43,7 @@ pub mod record;
 pub mod scan;
 pub mod sindex;
 pub mod udf;
+pub mod udf_values;
 pub mod wire;
 
 use spike::Engine;

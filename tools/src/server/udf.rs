@@ -8,10 +8,10 @@
 //! `record.ttl(rec)` read the record's state. The return value is the reply's `SUCCESS`
 //! bin; a failure is result 100 with its message in a `FAILURE` bin.
 //!
-//! Partial, and said so: bins and values are integers, floats, strings, blobs (as Lua
-//! strings) and booleans; list and map bins are not shown to the function (and are kept
-//! as they are), and a function returning a table fails. Stream UDFs (aggregations) are
-//! not run. The Lua has the table, string, math and utf8 libraries, not io, os or package,
+//! Bins, arguments and return values are integers, floats, strings, blobs (as Lua
+//! strings), booleans, and lists and maps (`udf_values`: Aerospike's `list` and `map`).
+//! Partial, and said so: HLL and geo bins are not shown to the function (and are kept as
+//! they are); stream UDFs (aggregations) are not run. The Lua has the table, string, math and utf8 libraries, not io, os or package,
 //! so that a registered module cannot reach the server's files.
 //!
 //! Cost: a fresh Lua state and one load of the module per call (about 0.1 ms), so UDFs are
@@ -20,6 +20,7 @@
 
 use super::bins::{self, StoredRecord, PARTICLE_NULL};
 use super::msgpack;
+use super::udf_values::{self, from_lua, to_lua};
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Table, Value as LuaValue, VmState};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -120,6 +121,7 @@ fn call_lua(
         Ok(VmState::Continue)
     })
     .map_err(bad)?;
+    udf_values::install(&lua).map_err(bad)?;
     let module = String::from_utf8_lossy(call.module).into_owned();
     lua.load(source).set_name(module).exec().map_err(bad)?;
     let function: LuaValue = lua.globals().get(&*String::from_utf8_lossy(call.function)).map_err(bad)?;
@@ -147,7 +149,7 @@ fn call_lua(
         Err(_) if timed_out.get() => return Err(Failure::TimedOut),
         Err(e) => return Err(bad(e)),
     };
-    let returned = from_lua(&returned)
+    let returned = from_lua(&lua, &returned)
         .ok_or_else(|| Failure::Bad("the function returned a value of an unsupported type".into()))?;
     Ok((action.get(), bin_changes(&lua, record, &rec)?, returned.unwrap_or((PARTICLE_NULL, Vec::new()))))
 }
@@ -196,36 +198,6 @@ fn install_api(
     lua.globals().set("record", record)
 }
 
-/// A bin value as Lua sees it; None for the types not shown to functions (lists, maps, …).
-fn to_lua(lua: &Lua, particle: u8, value: &[u8]) -> mlua::Result<Option<LuaValue>> {
-    let eight = || <[u8; 8]>::try_from(value).ok();
-    Ok(match particle {
-        PARTICLE_NULL => Some(LuaValue::Nil),
-        1 => eight().map(|b| LuaValue::Integer(i64::from_be_bytes(b))),
-        2 => eight().map(|b| LuaValue::Number(f64::from_be_bytes(b))),
-        3 | 4 => Some(LuaValue::String(lua.create_string(value)?)),
-        17 => Some(LuaValue::Boolean(value.first().is_some_and(|b| *b != 0))),
-        _ => None,
-    })
-}
-
-/// A Lua value as a bin: Some(None) for nil, None for a type that cannot be one.
-fn from_lua(value: &LuaValue) -> Option<Option<(u8, Vec<u8>)>> {
-    Some(match value {
-        LuaValue::Nil => None,
-        LuaValue::Integer(i) => Some((1, i.to_be_bytes().to_vec())),
-        LuaValue::Number(x) => Some((2, x.to_be_bytes().to_vec())),
-        LuaValue::Boolean(b) => Some((17, vec![*b as u8])),
-        // A Lua string is text when it is UTF-8 (the clients decode a STRING as UTF-8),
-        // else a blob.
-        LuaValue::String(s) => {
-            let bytes = s.as_bytes().to_vec();
-            Some((if std::str::from_utf8(&bytes).is_ok() { 3 } else { 4 }, bytes))
-        }
-        _ => return None,
-    })
-}
-
 /// Every bin the function set, with its value after the call. A bin it left as it was
 /// is not among them, so that it keeps its own type (a blob that happens to be UTF-8
 /// stays a blob).
@@ -241,16 +213,22 @@ fn bin_changes(lua: &Lua, record: &StoredRecord, rec: &Table) -> Result<BinChang
         if name.len() > super::wire::BIN_NAME_MAX {
             return Err(Failure::Bad("a bin name over 15 bytes".into()));
         }
-        let shown = record.bin(&name).and_then(|bin| to_lua(lua, bin.particle, &bin.value).ok().flatten());
+        let held = record.bin(&name);
+        let shown = held.and_then(|bin| to_lua(lua, bin.particle, &bin.value).ok().flatten());
         if shown.is_some_and(|before| same_lua_value(&before, &value)) {
             continue;
         }
         let value =
-            from_lua(&value).ok_or_else(|| Failure::Bad("a bin value of an unsupported type".into()))?;
+            from_lua(lua, &value).ok_or_else(|| Failure::Bad("a bin value of an unsupported type".into()))?;
+        if let (Some(bin), Some((particle, bytes))) = (held, &value) {
+            if same_collection(bin.particle, &bin.value, *particle, bytes) {
+                continue;
+            }
+        }
         changes.push((name, value));
     }
     // A bin the function saw and set to nil is no longer among the table's pairs.
-    for bin in record.bins.iter().filter(|bin| matches!(bin.particle, 1 | 2 | 3 | 4 | 17)) {
+    for bin in record.bins.iter().filter(|bin| matches!(bin.particle, 1 | 2 | 3 | 4 | 17 | 19 | 20)) {
         let held: LuaValue = rec.raw_get(lua.create_string(&bin.name).map_err(bad)?).map_err(bad)?;
         if held == LuaValue::Nil {
             changes.push((bin.name.clone(), None));
@@ -266,6 +244,34 @@ fn same_lua_value(a: &LuaValue, b: &LuaValue) -> bool {
         (LuaValue::Boolean(x), LuaValue::Boolean(y)) => x == y,
         (LuaValue::String(x), LuaValue::String(y)) => x.as_bytes() == y.as_bytes(),
         _ => false,
+    }
+}
+
+/// Whether a list or map the function left as it was shown (the same values, a map's
+/// entries in any order) is the bin's value: then the bin keeps its own encoding and order.
+fn same_collection(held_particle: u8, held: &[u8], particle: u8, bytes: &[u8]) -> bool {
+    if held_particle != particle || !matches!(particle, 19 | 20) {
+        return false;
+    }
+    match (msgpack::decode(held), msgpack::decode(bytes)) {
+        (Ok(a), Ok(b)) => canonical(a) == canonical(b),
+        _ => false,
+    }
+}
+
+/// A value with every map's entries in key order and no order flags.
+fn canonical(value: msgpack::Value) -> msgpack::Value {
+    match value {
+        msgpack::Value::List(items) => msgpack::Value::List(items.into_iter().map(canonical).collect()),
+        msgpack::Value::Map { entries, .. } => {
+            let mut entries: Vec<_> =
+                entries.into_iter().map(|(k, v)| (canonical(k), canonical(v))).collect();
+            entries.sort_by(|a, b| msgpack::canonical_cmp(&a.0, &b.0));
+            msgpack::Value::Map { order: None, entries }
+        }
+        msgpack::Value::F32(x) => msgpack::Value::F64(x as f64),
+        msgpack::Value::Bytes { payload, .. } => msgpack::Value::Bytes { payload, bin: false },
+        other => other,
     }
 }
 
