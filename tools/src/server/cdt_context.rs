@@ -70,6 +70,22 @@ pub fn apply_in_context(
     Ok(Applied { result: applied.result, new_bin: Some((particle, encode(&root))) })
 }
 
+/// The element `ctx` (flat `[type, value, …]` pairs) names inside `root`, for reading (an
+/// index's context); None where it names nothing or is malformed.
+pub fn select<'v>(root: &'v mut Value, ctx: &[Value]) -> Option<&'v mut Value> {
+    if ctx.is_empty() || ctx.len() % 2 != 0 {
+        return None;
+    }
+    let pairs: Vec<(u64, &Value)> = ctx
+        .chunks_exact(2)
+        .map(|pair| match &pair[0] {
+            Value::Int(t) if *t >= 0 => Some((*t as u64, &pair[1])),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    dig(root, &pairs, KIND_LIST, false).ok()
+}
+
 /// An empty list or map of `kind`, in the order a create pair's flags name.
 fn new_container(kind: u64, ctx_type: u64) -> Result<Value> {
     match (kind, ctx_type & CREATE_MASK) {

@@ -9,7 +9,7 @@
 //!
 //! Served: integer ranges, string or blob equality and geo filters (points within a
 //! region, regions containing a point: `geo`), on a bin, list elements, map keys or map
-//! values, or an expression. Not served (16): CDT contexts.
+//! values, an element a CDT context names in the bin, or an expression.
 //!
 //! Pure but for the catalog lookup; cost per record: a decode of the indexed bin.
 
@@ -48,6 +48,9 @@ pub struct IndexFilter {
     pub collection: Collection,
     pub range: Range,
     pub expression: Option<Value>,
+    /// A CDT context (flat `[type, value, …]` pairs) naming the element of the bin that
+    /// is indexed.
+    pub context: Option<Vec<Value>>,
 }
 
 /// The query's index filter, or None for a plain scan. Err: the result code to answer.
@@ -58,9 +61,11 @@ pub fn parse(message: &Message<'_>, catalog: &Catalog, namespace: &str) -> Resul
             None => Ok(None),
         };
     };
-    if message.field(FIELD_INDEX_CONTEXT).is_some() {
-        return Err(UNSUPPORTED_FEATURE);
-    }
+    let context = match message.field(FIELD_INDEX_CONTEXT).map(msgpack::decode) {
+        None => None,
+        Some(Ok(Value::List(pairs))) if !pairs.is_empty() && pairs.len() % 2 == 0 => Some(pairs),
+        Some(_) => return Err(PARAMETER),
+    };
     let collection = match message.field(FIELD_INDEX_TYPE) {
         None | Some([0]) => Collection::Scalar,
         Some([1]) => Collection::ListElements,
@@ -83,7 +88,7 @@ pub fn parse(message: &Message<'_>, catalog: &Catalog, namespace: &str) -> Resul
     let bin = catalog
         .index_bin(namespace, name.as_deref(), &bin, kind, collection_name(collection))
         .ok_or(INDEX_NOT_FOUND)?;
-    Ok(Some(IndexFilter { bin, collection, range, expression }))
+    Ok(Some(IndexFilter { bin, collection, range, expression, context }))
 }
 
 fn collection_name(collection: Collection) -> &'static str {
@@ -129,7 +134,7 @@ fn parse_range(field: &[u8]) -> Result<(Vec<u8>, Range), u8> {
 impl IndexFilter {
     /// Whether the record holds a value the query asks for.
     pub fn matches(&self, stored: &StoredRecord, subject: &Subject<'_>) -> bool {
-        let value = match &self.expression {
+        let mut value = match &self.expression {
             Some(expression) => match filter::evaluate(expression, subject) {
                 Ok(Some(value)) => value,
                 _ => return false,
@@ -140,6 +145,12 @@ impl IndexFilter {
                 None => return false,
             },
         };
+        if let Some(context) = &self.context {
+            match super::cdt_context::select(&mut value, context) {
+                Some(element) => value = std::mem::replace(element, Value::Nil),
+                None => return false,
+            }
+        }
         match (self.collection, &value) {
             (Collection::Scalar, _) => self.in_range(&value),
             (Collection::ListElements, Value::List(items)) => items.iter().any(|v| self.in_range(v)),
@@ -210,6 +221,7 @@ mod tests {
             collection,
             range,
             expression: None,
+            context: None,
         };
         let s = subject(&stored);
         assert!(filter(b"n", Collection::Scalar, Range::Integers(5, 9)).matches(&stored, &s));
@@ -219,5 +231,16 @@ mod tests {
         assert!(filter(b"l", Collection::ListElements, Range::Integers(40, 50)).matches(&stored, &s));
         assert!(!filter(b"l", Collection::MapKeys, Range::Integers(40, 50)).matches(&stored, &s));
         assert!(!filter(b"missing", Collection::Scalar, Range::Integers(0, 9)).matches(&stored, &s));
+
+        // A context names an element of the bin: list index 1, then index 5 (none).
+        let mut in_context = filter(b"l", Collection::Scalar, Range::Integers(40, 50));
+        in_context.context = Some(vec![Value::Int(0x10), Value::Int(1)]);
+        assert!(in_context.matches(&stored, &s));
+        in_context.context = Some(vec![Value::Int(0x10), Value::Int(0)]);
+        assert!(!in_context.matches(&stored, &s), "element 0 is 1");
+        in_context.context = Some(vec![Value::Int(0x10), Value::Int(5)]);
+        assert!(!in_context.matches(&stored, &s));
+        in_context.context = Some(vec![Value::Int(0x20), Value::Int(0)]);
+        assert!(!in_context.matches(&stored, &s), "a map context on a list");
     }
 }

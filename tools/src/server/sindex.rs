@@ -152,6 +152,7 @@ impl Definition {
             Range::Geo(_) => return false,
         };
         filter.expression.is_none()
+            && filter.context.is_none()
             && filter.bin == self.bin
             && filter.collection == self.collection
             && particle == self.particle
