@@ -300,3 +300,26 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_definitions_survive_a_reopen_and_a_bad_line_is_refused_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(Some(dir.path().to_path_buf())).unwrap();
+        let create = args("ns=test;set=s;indexname=i;bin=n;type=NUMERIC");
+        assert_eq!(catalog.index_create(&create, true), "ok");
+        assert_eq!(catalog.index_create(&args("ns=test;indexname=j;bin=s;type=STRING"), true), "ok");
+        assert_eq!(catalog.index_delete(&args("ns=test;indexname=j")), "ok");
+        let reopened = Catalog::open(Some(dir.path().to_path_buf())).unwrap();
+        assert_eq!(reopened.index_definitions(), vec![("test".to_string(), create)]);
+        assert!(reopened.udf_list().is_empty(), "the definitions file is no module");
+
+        std::fs::write(dir.path().join(INDEXES_FILE), "ns=test;indexname=i;bin=n\nbin=n;type=NUMERIC\n")
+            .unwrap();
+        let err = Catalog::open(Some(dir.path().to_path_buf())).err().unwrap();
+        assert!(err.contains(".indexes line 2") && err.contains("no namespace or index name"), "{err}");
+    }
+}
