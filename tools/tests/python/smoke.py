@@ -91,6 +91,33 @@ assert 900 <= bins["h"] <= 1100, bins
 _, _, bins = client.operate(hkey, [hops.hll_describe("h")])
 assert bins["h"] == [10, 0], bins
 
+# A secondary index: a range query reads what the index names; a background query
+# answers at once and its job reports how many records it changed; a UDF returns a map.
+from aerospike import predicates
+from aerospike_helpers.operations import operations as op
+for i in range(30):
+    client.put(("test", "pyidx", i), {"n": i, "l": [i, 100 + i]})
+client.index_integer_create("test", "pyidx", "n", "pyidx_n")
+query = client.query("test", "pyidx")
+query.where(predicates.between("n", 10, 14))
+assert sorted(bins["n"] for _, _, bins in query.results()) == [10, 11, 12, 13, 14]
+background = client.query("test", "pyidx")
+background.where(predicates.between("n", 20, 29))
+background.add_ops([op.increment("n", 1000)])
+job = background.execute_background()
+while client.job_info(job, aerospike.JOB_QUERY)["status"] != aerospike.JOB_STATUS_COMPLETED:
+    time.sleep(0.05)
+assert client.job_info(job, aerospike.JOB_QUERY)["records_read"] == 10
+query = client.query("test", "pyidx")
+query.where(predicates.between("n", 1000, 2000))
+assert sorted(bins["n"] for _, _, bins in query.results()) == list(range(1020, 1030))
+client.index_remove("test", "pyidx_n")
+module = "function shape(rec)\n  local m = map()\n  m['size'] = list.size(rec['l'])\n  m['first'] = rec['l'][1]\n  return m\nend\n"
+with open(os.path.join(tempfile.mkdtemp(), "pyshape.lua"), "w") as f:
+    f.write(module)
+client.udf_put(f.name)
+assert client.apply(("test", "pyidx", 3), "pyshape", "shape", []) == {"size": 2, "first": 3}
+
 # Delete is durable and final; truncate empties a set.
 client.remove(key)
 try:
