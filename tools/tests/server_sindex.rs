@@ -31,6 +31,16 @@ async fn info(client: &Client, command: &str) -> String {
     answer.get(command).cloned().unwrap_or_default()
 }
 
+/// The Prometheus text of the metrics endpoint.
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    http.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// A `sindex-stat` figure of index `name`.
 async fn stat(client: &Client, name: &str, figure: &str) -> u64 {
     let reply = info(client, &format!("sindex-stat:namespace=test;indexname={name}")).await;
@@ -118,7 +128,8 @@ async fn index_queries_read_what_the_index_names_and_agree_with_a_model_across_w
     });
     eprintln!("SPIKE_SEED={seed}");
     let udf_dir = tempfile::tempdir().unwrap();
-    let top = format!("udf_dir = \"{}\"", udf_dir.path().display());
+    let metrics_port = server::free_port();
+    let top = format!("udf_dir = \"{}\"\nmetrics = \"127.0.0.1:{metrics_port}\"", udf_dir.path().display());
     let mut server = ServerProcess::start_with("buffered", &top, "");
     let client = Arc::new(connect(&server).await);
     let mut model = BTreeMap::new();
@@ -141,6 +152,13 @@ async fn index_queries_read_what_the_index_names_and_agree_with_a_model_across_w
     }
     assert_eq!(stat(&client, "m_n", "entries").await, RECORDS as u64, "the build indexed set m only");
     assert_eq!(stat(&client, "m_l", "keys").await, 2 * RECORDS as u64);
+    assert!(info(&client, "namespace/test").await.contains(";sindexes=3;sindex_keys=1600"));
+    let metrics = metrics_text(metrics_port);
+    assert!(
+        metrics.contains(&format!("spike_sindex_records{{namespace=\"test\",index=\"m_n\"}} {RECORDS}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("spike_sindex_load_pct{namespace=\"test\",index=\"m_s\"} 100"), "{metrics}");
     check_queries(&client, &model, seed).await;
     assert!(stat(&client, "m_n", "query_lookups").await >= 4096, "the queries used the index");
 

@@ -182,6 +182,9 @@ fn namespace_stats(ns: &Namespace) -> String {
     for (name, value) in ns.counters.named() {
         let _ = write!(out, ";{name}={value}");
     }
+    let indexes = ns.sindexes.all();
+    let keys: usize = indexes.iter().map(|index| index.counts().1).sum();
+    let _ = write!(out, ";sindexes={};sindex_keys={keys}", indexes.len());
     out
 }
 

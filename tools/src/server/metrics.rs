@@ -11,6 +11,8 @@ use std::time::Duration;
 /// A series name, its help text and how to read it from the stats.
 type Counter = (&'static str, &'static str, fn(&spike::Stats) -> u64);
 type Gauge = (&'static str, &'static str, fn(&spike::Stats) -> f64);
+/// A secondary index's series: name, help, and its value from (records, keys) and load_pct.
+type IndexGauge = (&'static str, &'static str, fn(&(usize, usize), u32) -> f64);
 
 /// The exposition text.
 pub fn render(server: &Server) -> String {
@@ -90,6 +92,24 @@ pub fn render(server: &Server) -> String {
             })
         }),
     );
+    let indexes: Vec<(String, (usize, usize), u32)> = server
+        .namespaces
+        .iter()
+        .flat_map(|ns| {
+            ns.sindexes.all().into_iter().map(move |index| {
+                let labels = format!("namespace=\"{}\",index=\"{}\"", ns.name, index.definition.name);
+                (labels, index.counts(), index.load_pct())
+            })
+        })
+        .collect();
+    let index_series: [IndexGauge; 3] = [
+        ("sindex_records", "Records a secondary index holds.", |c, _| c.0 as f64),
+        ("sindex_keys", "Keys (value, record pairs) a secondary index holds.", |c, _| c.1 as f64),
+        ("sindex_load_pct", "How far a secondary index is built.", |_, pct| pct as f64),
+    ];
+    for (name, help, get) in index_series {
+        series(name, help, "gauge", &mut indexes.iter().map(|(l, c, pct)| (l.clone(), get(c, *pct))));
+    }
     for op in spike::OP_NAMES {
         let name = format!("{op}_latency_us");
         let _ =

@@ -282,7 +282,8 @@ impl Indexes {
         (added, Some(list))
     }
 
-    fn all(&self) -> Vec<Arc<SecondaryIndex>> {
+    /// Every index of the namespace now.
+    pub fn all(&self) -> Vec<Arc<SecondaryIndex>> {
         self.snapshot().1.map_or_else(Vec::new, |list| list.to_vec())
     }
 
