@@ -53,12 +53,21 @@ async fn stat(client: &Client, name: &str, figure: &str) -> u64 {
 
 /// The `id` bins of the records of set `m` a query by `filter` returns, sorted.
 async fn ids(client: &Client, filter: Filter) -> Vec<i64> {
-    let mut statement = Statement::new("test", "m", Bins::All);
+    query_ids(client, "m", filter, None).await
+}
+
+/// The `id` bins of the records of `set` a query by `filter` (and `expression`) returns, sorted.
+async fn query_ids(
+    client: &Client,
+    set: &str,
+    filter: Filter,
+    expression: Option<aerospike::expressions::Expression>,
+) -> Vec<i64> {
+    let mut statement = Statement::new("test", set, Bins::All);
     statement.set_filter(filter);
-    let stream = client
-        .query(&QueryPolicy::default(), aerospike::query::PartitionFilter::all(), statement)
-        .await
-        .unwrap();
+    let mut policy = QueryPolicy::default();
+    policy.base_policy.filter_expression = expression;
+    let stream = client.query(&policy, aerospike::query::PartitionFilter::all(), statement).await.unwrap();
     let records: Vec<_> = stream.into_stream().collect().await;
     let mut found: Vec<i64> = records
         .into_iter()
@@ -193,29 +202,6 @@ async fn index_queries_read_what_the_index_names_and_agree_with_a_model_across_w
     client.close().await.unwrap();
 }
 
-/// The user keys (integers) of the records of set `g` a query returns, sorted.
-async fn geo_ids(
-    client: &Client,
-    filter: Filter,
-    expression: Option<aerospike::expressions::Expression>,
-) -> Vec<i64> {
-    let mut statement = Statement::new("test", "g", Bins::All);
-    statement.set_filter(filter);
-    let mut policy = QueryPolicy::default();
-    policy.base_policy.filter_expression = expression;
-    let stream = client.query(&policy, aerospike::query::PartitionFilter::all(), statement).await.unwrap();
-    let records: Vec<_> = stream.into_stream().collect().await;
-    let mut found: Vec<i64> = records
-        .into_iter()
-        .map(|r| match r.unwrap().bins.get("id") {
-            Some(Value::Int(id)) => *id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
-    found.sort();
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geo_queries_find_points_within_regions_and_regions_containing_points() {
     use aerospike::as_geo;
@@ -276,19 +262,19 @@ async fn geo_queries_find_points_within_regions_and_regions_containing_points() 
         task.wait_till_complete(None).await.unwrap();
     }
     let within = Filter::geo_within_region("p", &square(-122.5, 37.0, -121.0, 38.08));
-    assert_eq!(geo_ids(&client, within, None).await, vec![1, 2, 5]);
+    assert_eq!(query_ids(&client, "g", within, None).await, vec![1, 2, 5]);
     // Point 2 is 44 km east (half a degree of longitude at latitude 37.5), point 5 is 8.8 km west.
     let radius = Filter::geo_within_radius("p", -122.0, 37.5, 40_000.0);
-    assert_eq!(geo_ids(&client, radius, None).await, vec![1, 5]);
+    assert_eq!(query_ids(&client, "g", radius, None).await, vec![1, 5]);
     let radius = Filter::geo_within_radius("p", -122.0, 37.5, 50_000.0);
-    assert_eq!(geo_ids(&client, radius, None).await, vec![1, 2, 5]);
+    assert_eq!(query_ids(&client, "g", radius, None).await, vec![1, 2, 5]);
     let far = Filter::geo_within_radius("p", -122.0, 37.5, 5_000.0);
-    assert_eq!(geo_ids(&client, far, None).await, vec![1]);
+    assert_eq!(query_ids(&client, "g", far, None).await, vec![1]);
     let contains = Filter::geo_contains("r", r#"{"type": "Point", "coordinates": [-122.0, 37.5]}"#);
-    assert_eq!(geo_ids(&client, contains, None).await, vec![10]);
+    assert_eq!(query_ids(&client, "g", contains, None).await, vec![10]);
     // A filter expression compares a bin with a region.
     let everywhere = Filter::geo_within_region("p", &square(-180.0, -90.0, 180.0, 90.0));
     let east = geo_compare(geo_bin("p".to_string()), geo_val(square(-100.0, 0.0, 0.0, 60.0)));
-    assert_eq!(geo_ids(&client, everywhere, Some(east)).await, vec![4]);
+    assert_eq!(query_ids(&client, "g", everywhere, Some(east)).await, vec![4]);
     client.close().await.unwrap();
 }
