@@ -100,6 +100,14 @@ impl Engine {
         Ok(self.fetch_by_digest(digest)?.is_some())
     }
 
+    /// Whether a live record may have this digest, from the index alone (no device read):
+    /// false means surely none; true may also be a crafted digest sharing the entry's tag.
+    /// For callers that drop only what is surely gone (a server's secondary-index sweep).
+    pub fn may_exist_by_digest(&self, digest: &Digest) -> bool {
+        let entry = self.shared.index.partition(partition_of(digest)).get(digest);
+        entry.is_some_and(|e| is_live(&e, now_s()))
+    }
+
     /// Deletes the record with this digest by writing a tombstone (durable across any
     /// restart). `NotFound` if there is no live record.
     pub fn delete_by_digest(&self, digest: &Digest, options: &WriteOptions) -> Result<()> {

@@ -4,7 +4,7 @@
 //! forms the fact sheet gives; unknown commands get `ERROR:4:unrecognized command`.
 
 use super::counters::Kind;
-use super::{catalog, Namespace, Server};
+use super::{catalog, jobs, Namespace, Server};
 use std::fmt::Write;
 
 pub const BUILD: &str = "8.1.2.0";
@@ -227,6 +227,9 @@ fn truncate(server: &Server, args: &str) -> String {
     match ns.truncate(set.as_deref(), before_ms) {
         Ok(deleted) => {
             log::info!("namespace {}: truncate deleted {deleted} records", ns.name);
+            // The secondary indexes drop the deleted records' entries behind the reply.
+            let task = jobs::Task::SweepIndexes { namespace: ns.name.clone(), set };
+            jobs::submit_or_run(server, task);
             "ok".to_string()
         }
         Err(err) => format!("ERROR:1:{err}"),

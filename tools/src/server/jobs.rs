@@ -3,7 +3,8 @@
 //! runner (`net::serve` starts one thread for it); the clients then poll `query-show`
 //! until it says `done`, and may stop a job with `query-abort`.
 //!
-//! The runner also builds new secondary indexes (`sindex::build`), in the same queue.
+//! The runner also builds new secondary indexes (`sindex::build`) and sweeps them after a
+//! truncate (`sindex::sweep`), in the same queue.
 //!
 //! Owns the table of jobs: those queued or running, and the last [`FINISHED_KEPT`]
 //! finished (the real server's `query-max-done`), so that a client polling late still
@@ -19,6 +20,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use super::sindex::SecondaryIndex;
+use super::Server;
 
 /// Finished jobs kept for `query-show`.
 pub const FINISHED_KEPT: usize = 100;
@@ -161,7 +163,39 @@ pub struct Queued {
 /// What the runner is handed: a background query, or the build of a new secondary index.
 pub enum Task {
     Query(Queued),
-    BuildIndex { namespace: String, index: Arc<SecondaryIndex> },
+    BuildIndex {
+        namespace: String,
+        index: Arc<SecondaryIndex>,
+    },
+    /// Drop the index entries of the records a truncate of `set` (None: all) deleted.
+    SweepIndexes {
+        namespace: String,
+        set: Option<Vec<u8>>,
+    },
+}
+
+/// Runs one task: on the runner thread, or in place where there is no runner.
+pub fn run(server: &Server, task: Task) {
+    match task {
+        Task::Query(queued) => super::scan::run_job(server, queued),
+        Task::BuildIndex { namespace, index } => {
+            if let Some(ns) = server.namespace(namespace.as_bytes()) {
+                super::sindex::build(ns, &index);
+            }
+        }
+        Task::SweepIndexes { namespace, set } => {
+            if let Some(ns) = server.namespace(namespace.as_bytes()) {
+                super::sindex::sweep(ns, set.as_deref());
+            }
+        }
+    }
+}
+
+/// Hands `task` to the runner, or runs it in place where there is none.
+pub fn submit_or_run(server: &Server, task: Task) {
+    if let Err(task) = server.jobs.submit(task) {
+        run(server, task);
+    }
 }
 
 /// The table of jobs and the queue to the runner.

@@ -82,9 +82,7 @@ impl Namespace {
             None => true,
             Some(set) => bins::StoredRecord::decode(&record.value).is_ok_and(|r| r.set == set),
         };
-        let truncated = self.engine.truncate(0..spike::limits::PARTITION_COUNT, before_ms, &mut matches)?;
-        sindex::sweep(self);
-        Ok(truncated)
+        self.engine.truncate(0..spike::limits::PARTITION_COUNT, before_ms, &mut matches)
     }
 
     /// Records per set name. Cost: a scan of the whole namespace (the engine keeps no
@@ -181,10 +179,7 @@ impl Server {
                 continue;
             }
             let index = ns.sindexes.add(definition);
-            let task = jobs::Task::BuildIndex { namespace: ns.name.clone(), index };
-            if let Err(jobs::Task::BuildIndex { index, .. }) = self.jobs.submit(task) {
-                sindex::build(ns, &index);
-            }
+            jobs::submit_or_run(self, jobs::Task::BuildIndex { namespace: ns.name.clone(), index });
         }
     }
 

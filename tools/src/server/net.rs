@@ -177,14 +177,7 @@ fn start_job_runner(server: &Arc<Server>) -> io::Result<std::thread::JoinHandle<
     let server = server.clone();
     std::thread::Builder::new().name("spike-jobs".to_string()).spawn(move || {
         for task in queue {
-            match task {
-                super::jobs::Task::Query(queued) => scan::run_job(&server, queued),
-                super::jobs::Task::BuildIndex { namespace, index } => {
-                    if let Some(ns) = server.namespace(namespace.as_bytes()) {
-                        super::sindex::build(ns, &index);
-                    }
-                }
-            }
+            super::jobs::run(&server, task);
         }
     })
 }

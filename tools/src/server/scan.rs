@@ -11,7 +11,7 @@ use super::bins::StoredRecord;
 use super::counters::Origin;
 use super::filter::{record_passes, subject};
 use super::index_query::{self, IndexFilter};
-use super::jobs::{Ending, Job, Queued, Task};
+use super::jobs::{self, Ending, Job, Queued, Task};
 use super::record::{self, code, select_bins, Command, ReplyBins};
 use super::sindex::SecondaryIndex;
 use super::wire::*;
@@ -189,9 +189,7 @@ fn start_background(server: &Server, ns: &super::Namespace, message: &Message<'_
     let kind = if call.is_some() { "background-udf" } else { "background-ops" };
     let set = message.field(FIELD_SET).unwrap_or(&[]);
     let job = server.jobs.register(Job::new(id.unwrap_or_else(unasked_job_id), kind, &ns.name, set));
-    if let Err(Task::Query(queued)) = server.jobs.submit(Task::Query(Queued { job, body: body.to_vec() })) {
-        run_job(server, queued);
-    }
+    jobs::submit_or_run(server, Task::Query(Queued { job, body: body.to_vec() }));
     code::OK
 }
 

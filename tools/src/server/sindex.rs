@@ -434,18 +434,23 @@ pub fn build(ns: &Namespace, index: &SecondaryIndex) {
     );
 }
 
-/// Drops the entries of records that no longer exist (after a truncate): each only if no
-/// write indexed it again since it was looked at.
-pub fn sweep(ns: &Namespace) {
+/// Drops the entries of records that no longer exist, after a truncate of `set` (None: the
+/// namespace), in the indexes that can hold its records: each entry only if no write
+/// indexed it again since it was looked at. Reads the engine's index only, never a device.
+pub fn sweep(ns: &Namespace, set: Option<&[u8]>) {
     let indexes = ns.sindexes.all();
-    for index in indexes.iter() {
+    let holds_set = |index: &SecondaryIndex| {
+        let own = &index.definition.set;
+        set.is_none_or(|set| own.is_empty() || own == set)
+    };
+    for index in indexes.iter().filter(|index| holds_set(index)) {
         for partition in index.partitions.iter() {
             let held: Vec<(Digest, u32)> = {
                 let p = partition.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 p.by_digest.iter().map(|(digest, (generation, _))| (*digest, *generation)).collect()
             };
             for (digest, generation) in held {
-                if ns.engine.exists_by_digest(&digest).unwrap_or(true) {
+                if ns.engine.may_exist_by_digest(&digest) {
                     continue;
                 }
                 let mut p = partition.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
