@@ -77,6 +77,16 @@ impl StoredRecord {
         out
     }
 
+    /// The set name of an encoded record, read without decoding the rest (None: the bytes
+    /// are not a record of this encoding).
+    pub fn peek_set(b: &[u8]) -> Option<&[u8]> {
+        if b.first() != Some(&BINS_VERSION) {
+            return None;
+        }
+        let len = *b.get(1)? as usize;
+        b.get(2..2 + len)
+    }
+
     pub fn decode(b: &[u8]) -> Result<StoredRecord, String> {
         Self::decode_fields(&mut ByteReader::new(b)).map_err(|e| format!("bin encoding: {e}"))
     }
@@ -194,6 +204,9 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(StoredRecord::decode(&bytes[..len]).is_err(), "truncated at {len}");
         }
+        assert_eq!(StoredRecord::peek_set(&bytes), Some(&b"demo"[..]));
+        assert_eq!(StoredRecord::peek_set(&bytes[..5]), None, "cut inside the set name");
+        assert_eq!(StoredRecord::peek_set(&[9, 0]), None, "another version");
     }
 
     #[test]

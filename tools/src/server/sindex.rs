@@ -326,13 +326,26 @@ type Staged = Option<Vec<(Arc<SecondaryIndex>, Vec<Key>)>>;
 
 fn stage(indexes: Option<&Vec<Arc<SecondaryIndex>>>, change: &Change) -> Staged {
     let indexes = indexes.filter(|list| !list.is_empty())?;
-    let stored = match change {
+    let (stored, set) = match change {
         Change::Keep => return None,
-        Change::Delete => None,
-        Change::Put { value, .. } => Some(StoredRecord::decode(value).ok()?),
+        Change::Delete => (None, None),
+        Change::Put { value, .. } => (Some(value), Some(StoredRecord::peek_set(value)?)),
+    };
+    // A record's set never changes (it is part of its digest): indexes of other sets are
+    // left alone, and a record no index holds is not decoded.
+    let relevant: Vec<&Arc<SecondaryIndex>> = indexes
+        .iter()
+        .filter(|index| set.is_none_or(|set| index.definition.set.is_empty() || index.definition.set == set))
+        .collect();
+    if relevant.is_empty() {
+        return None;
+    }
+    let stored = match stored {
+        Some(value) => Some(StoredRecord::decode(value).ok()?),
+        None => None,
     };
     let keys = |index: &SecondaryIndex| stored.as_ref().map_or_else(Vec::new, |s| index.definition.keys(s));
-    Some(indexes.iter().map(|index| (index.clone(), keys(index))).collect())
+    Some(relevant.into_iter().map(|index| (index.clone(), keys(index))).collect())
 }
 
 /// Applies what a committed write staged, or, if an index was added while it ran,
