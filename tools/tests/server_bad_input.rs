@@ -385,4 +385,14 @@ fn impossible_options_and_a_missing_config_are_refused_before_anything_starts() 
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/nonexistent/spike.toml"), "{stderr}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing was created");
+
+    // A damaged file of index definitions stops the start, naming the file and the line,
+    // before any device is opened.
+    let udf_dir = dir.path().join("udf");
+    std::fs::create_dir(&udf_dir).unwrap();
+    std::fs::write(udf_dir.join(".indexes"), "ns=test;indexname=i;bin=n;type=NUMERIC\ngarbage\n").unwrap();
+    let (code, stderr) = run(&["--data-dir", data_dir]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(".indexes line 2: no namespace or index name"), "{stderr}");
+    assert!(!dir.path().join("test.dat").exists(), "the device was not created");
 }

@@ -93,6 +93,8 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
     }
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    // Before any device is opened: a bad catalog file stops the start with nothing touched.
+    let catalog = Catalog::open(config.udf_dir.clone())?;
     let mut namespaces = Vec::new();
     for ns in &config.namespaces {
         namespaces.push(open_namespace(ns, format)?);
@@ -105,7 +107,7 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
         idle_timeout_s: config.idle_timeout_s,
     };
     let mut server = Server::new(namespaces, node_id(&config.listen), config.cluster_name.clone(), limits);
-    server.catalog = Catalog::open(config.udf_dir.clone())?;
+    server.catalog = catalog;
     let server = Arc::new(server);
     let metrics_thread = match &config.metrics {
         Some(addr) => {
