@@ -282,3 +282,37 @@ async fn geo_queries_find_points_within_regions_and_regions_containing_points() 
     assert_eq!(query_ids(&client, "g", everywhere, Some(east)).await, vec![4]);
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_expired_records_leave_the_index_at_the_sweep_interval() {
+    let server = ServerProcess::start_with("buffered", "index_sweep_s = 1", "");
+    let client = connect(&server).await;
+    let task = client
+        .create_index_on_bin(
+            &AdminPolicy::default(),
+            "test",
+            "t",
+            "n",
+            "t_n",
+            IndexType::Numeric,
+            CollectionIndexType::Default,
+            None,
+        )
+        .await
+        .unwrap();
+    task.wait_till_complete(None).await.unwrap();
+    let short = WritePolicy { expiration: aerospike::Expiration::Seconds(2), ..WritePolicy::default() };
+    for id in 0..30 {
+        let policy = if id < 20 { &short } else { &WritePolicy::default() };
+        client.put(policy, &as_key!("test", "t", id), &[as_bin!("id", id), as_bin!("n", id)]).await.unwrap();
+    }
+    assert_eq!(stat(&client, "t_n", "entries").await, 30, "the writes indexed every record");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while stat(&client, "t_n", "entries").await > 10 {
+        assert!(Instant::now() < deadline, "expired records stayed in the index");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stat(&client, "t_n", "entries").await, 10);
+    assert_eq!(query_ids(&client, "t", Filter::range("n", 0, 100), None).await, (20..30).collect::<Vec<_>>());
+    client.close().await.unwrap();
+}

@@ -105,6 +105,7 @@ fn run(config: ServerConfig, format: bool) -> Result<(), String> {
         connections_max: config.connections_max,
         frame_bytes_max: config.frame_bytes_max,
         idle_timeout_s: config.idle_timeout_s,
+        index_sweep_s: config.index_sweep_s,
     };
     let mut server = Server::new(namespaces, node_id(&config.listen), config.cluster_name.clone(), limits);
     server.catalog = catalog;

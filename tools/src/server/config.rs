@@ -14,6 +14,7 @@ listen = "127.0.0.1:3000"      # address:port the clients connect to
 connections_max = 10000        # more connections are closed at once
 frame_bytes_max = 16777216     # larger requests get PARAMETER and the connection closes
 idle_timeout_s = 0             # close connections idle this long; 0 = never
+index_sweep_s = 600            # drop secondary-index entries of expired records this often; 0 = never
 # metrics = "127.0.0.1:9145"  # Prometheus text endpoint
 # udf_dir = "/var/lib/spike/udf" # registered UDF modules are kept here across restarts (else in memory only)
 # cluster_name = "spike"
@@ -48,6 +49,8 @@ pub struct ServerConfig {
     pub frame_bytes_max: usize,
     #[serde(default)]
     pub idle_timeout_s: u64,
+    #[serde(default = "default_index_sweep_s")]
+    pub index_sweep_s: u64,
     pub metrics: Option<String>,
     pub cluster_name: Option<String>,
     /// Where registered UDF modules are kept across restarts; None: in memory only.
@@ -98,6 +101,11 @@ fn default_connections_max() -> usize {
 fn default_frame_bytes_max() -> usize {
     16 << 20
 }
+
+/// How often expired records' entries leave the secondary indexes (`sindex::sweep`).
+pub fn default_index_sweep_s() -> u64 {
+    600
+}
 fn default_durability() -> String {
     "commit-to-device".into()
 }
@@ -121,6 +129,7 @@ impl ServerConfig {
             connections_max: default_connections_max(),
             frame_bytes_max: default_frame_bytes_max(),
             idle_timeout_s: 0,
+            index_sweep_s: default_index_sweep_s(),
             metrics: None,
             cluster_name: None,
             udf_dir: Some(data_dir.join("udf")),

@@ -113,6 +113,8 @@ pub struct Server {
     pub connections_max: usize,
     pub frame_bytes_max: usize,
     pub idle_timeout_s: u64,
+    /// How often the job thread sweeps the secondary indexes (0: never).
+    pub index_sweep_s: u64,
     pub connections: AtomicUsize,
     pub started: Instant,
     /// UDF modules and index definitions clients registered (kept in memory only).
@@ -129,6 +131,7 @@ pub struct Limits {
     pub connections_max: usize,
     pub frame_bytes_max: usize,
     pub idle_timeout_s: u64,
+    pub index_sweep_s: u64,
 }
 
 impl Default for Limits {
@@ -139,6 +142,7 @@ impl Default for Limits {
             connections_max: 10_000,
             frame_bytes_max: 16 << 20,
             idle_timeout_s: 0,
+            index_sweep_s: config::default_index_sweep_s(),
         }
     }
 }
@@ -159,6 +163,7 @@ impl Server {
             connections_max: limits.connections_max,
             frame_bytes_max: limits.frame_bytes_max,
             idle_timeout_s: limits.idle_timeout_s,
+            index_sweep_s: limits.index_sweep_s,
             connections: AtomicUsize::new(0),
             started: Instant::now(),
             catalog: catalog::Catalog::default(),

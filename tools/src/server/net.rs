@@ -175,9 +175,25 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
 fn start_job_runner(server: &Arc<Server>) -> io::Result<std::thread::JoinHandle<()>> {
     let queue = server.jobs.attach();
     let server = server.clone();
+    let sweep_every = (server.index_sweep_s > 0).then(|| Duration::from_secs(server.index_sweep_s));
     std::thread::Builder::new().name("spike-jobs".to_string()).spawn(move || {
-        for task in queue {
-            super::jobs::run(&server, task);
+        let mut next_sweep = sweep_every.map(|every| Instant::now() + every);
+        loop {
+            // Tasks as they come; between them, at the sweep interval, the expired records'
+            // entries leave the secondary indexes.
+            let wait = next_sweep
+                .map_or(Duration::from_secs(3600), |at| at.saturating_duration_since(Instant::now()));
+            match queue.recv_timeout(wait) {
+                Ok(task) => super::jobs::run(&server, task),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if let (Some(at), Some(every)) = (next_sweep, sweep_every) {
+                if Instant::now() >= at {
+                    server.namespaces.iter().for_each(|ns| super::sindex::sweep(ns, None));
+                    next_sweep = Some(Instant::now() + every);
+                }
+            }
         }
     })
 }
