@@ -134,3 +134,37 @@ async fn a_shutdown_stops_a_background_job_with_each_record_done_or_not() {
     assert!(changed > 0 && changed < RECORDS as usize, "the job had started and not finished: {changed}");
     client.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_job_stops_within_a_partition_that_holds_many_chunks() {
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    // 40 records of one partition: at 4 records a second, ten chunks with a wait of about
+    // a second before each, all inside that partition.
+    let mut keys = Vec::new();
+    let mut i = 0i64;
+    while keys.len() < 40 {
+        let key = as_key!("test", "p", i);
+        if key.partition_id() == 7 {
+            keys.push(key);
+        }
+        i += 1;
+    }
+    for key in &keys {
+        client.put(&WritePolicy::default(), key, &[as_bin!("n", 0)]).await.unwrap();
+    }
+    let policy = WritePolicy { records_per_second: 4, ..WritePolicy::default() };
+    let mut statement = Statement::new("test", "p", Bins::All);
+    statement.set_operations([operations::add(&as_bin!("n", 1))]);
+    let task = client.query_operate(&policy, statement).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(info(&client, &format!("query-abort:id={}", task.task_id())).await, "OK");
+    let asked = Instant::now();
+    let stopped =
+        task.wait_for_progress(Some(Duration::from_secs(30)), Duration::from_millis(20)).await.unwrap();
+    // Stopping at the next chunk takes a chunk's wait (about 1 s); running the partition
+    // out would take the other eight or so.
+    assert!(asked.elapsed() < Duration::from_secs(4), "the abort waited {:?}: {stopped:?}", asked.elapsed());
+    assert!(stopped.succeeded < 40, "{stopped:?}");
+    client.close().await.unwrap();
+}

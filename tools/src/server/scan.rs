@@ -236,8 +236,8 @@ pub fn run_job(server: &Server, queued: Queued) {
 /// single-record command (its filter expression included) that only updates: a record
 /// deleted since it was found stays deleted. The digests are gathered first, a partition
 /// at a time, so that no write runs inside a scan; they run in chunks of at most
-/// `BACKGROUND_CHUNK` (fewer under a records-per-second limit), and the job checks between
-/// partitions whether it was asked to stop.
+/// `BACKGROUND_CHUNK` (fewer under a records-per-second limit), and the job checks before
+/// each chunk and each partition whether it was asked to stop.
 fn background(
     ns: &super::Namespace,
     message: &Message<'_>,
@@ -317,11 +317,19 @@ fn background(
             );
             return Ending::Failed;
         }
+        // A partition may hold many chunks (and, under a rate limit, a wait before each):
+        // the job checks before each whether it was asked to stop.
         while chosen.len() >= chunk_max {
+            if let Some(why) = job.stop_reason() {
+                return why;
+            }
             let mut chunk: Vec<_> = chosen.drain(..chunk_max).collect();
             run(&mut chunk);
         }
         job.partition_done();
+    }
+    if let Some(why) = job.stop_reason() {
+        return why;
     }
     run(&mut chosen);
     Ending::Done
