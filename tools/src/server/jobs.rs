@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
@@ -66,9 +66,12 @@ pub struct Job {
     /// Records held back by the job's records-per-second limit.
     pub throttled: AtomicU64,
     partitions_done: AtomicU32,
-    stop: Mutex<Option<Ending>>,
-    stop_asked: AtomicBool,
+    /// Why the job was asked to stop: 0 not asked, else `STOP_REASONS` index + 1.
+    stop: AtomicU8,
 }
+
+/// The reasons a job may be asked to stop, as `Job::stop` numbers them (from 1).
+const STOP_REASONS: [Ending; 2] = [Ending::UserAborted, Ending::Shutdown];
 
 impl Job {
     pub fn new(id: u64, kind: &'static str, namespace: &str, set: &[u8]) -> Job {
@@ -84,25 +87,21 @@ impl Job {
             filtered: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             partitions_done: AtomicU32::new(0),
-            stop: Mutex::new(None),
-            stop_asked: AtomicBool::new(false),
+            stop: AtomicU8::new(0),
         }
     }
 
     /// Asks the job to stop at its next chunk; the first reason asked wins.
     pub fn ask_to_stop(&self, why: Ending) {
-        if let Ok(mut stop) = self.stop.lock() {
-            stop.get_or_insert(why);
+        if let Some(at) = STOP_REASONS.iter().position(|reason| *reason == why) {
+            let _ = self.stop.compare_exchange(0, at as u8 + 1, Ordering::AcqRel, Ordering::Acquire);
         }
-        self.stop_asked.store(true, Ordering::Release);
     }
 
-    /// Why the job should stop now, if it should (one atomic load while it should not).
+    /// Why the job should stop now, if it should (one atomic load).
     pub fn stop_reason(&self) -> Option<Ending> {
-        if !self.stop_asked.load(Ordering::Acquire) {
-            return None;
-        }
-        self.stop.lock().ok().and_then(|stop| *stop)
+        let asked = self.stop.load(Ordering::Acquire) as usize;
+        asked.checked_sub(1).and_then(|at| STOP_REASONS.get(at).copied())
     }
 
     pub fn partition_done(&self) {

@@ -117,7 +117,7 @@ pub struct Server {
     pub index_sweep_s: u64,
     pub connections: AtomicUsize,
     pub started: Instant,
-    /// UDF modules and index definitions clients registered (kept in memory only).
+    /// UDF modules and index definitions clients registered (kept in `udf_dir`, if any).
     pub catalog: catalog::Catalog,
     /// Background jobs: queued, running and recently finished (`jobs`).
     pub jobs: jobs::Jobs,

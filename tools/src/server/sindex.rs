@@ -351,8 +351,7 @@ fn stage(indexes: Option<&Vec<Arc<SecondaryIndex>>>, change: &Change) -> Staged 
 /// Applies what a committed write staged, or, if an index was added while it ran,
 /// indexes the record as it is now in every index.
 fn settle(ns: &Namespace, digest: &Digest, added: u64, staged: Staged, written: &Written) {
-    if ns.sindexes.added.load(Ordering::SeqCst) != added {
-        reindex(ns, digest, written.generation);
+    if ns.sindexes.added.load(Ordering::SeqCst) != added && reindex(ns, digest, written.generation) {
         return;
     }
     for (index, keys) in staged.into_iter().flatten() {
@@ -360,7 +359,9 @@ fn settle(ns: &Namespace, digest: &Digest, added: u64, staged: Staged, written: 
     }
 }
 
-fn reindex(ns: &Namespace, digest: &Digest, generation: u32) {
+/// Indexes the record as it is now in every index; false if it could not be read (then
+/// nothing is removed: an entry may be stale, never missing).
+fn reindex(ns: &Namespace, digest: &Digest, generation: u32) -> bool {
     let indexes = ns.sindexes.all();
     match ns.engine.get_by_digest(digest) {
         Ok(record) => {
@@ -369,8 +370,16 @@ fn reindex(ns: &Namespace, digest: &Digest, generation: u32) {
                 let keys = stored.as_ref().map_or_else(Vec::new, |s| index.definition.keys(s));
                 index.apply(digest, record.generation, keys);
             }
+            true
         }
-        Err(_) => indexes.iter().for_each(|index| index.apply(digest, generation, Vec::new())),
+        Err(spike::Error::NotFound) => {
+            indexes.iter().for_each(|index| index.apply(digest, generation, Vec::new()));
+            true
+        }
+        Err(err) => {
+            log::warn!("namespace {}: a record to index again could not be read: {err}", ns.name);
+            false
+        }
     }
 }
 

@@ -214,7 +214,9 @@ fn bin_changes(lua: &Lua, record: &StoredRecord, rec: &Table) -> Result<BinChang
             return Err(Failure::Bad("a bin name over 15 bytes".into()));
         }
         let held = record.bin(&name);
-        let shown = held.and_then(|bin| to_lua(lua, bin.particle, &bin.value).ok().flatten());
+        // Scalars compare as Lua values; lists and maps by their contents, below.
+        let scalar = held.filter(|bin| !matches!(bin.particle, 19 | 20));
+        let shown = scalar.and_then(|bin| to_lua(lua, bin.particle, &bin.value).ok().flatten());
         if shown.is_some_and(|before| same_lua_value(&before, &value)) {
             continue;
         }
