@@ -1,5 +1,5 @@
-//! spike-server's MessagePack codec, list/map, HLL and bit operations and filter
-//! expressions, on bytes a client sends: a decoded value must encode to bytes that decode
+//! spike-server's MessagePack codec, list/map (path ops included), HLL and bit operations
+//! and filter expressions, on bytes a client sends: a decoded value must encode to bytes that decode
 //! to the same encoding, no op on any bin and no expression on a record may panic, a sketch
 //! an HLL op stores can be counted, and a blob a bit op stores can be read. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
 //! 16-bit length, the bin's bytes, then the op's bytes.
@@ -39,14 +39,16 @@ fuzz_target!(|data: &[u8]| {
     let (bin, op) = rest.split_at(bin_len);
     let particle = if selector & 1 != 0 { cdt::PARTICLE_MAP } else { cdt::PARTICLE_LIST };
     let modify = selector & 2 != 0;
-    if let Ok(applied) = cdt::apply(Some((particle, bin)), op, modify) {
+    // Through `filter::apply_cdt`, so that path ops (whose expressions read the record)
+    // are covered as well as the ops `cdt::apply` serves.
+    if let Ok(applied) = filter::apply_cdt(Some((particle, bin)), op, modify, &subject) {
         if let Some((particle, bytes)) = applied.new_bin {
             // What an op stores must be a bin the next op can read.
             let _ = cdt::apply(Some((particle, &bytes)), &[0x91, 0x10], false);
             assert!(msgpack::decode(&bytes).is_ok(), "an op stored bytes that do not decode");
         }
     }
-    let _ = cdt::apply(None, op, modify);
+    let _ = filter::apply_cdt(None, op, modify, &subject);
     // HLL ops on the bin as given, on an empty 16-register sketch, and on no bin.
     let empty_sketch = [&[0u8, 4, 0][..], &[0; 8], &[0; 12]].concat();
     for bin in [Some(bin), Some(&empty_sketch[..]), None] {

@@ -270,7 +270,7 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 }
 
 /// The `cdt_ops` fuzz target's check on its seeds and saved findings, each also cut short
-/// at every length: list, map, HLL and bit ops and filter expressions on client bytes never
+/// at every length: list and map ops (path ops included), HLL and bit ops and filter expressions on client bytes never
 /// panic, what a list or map op stores decodes, a sketch an HLL op stores counts, and a
 /// blob a bit op stores reads.
 #[test]
@@ -297,7 +297,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
         }
     }
     assert!(inputs.len() >= 8, "the seeds are missing");
-    let (mut stored, mut sketches, mut blobs, mut passed) = (0, 0, 0, 0);
+    let (mut stored, mut sketches, mut blobs, mut passed, mut paths) = (0, 0, 0, 0, 0);
     for input in &inputs {
         for len in 0..=input.len() {
             let data = &input[..len];
@@ -312,7 +312,8 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
             let (bin, op) = rest.split_at((u16::from_be_bytes(*bin_len) as usize).min(rest.len()));
             let particle = if selector & 1 != 0 { cdt::PARTICLE_MAP } else { cdt::PARTICLE_LIST };
             for held in [Some((particle, bin)), None] {
-                if let Ok(applied) = cdt::apply(held, op, selector & 2 != 0) {
+                if let Ok(applied) = filter::apply_cdt(held, op, selector & 2 != 0, &subject) {
+                    paths += (held.is_some() && op.get(1..3) == Some(&[0xcc, 0xfe][..])) as usize;
                     if let Some((_, bytes)) = applied.new_bin {
                         assert!(msgpack::decode(&bytes).is_ok());
                         stored += 1;
@@ -348,6 +349,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
         }
     }
     assert!(blobs >= 2, "the seeds no longer reach the bit ops");
+    assert!(paths >= 4, "the seeds no longer reach the path ops");
     assert!(passed >= 1, "no seed's filter (a bit count call among them) passes");
     assert!(stored >= 5, "the seeds no longer reach the ops ({stored} stored)");
     assert!(sketches >= 1, "the seeds no longer reach the HLL ops");

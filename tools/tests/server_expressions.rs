@@ -324,3 +324,100 @@ async fn index_queries_return_exactly_the_records_in_range_as_they_are_now() {
     assert_eq!(err.server_result_code(), Some(ResultCode::IndexNotFound));
     client.close().await.unwrap();
 }
+
+/// Path expressions (8.1): `select_by_path` and `modify_by_path` ops, whose filters read
+/// each child through loop variables and may read the record's other bins, and the same
+/// walks as expression calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_operations_select_and_modify_what_their_filters_reach() {
+    use aerospike::expressions::maps as exp_maps;
+    use aerospike::expressions::{
+        exp_float_loop_var, exp_map_loop_var, exp_select_by_path, exp_string_loop_var, float_bin, float_val,
+        ge, le, map_bin, num_mul, string_val, ExpType, LoopVarPart,
+    };
+    use aerospike::operations::cdt_context::{ctx_all_children, ctx_all_children_with_filter, ctx_map_key};
+    use aerospike::operations::maps::MapReturnType;
+    use aerospike::operations::path::{self, ModifyFlag, SelectFlag};
+    use aerospike::{as_list, as_map, as_val};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "paths", 1);
+    let books = as_list!(
+        as_map!("title" => "Sayings", "price" => 8.95_f64),
+        as_map!("title" => "Sword", "price" => 12.99_f64),
+        as_map!("title" => "Moby Dick", "price" => 8.99_f64)
+    );
+    let bins = [as_bin!("store", as_map!("book" => books)), as_bin!("limit", 10.0_f64)];
+    client.put(&wp, &key, &bins).await.unwrap();
+
+    // Books whose price is at most the record's own "limit" bin, then their titles.
+    let price = || {
+        exp_maps::get_by_key(
+            MapReturnType::VALUE,
+            ExpType::Float,
+            string_val("price"),
+            exp_map_loop_var(LoopVarPart::VALUE),
+            &[],
+        )
+    };
+    let cheap = ctx_all_children_with_filter(le(price(), float_bin("limit".to_string())));
+    let title = ctx_all_children_with_filter(aerospike::expressions::eq(
+        exp_string_loop_var(LoopVarPart::MAP_KEY),
+        string_val("title"),
+    ));
+    let book = ctx_map_key(Value::from("book"));
+    let path = [book.clone(), cheap.clone(), title.clone()];
+    let record =
+        client.operate(&wp, &key, &[path::select_by_path("store", SelectFlag::VALUE, &path)]).await.unwrap();
+    assert_eq!(
+        record.bins.get("store"),
+        Some(&Value::List(vec![Value::from("Sayings"), Value::from("Moby Dick")]))
+    );
+
+    // The same selection as an expression: a filter that passes only while a cheap book exists.
+    let selected = exp_select_by_path(ExpType::List, SelectFlag::VALUE, map_bin("store".to_string()), &path);
+    let mut rp = ReadPolicy::default();
+    rp.base_policy.filter_expression =
+        Some(ge(aerospike::expressions::lists::size(selected, &[]), aerospike::expressions::int_val(1)));
+    assert!(client.get(&rp, &key, Bins::All).await.is_ok());
+
+    // Raise every price by 10%: nothing is under the limit any more.
+    let prices = [book.clone(), ctx_all_children(), ctx_map_key(Value::from("price"))];
+    let raise = num_mul(vec![exp_float_loop_var(LoopVarPart::VALUE), float_val(1.5)]);
+    client
+        .operate(&wp, &key, &[path::modify_by_path("store", ModifyFlag::DEFAULT, raise, &prices)])
+        .await
+        .unwrap();
+    let record =
+        client.operate(&wp, &key, &[path::select_by_path("store", SelectFlag::VALUE, &path)]).await.unwrap();
+    assert_eq!(record.bins.get("store"), Some(&Value::List(vec![])));
+    let err = client.get(&rp, &key, Bins::All).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::FilteredOut));
+
+    // Remove the books above 15 (Sword, now 19.49): two remain.
+    let dear = ctx_all_children_with_filter(ge(price(), float_val(15.0)));
+    client.operate(&wp, &key, &[path::remove("store", &[book.clone(), dear])]).await.unwrap();
+    let record = client
+        .operate(&wp, &key, &[path::select_values("store", &[book.clone(), ctx_all_children(), title])])
+        .await
+        .unwrap();
+    assert_eq!(
+        record.bins.get("store"),
+        Some(&Value::List(vec![Value::from("Sayings"), Value::from("Moby Dick")]))
+    );
+
+    // Refusals, with nothing written: map keys of list elements (12), and a modify whose
+    // expression cannot take a leaf (a string multiplied: 1).
+    let generation = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap().generation;
+    let keys_of_list =
+        path::select_by_path("store", SelectFlag::MAP_KEY, &[book.clone(), ctx_all_children()]);
+    assert_eq!(refused(&client, &key, keys_of_list).await, Some(ResultCode::BinTypeError));
+    let titles = [book, ctx_all_children(), ctx_map_key(Value::from("title"))];
+    let double = num_mul(vec![exp_float_loop_var(LoopVarPart::VALUE), float_val(2.0)]);
+    let bad_modify = path::modify_by_path("store", ModifyFlag::DEFAULT, double, &titles);
+    assert!(client.operate(&wp, &key, &[bad_modify]).await.unwrap_err().server_result_code().is_some());
+    let after = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap().generation;
+    assert_eq!(after, generation, "a refused path op writes nothing");
+    client.close().await.unwrap();
+}

@@ -31,6 +31,8 @@ pub enum CdtError {
     ElementExists,
     /// 26: an index outside the list.
     NotApplicable,
+    /// 1: an expression a path op applies could not be evaluated on a leaf.
+    Unknown,
 }
 
 impl CdtError {
@@ -42,6 +44,7 @@ impl CdtError {
             CdtError::ElementNotFound => 23,
             CdtError::ElementExists => 24,
             CdtError::NotApplicable => 26,
+            CdtError::Unknown => 1,
         }
     }
 }

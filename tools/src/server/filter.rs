@@ -10,12 +10,16 @@
 //! Calls (op 127) run a list, map, bit or HLL op on a bin (or on what an inner expression
 //! made of it): a read call yields the op's result, a modify call the bin as changed, never
 //! stored; a call that fails is unknown. `exp_op` evaluates expressions for read and write
-//! ops. Regular expressions (op 7) match string bins. Not served (the command gets 16):
-//! geo, string calls, path expressions.
+//! ops. Regular expressions (op 7) match string bins. Path calls (`cdt_path`) select or
+//! modify along a path whose filters read loop variables (op 122); `remove_result` (100),
+//! map keys (101) and map values (102) serve them. Not served (the command gets 16):
+//! string calls.
 //!
 //! Pure; cost: a decode of the expression and a walk per record.
 
 use super::bins::StoredRecord;
+use super::cdt::{self, CdtError};
+use super::cdt_path;
 use super::msgpack::{self, canonical_cmp, Value};
 use std::cmp::Ordering;
 
@@ -48,11 +52,13 @@ impl FilterError {
     }
 }
 
-/// A value during evaluation: `Unknown` is what a missing or mistyped bin yields.
+/// A value during evaluation: `Unknown` is what a missing or mistyped bin yields;
+/// `Remove` is `remove_result`, which a path's modify expression gives to drop a leaf.
 #[derive(Clone, Debug)]
 enum Term {
     Known(Value),
     Unknown,
+    Remove,
 }
 
 /// Whether a record read from the engine (and its decoded bins) passes the expression.
@@ -75,14 +81,14 @@ pub fn record_passes(
 /// Whether the subject passes the expression in `bytes`.
 pub fn passes(bytes: &[u8], subject: &Subject<'_>) -> Result<bool, FilterError> {
     let expression = msgpack::decode(bytes).map_err(|_| FilterError::Parameter)?;
-    Ok(matches!(eval(&expression, subject, &Vars::new())?, Term::Known(Value::Bool(true))))
+    Ok(matches!(eval(&expression, subject, &Vars::default())?, Term::Known(Value::Bool(true))))
 }
 
 /// The value of a decoded expression on the subject; None when it is unknown.
 pub fn evaluate(expression: &Value, subject: &Subject<'_>) -> Result<Option<Value>, FilterError> {
-    Ok(match eval(expression, subject, &Vars::new())? {
+    Ok(match eval(expression, subject, &Vars::default())? {
         Term::Known(value) => Some(value),
-        Term::Unknown => None,
+        Term::Unknown | Term::Remove => None,
     })
 }
 
@@ -103,11 +109,16 @@ pub fn subject<'a>(
     }
 }
 
-/// Values bound by `let`, the innermost last.
-type Vars = Vec<(Vec<u8>, Term)>;
+/// Values bound by `let` (the innermost last) and, in a path's expressions, the child the
+/// loop variables name.
+#[derive(Clone, Default)]
+struct Vars<'a> {
+    named: Vec<(Vec<u8>, Term)>,
+    element: Option<(Option<&'a Value>, &'a Value, Option<usize>)>,
+}
 
 /// Recursion is bounded by the decoder's depth limit.
-fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
+fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars<'_>) -> Result<Term, FilterError> {
     let Value::List(items) = expression else { return Ok(Term::Known(expression.clone())) };
     let Some((Value::Int(op), args)) = items.split_first() else { return Err(FilterError::Parameter) };
     let arg = |at: usize| args.get(at).ok_or(FilterError::Parameter);
@@ -162,10 +173,19 @@ fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars) -> Result<Term, 
             known.and_then(|v| super::exp_math::apply(*op, &v)).map_or(Term::Unknown, Term::Known)
         }
         64..=82 => record_info(*op, args, subject)?,
+        100 => Term::Remove,
+        101 | 102 => match sub(0)? {
+            Term::Known(Value::Map { entries, .. }) => Term::Known(Value::List(
+                entries.into_iter().map(|(key, value)| if *op == 101 { key } else { value }).collect(),
+            )),
+            _ => Term::Unknown,
+        },
+        122 => loop_var(vars, arg(0)?, arg(1)?)?,
         123 => cond(args, subject, vars)?,
         124 => {
             let name = raw_name(arg(0)?)?;
-            vars.iter()
+            vars.named
+                .iter()
                 .rev()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t.clone())
@@ -226,7 +246,7 @@ fn regex_matches(flags: i64, pattern: &[u8], text: &[u8]) -> Result<bool, Filter
 
 /// `[cond, test, value, test, value, …, default]`: the value of the first test that is
 /// true; only that branch is evaluated.
-fn cond(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
+fn cond(args: &[Value], subject: &Subject<'_>, vars: &Vars<'_>) -> Result<Term, FilterError> {
     let (default, pairs) = args.split_last().ok_or(FilterError::Parameter)?;
     if pairs.len() % 2 != 0 {
         return Err(FilterError::Parameter);
@@ -243,7 +263,7 @@ fn cond(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, Filt
 
 /// `[let, name, value, name, value, …, scope]`: each value (which may use the names
 /// bound before it) bound to its name while the scope is evaluated.
-fn let_in(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, FilterError> {
+fn let_in(args: &[Value], subject: &Subject<'_>, vars: &Vars<'_>) -> Result<Term, FilterError> {
     let (scope, definitions) = args.split_last().ok_or(FilterError::Parameter)?;
     if definitions.len() % 2 != 0 {
         return Err(FilterError::Parameter);
@@ -251,7 +271,7 @@ fn let_in(args: &[Value], subject: &Subject<'_>, vars: &Vars) -> Result<Term, Fi
     let mut inner = vars.clone();
     for definition in definitions.chunks(2) {
         let value = eval(&definition[1], subject, &inner)?;
-        inner.push((raw_name(&definition[0])?.to_vec(), value));
+        inner.named.push((raw_name(&definition[0])?.to_vec(), value));
     }
     eval(scope, subject, &inner)
 }
@@ -316,18 +336,23 @@ const MODULE_HLL: i64 = 2;
 /// value, its arguments evaluated first.
 fn call(
     subject: &Subject<'_>,
-    vars: &Vars,
+    vars: &Vars<'_>,
     flags: &Value,
     op: &Value,
     bin: Term,
 ) -> Result<Term, FilterError> {
     let Value::Int(flags) = flags else { return Err(FilterError::Parameter) };
     let modify = flags & CALL_MODIFY != 0;
+    if let Value::List(items) = op {
+        if let [Value::Int(cdt_path::PATH_MARKER), path @ ..] = &items[..] {
+            return path_call(subject, vars, modify, path, bin);
+        }
+    }
     let Some(op) = evaluated_op(subject, vars, op)? else { return Ok(Term::Unknown) };
     let op = msgpack::encode(&op);
     let bin = match &bin {
         Term::Known(value) => Some(value.to_particle()),
-        Term::Unknown => None,
+        Term::Unknown | Term::Remove => None,
     };
     let held = bin.as_ref().map(|(particle, bytes)| (*particle, &bytes[..]));
     let (result, new_bin) = match flags & !CALL_MODIFY {
@@ -353,7 +378,7 @@ fn call(
 }
 
 /// A call's op with every argument after the op code evaluated (None: one is unknown).
-fn evaluated_op(subject: &Subject<'_>, vars: &Vars, op: &Value) -> Result<Option<Value>, FilterError> {
+fn evaluated_op(subject: &Subject<'_>, vars: &Vars<'_>, op: &Value) -> Result<Option<Value>, FilterError> {
     let Value::List(items) = op else { return Err(FilterError::Parameter) };
     if let [Value::Int(0xff), context, inner] = &items[..] {
         let inner = evaluated_op(subject, vars, inner)?;
@@ -364,10 +389,139 @@ fn evaluated_op(subject: &Subject<'_>, vars: &Vars, op: &Value) -> Result<Option
     for arg in args {
         match eval(arg, subject, vars)? {
             Term::Known(value) => out.push(value),
-            Term::Unknown => return Ok(None),
+            Term::Unknown | Term::Remove => return Ok(None),
         }
     }
     Ok(Some(Value::List(out)))
+}
+
+/// A path call (`[0xfe, contexts, flags(, modify expression)]` on the bin's value): what
+/// it selects, or the bin as it modifies it; unknown where the bin is not a list or map or
+/// the path fails.
+fn path_call(
+    subject: &Subject<'_>,
+    vars: &Vars<'_>,
+    modify: bool,
+    args: &[Value],
+    bin: Term,
+) -> Result<Term, FilterError> {
+    let path = cdt_path::Path::parse(args).map_err(|_| FilterError::Parameter)?;
+    if path.modifies() != modify {
+        return Err(FilterError::Parameter);
+    }
+    let Term::Known(mut root) = bin else { return Ok(Term::Unknown) };
+    let mut evaluator = PathEvaluator { subject, named: &vars.named, error: None };
+    let result = match modify {
+        true => path.modify(&mut root, &mut evaluator).map(|()| root),
+        false => path.select(&root, &mut evaluator),
+    };
+    if let Some(err) = evaluator.error {
+        return Err(err);
+    }
+    Ok(result.map_or(Term::Unknown, Term::Known))
+}
+
+/// Runs a list or map op on `bin` (`None`: the record has no such bin): a path op, whose
+/// expressions may read the record, with `subject`; any other through `cdt::apply`. A
+/// path op on a missing bin reads nothing and changes nothing.
+pub fn apply_cdt(
+    bin: Option<(u8, &[u8])>,
+    op: &[u8],
+    modify: bool,
+    subject: &Subject<'_>,
+) -> Result<cdt::Applied, CdtError> {
+    if !is_path_op(op) {
+        return cdt::apply(bin, op, modify);
+    }
+    let Ok(Value::List(items)) = msgpack::decode(op) else { return Err(CdtError::Parameter) };
+    let path = cdt_path::Path::parse(items.get(1..).unwrap_or_default())?;
+    if path.modifies() && !modify {
+        return Err(CdtError::Parameter);
+    }
+    let nothing = cdt::Applied { result: Value::Nil, new_bin: None };
+    let (particle, mut root) = match bin {
+        None => return Ok(nothing),
+        Some((particle @ (cdt::PARTICLE_MAP | cdt::PARTICLE_LIST), bytes)) => {
+            (particle, msgpack::decode(bytes).map_err(|_| CdtError::Parameter)?)
+        }
+        Some(_) => return Err(CdtError::IncompatibleType),
+    };
+    let mut evaluator = PathEvaluator { subject, named: &[], error: None };
+    let outcome = match path.modifies() {
+        true => path
+            .modify(&mut root, &mut evaluator)
+            .map(|()| cdt::Applied { result: Value::Nil, new_bin: Some((particle, msgpack::encode(&root))) }),
+        false => path.select(&root, &mut evaluator).map(|result| cdt::Applied { result, new_bin: None }),
+    };
+    match evaluator.error {
+        Some(FilterError::Unsupported) => Err(CdtError::Unsupported),
+        Some(FilterError::Parameter) => Err(CdtError::Parameter),
+        None => outcome,
+    }
+}
+
+/// Whether an op's bytes start `[0xfe, …` (a path op), as the clients pack it.
+fn is_path_op(op: &[u8]) -> bool {
+    matches!(op, [0x93 | 0x94, 0xcc, 0xfe, ..] | [0x93 | 0x94, 0xcd | 0xd1, 0x00, 0xfe, ..])
+}
+
+/// Evaluates a path's filter and modify expressions on the record, with the loop
+/// variables bound to the child at hand. The first evaluation error is kept (and the walk
+/// stopped) so that the caller reports it rather than a path error.
+struct PathEvaluator<'s, 'r> {
+    subject: &'s Subject<'r>,
+    named: &'s [(Vec<u8>, Term)],
+    error: Option<FilterError>,
+}
+
+impl cdt_path::Evaluator for PathEvaluator<'_, '_> {
+    fn eval(
+        &mut self,
+        expression: &Value,
+        var: &cdt_path::LoopVar<'_>,
+    ) -> Result<cdt_path::Outcome, CdtError> {
+        let vars = Vars { named: self.named.to_vec(), element: Some((var.key, var.value, var.index)) };
+        match eval(expression, self.subject, &vars) {
+            Ok(Term::Known(value)) => Ok(cdt_path::Outcome::Value(value)),
+            Ok(Term::Unknown) => Ok(cdt_path::Outcome::Unknown),
+            Ok(Term::Remove) => Ok(cdt_path::Outcome::Remove),
+            Err(err) => {
+                self.error = Some(err);
+                Err(CdtError::Parameter)
+            }
+        }
+    }
+}
+
+/// `[122, type, part]`: a part of the child a path's expression is evaluated on (0 its
+/// map key, 1 its value, 2 its list index), if it is of the type asked; else unknown.
+fn loop_var(vars: &Vars<'_>, wanted: &Value, part: &Value) -> Result<Term, FilterError> {
+    let (Value::Int(wanted), Value::Int(part)) = (wanted, part) else { return Err(FilterError::Parameter) };
+    let Some((key, value, index)) = vars.element else { return Err(FilterError::Parameter) };
+    let found = match part {
+        0 => key.cloned(),
+        1 => Some(value.clone()),
+        2 => index.map(|i| Value::Int(i as i64)),
+        _ => return Err(FilterError::Parameter),
+    };
+    Ok(match found {
+        Some(found) if value_type(&found) == Some(*wanted) => Term::Known(found),
+        _ => Term::Unknown,
+    })
+}
+
+/// The expression type of a value inside a list or map.
+fn value_type(value: &Value) -> Option<i64> {
+    Some(match value {
+        Value::Nil => 0,
+        Value::Bool(_) => 1,
+        Value::Int(_) | Value::UInt(_) => 2,
+        Value::List(_) => 4,
+        Value::Map { .. } => 5,
+        Value::F32(_) | Value::F64(_) => 7,
+        Value::Bytes { payload, .. } => return payload.first().and_then(|p| expression_type(*p)),
+        Value::Ext { .. } => return None,
+    })
 }
 
 fn now_ms() -> u64 {

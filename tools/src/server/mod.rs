@@ -24,6 +24,7 @@ pub mod bits;
 pub mod catalog;
 pub mod cdt;
 pub mod cdt_context;
+pub mod cdt_path;
 pub mod cdt_select;
 pub mod compression;
 pub mod config;

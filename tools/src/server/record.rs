@@ -363,8 +363,9 @@ pub fn select_bins(
                 out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()))
             }
             (OP_CDT_READ, Some(b)) => {
-                let applied =
-                    cdt::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
+                let subject = filter::subject(stored, Some(held), &held.digest);
+                let applied = filter::apply_cdt(Some((b.particle, &b.value)), op.value, false, &subject)
+                    .map_err(|e| e.code())?;
                 out.push(result_bin(op.name, &applied.result));
             }
             (OP_HLL_READ, Some(b)) => {
@@ -427,7 +428,7 @@ fn run_ops(
                 push_reply(&mut replies, op, exp_op::read(op.value, &subject)?, respond_all);
                 continue;
             }
-            OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(record, op) {
+            OP_CDT_READ | OP_CDT_MODIFY => match apply_cdt(record, op, existing, &command.digest) {
                 Ok(reply) => {
                     replies.push(reply);
                     continue;
@@ -486,9 +487,16 @@ fn result_bin(name: &[u8], result: &msgpack::Value) -> (u8, Vec<u8>, Vec<u8>) {
 /// Runs a list or map op of a write on the record being built: the bin changes (a bin
 /// left with nothing is kept empty, as the real server keeps an emptied list) and the
 /// result is the op's reply.
-fn apply_cdt(record: &mut StoredRecord, op: &Op<'_>) -> Result<(u8, Vec<u8>, Vec<u8>), u8> {
+fn apply_cdt(
+    record: &mut StoredRecord,
+    op: &Op<'_>,
+    existing: Option<&spike::Record>,
+    digest: &[u8; 20],
+) -> Result<(u8, Vec<u8>, Vec<u8>), u8> {
+    let subject = filter::subject(record, existing, digest);
     let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
-    let applied = cdt::apply(bin, op.value, op.code == OP_CDT_MODIFY).map_err(|e| e.code())?;
+    let applied =
+        filter::apply_cdt(bin, op.value, op.code == OP_CDT_MODIFY, &subject).map_err(|e| e.code())?;
     if let Some((particle, value)) = &applied.new_bin {
         record.set_bin(op.name, *particle, value);
     }
