@@ -4,10 +4,14 @@
 //! in the form its return type asks for, the inverted flag included.
 //!
 //! Positions are indexes in list order or, for a map, in key order. Rank order is the
-//! server's canonical value order, ties in index order. Results list the picked items as
-//! the real server does: in index order (ranks 1..3 of [9, 8, 7] give [8, 7]), but a
-//! value-relative rank range in rank order; an inverted selection is every other item,
-//! in index order. Pure; cost: a sort of the positions for ranks.
+//! server's canonical value order, ties in index order. Results list the picked items in
+//! index order, as the real server does, except those of a rank range (or a
+//! value-relative rank range), which it takes from a heap: a map's come in rank order
+//! (unless an ordered map is asked for); a list's values come in rank order when the
+//! range is nearer the top than the bottom, else in descending rank order (the heap then
+//! pops the lowest first: ranks 2 and 3 of seven values give the rank-3 value first),
+//! and its indexes in index order. An inverted selection is every other item, in index
+//! order. Pure; cost: a sort of the positions for ranks.
 
 use super::cdt::CdtError;
 use super::msgpack::{canonical_cmp, Value};
@@ -29,8 +33,9 @@ pub struct Items<'a> {
 pub struct Picked {
     pub positions: Vec<usize>,
     pub single: bool,
-    /// Results list the items in rank order (a value-relative rank range), not index order.
-    pub rank_order: bool,
+    /// `positions` are in the order of a rank range's heap (see the module comment), which
+    /// some results keep; else results list them in index order.
+    pub heap_order: bool,
 }
 
 /// How an op selects.
@@ -122,12 +127,12 @@ pub fn pick(items: &Items<'_>, by: By, args: &[Value]) -> Result<Picked> {
     let values = &items.values;
     let keys = || items.keys.as_ref().ok_or(CdtError::Parameter);
     let len = values.len();
-    let many = |positions| Ok(Picked { positions, single: false, rank_order: false });
+    let many = |positions| Ok(Picked { positions, single: false, heap_order: false });
     let matching = |of: &[&Value], hit: &dyn Fn(&Value) -> bool| -> Vec<usize> {
         (0..of.len()).filter(|&i| hit(of[i])).collect()
     };
     let one = |position: Option<usize>| {
-        Ok(Picked { positions: position.into_iter().collect(), single: true, rank_order: false })
+        Ok(Picked { positions: position.into_iter().collect(), single: true, heap_order: false })
     };
     match by {
         By::Index => one(exact(int(args.first())?, len)),
@@ -138,10 +143,11 @@ pub fn pick(items: &Items<'_>, by: By, args: &[Value]) -> Result<Picked> {
         By::Rank => {
             let order = rank_order(values);
             let positions = exact(int(args.first())?, len).map(|r| vec![order[r]]).unwrap_or_default();
-            Ok(Picked { positions, single: true, rank_order: false })
+            Ok(Picked { positions, single: true, heap_order: false })
         }
         By::RankRange => {
-            many(rank_order(values)[span(int(args.first())?, opt_int(args.get(1))?, len)].to_vec())
+            let range = span(int(args.first())?, opt_int(args.get(1))?, len);
+            Ok(heap_ordered(rank_order(values), range, items.keys.is_some()))
         }
         By::Value => {
             let wanted = args.first().ok_or(CdtError::Parameter)?;
@@ -159,8 +165,8 @@ pub fn pick(items: &Items<'_>, by: By, args: &[Value]) -> Result<Picked> {
             let anchor = args.first().ok_or(CdtError::Parameter)?;
             let order = rank_order(values);
             let below = order.iter().filter(|&&i| canonical_cmp(values[i], anchor) == Ordering::Less).count();
-            let positions = order[relative(below, int(args.get(1))?, opt_int(args.get(2))?, len)].to_vec();
-            Ok(Picked { positions, single: false, rank_order: true })
+            let range = relative(below, int(args.get(1))?, opt_int(args.get(2))?, len);
+            Ok(heap_ordered(order, range, items.keys.is_some()))
         }
         By::IndexRange => many(span(int(args.first())?, opt_int(args.get(1))?, len).collect()),
         By::KeyList => {
@@ -224,6 +230,19 @@ pub fn map_result_order(return_type: i64) -> Option<u8> {
     }
 }
 
+/// The items of ranks `range` in the order the real server's heap yields them: for a
+/// list whose range is no farther from the bottom than from the top, a min-heap pops them
+/// into place highest first; otherwise (and for maps, whose results it turns back) in
+/// rank order.
+fn heap_ordered(rank_order: Vec<usize>, range: std::ops::Range<usize>, is_map: bool) -> Picked {
+    let below_tail = range.start <= rank_order.len() - range.end;
+    let mut positions = rank_order[range].to_vec();
+    if below_tail && !is_map {
+        positions.reverse();
+    }
+    Picked { positions, single: false, heap_order: true }
+}
+
 /// Positions in rank order: by canonical value, ties by position.
 fn rank_order(values: &[&Value]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..values.len()).collect();
@@ -272,8 +291,14 @@ fn relative(anchor: usize, offset: i64, count: Option<i64>, len: usize) -> std::
 /// removal.
 pub fn result(items: &Items<'_>, picked: Picked, return_type: i64) -> Result<(Value, Vec<usize>)> {
     let len = items.values.len();
-    let Picked { mut positions, mut single, rank_order: in_rank_order } = picked;
-    if !in_rank_order {
+    let Picked { mut positions, mut single, heap_order } = picked;
+    let base_type = return_type & !RETURN_INVERTED;
+    // A list keeps the heap's order for its values only; a map for all but an ordered map.
+    let keeps_heap_order = match items.keys {
+        None => base_type == 7,
+        Some(_) => base_type != 17,
+    };
+    if !(heap_order && keeps_heap_order && return_type & RETURN_INVERTED == 0) {
         positions.sort_unstable();
     }
     if return_type & RETURN_INVERTED != 0 {
@@ -300,9 +325,12 @@ pub fn result(items: &Items<'_>, picked: Picked, return_type: i64) -> Result<(Va
                 rank_of[p] = rank;
             }
             let reverse = return_type & !RETURN_INVERTED == 4;
-            one_or_list(ints(
-                positions.iter().map(|&p| if reverse { len - 1 - rank_of[p] } else { rank_of[p] }).collect(),
-            ))
+            let mut ranks: Vec<usize> =
+                positions.iter().map(|&p| if reverse { len - 1 - rank_of[p] } else { rank_of[p] }).collect();
+            if heap_order {
+                ranks.sort_unstable(); // a rank range answers its ranks as a range
+            }
+            one_or_list(ints(ranks))
         }
         5 => Value::Int(positions.len() as i64),
         6 => {

@@ -19,7 +19,9 @@ fn values_of(list: &[Value], by: By, args: &[Value], return_type: i64) -> Value 
 
 #[test]
 fn value_relative_rank_ranges_match_the_clients_examples() {
-    // From the client's documentation, for the list [0, 4, 5, 9, 11, 15].
+    // The client's documented selections for the list [0, 4, 5, 9, 11, 15], in the order
+    // the real server's heap gives them: descending where the range is no nearer the top
+    // (all six from rank 0; two from rank 1), else ascending.
     let list = ints(&[0, 4, 5, 9, 11, 15]);
     for (value, rank, want) in [
         (5, 0, &[5, 9, 11, 15][..]),
@@ -27,13 +29,29 @@ fn value_relative_rank_ranges_match_the_clients_examples() {
         (5, -1, &[4, 5, 9, 11, 15]),
         (3, 0, &[4, 5, 9, 11, 15]),
         (3, 3, &[11, 15]),
-        (3, -3, &[0, 4, 5, 9, 11, 15]),
+        (3, -3, &[15, 11, 9, 5, 4, 0]),
     ] {
         let got = values_of(&list, By::ValueRelRankRange, &[Value::Int(value), Value::Int(rank)], 7);
         assert_eq!(got, Value::List(ints(want)), "({value}, {rank})");
     }
     let counted = values_of(&list, By::ValueRelRankRange, &ints(&[5, -1, 2]), 7);
-    assert_eq!(counted, Value::List(ints(&[4, 5])));
+    assert_eq!(counted, Value::List(ints(&[5, 4])));
+    // The client suite's own case (`cdt_list`): ranks 2 and 3 of seven values, highest
+    // first; ranks 4 to the end, lowest first.
+    let seven = [
+        Value::string(b"0"),
+        Value::Int(9),
+        Value::Int(8),
+        Value::Int(7),
+        Value::Int(1),
+        Value::F64(2.1),
+        Value::Int(-1),
+    ];
+    assert_eq!(values_of(&seven, By::RankRange, &ints(&[2, 2]), 7), Value::List(ints(&[8, 7])));
+    let top = values_of(&seven, By::RankRange, &ints(&[4]), 7);
+    assert_eq!(top, Value::List(vec![Value::Int(9), Value::string(b"0"), Value::F64(2.1)]));
+    // Their indexes come in index order; as a map's entries they come in rank order.
+    assert_eq!(values_of(&seven, By::RankRange, &ints(&[2, 2]), 1), Value::List(ints(&[2, 3])));
 }
 
 #[test]
@@ -72,6 +90,13 @@ fn map_selections_by_key_and_value_return_keys_values_and_entries() {
     assert_eq!(positions, vec![0]);
     let (_, positions) = run(By::Value, &ints(&[10]), 0);
     assert_eq!(positions, vec![1, 3], "what a remove takes, in index order");
+    // A rank range of a map answers in rank order (keys 2, 4, 3 for ranks 0..3), except
+    // as an ordered map, which is in key order; what it removes is in index order.
+    let (keys_by_rank, positions) = run(By::RankRange, &ints(&[0, 3]), 6);
+    assert_eq!((keys_by_rank, positions), (Value::List(ints(&[2, 4, 3])), vec![1, 2, 3]));
+    let (ordered, _) = run(By::RankRange, &ints(&[0, 3]), 17);
+    let Value::Map { entries, .. } = ordered else { panic!("a map") };
+    assert_eq!(entries.iter().map(|e| e.0.clone()).collect::<Vec<_>>(), ints(&[2, 3, 4]));
     assert!(pick(&items, By::KeyList, &[Value::Int(1)]).is_err(), "a key list that is not a list");
     assert!(pick(&Items { values: vec![], keys: None }, By::KeyInterval, &ints(&[1])).is_err());
 }
