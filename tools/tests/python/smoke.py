@@ -118,6 +118,30 @@ with open(os.path.join(tempfile.mkdtemp(), "pyshape.lua"), "w") as f:
 client.udf_put(f.name)
 assert client.apply(("test", "pyidx", 3), "pyshape", "shape", []) == {"size": 2, "first": 3}
 
+# Path expressions (8.1): select what a path reaches, its filter reading each child through
+# a loop variable, then modify the leaves it reaches (clients before 19.x lack the helpers).
+from aerospike_helpers import cdt_ctx
+from aerospike_helpers import expressions as exp
+from aerospike_helpers.operations import operations as path_ops
+if hasattr(path_ops, "select_by_path"):
+    store = ("test", "py", "store")
+    client.put(store, {"s": {"book": [{"title": "A", "price": 8.5}, {"title": "B", "price": 12.0}]}})
+    price = exp.MapGetByKey(None, aerospike.MAP_RETURN_VALUE, exp.ResultType.FLOAT, "price",
+                            exp.LoopVarMap(aerospike.EXP_LOOPVAR_VALUE))
+    cheap = cdt_ctx.cdt_ctx_all_children_with_filter(exp.LE(price, 10.0).compile())
+    title = cdt_ctx.cdt_ctx_all_children_with_filter(
+        exp.Eq(exp.LoopVarStr(aerospike.EXP_LOOPVAR_KEY), "title").compile())
+    path = [cdt_ctx.cdt_ctx_map_key("book"), cheap, title]
+    _, _, got = client.operate(store, [path_ops.select_by_path("s", path, aerospike.EXP_PATH_SELECT_VALUE)])
+    assert got["s"] == ["A"], got
+    prices = [cdt_ctx.cdt_ctx_map_key("book"), cdt_ctx.cdt_ctx_all_children(), cdt_ctx.cdt_ctx_map_key("price")]
+    double = exp.Mul(exp.LoopVarFloat(aerospike.EXP_LOOPVAR_VALUE), 2.0).compile()
+    client.operate(store, [path_ops.modify_by_path("s", prices, double, aerospike.EXP_PATH_MODIFY_DEFAULT)])
+    _, _, got = client.get(store)
+    assert [b["price"] for b in got["s"]["book"]] == [17.0, 24.0], got
+else:
+    print("python client smoke test: path expressions skipped (this client has no select_by_path)")
+
 # Delete is durable and final; truncate empties a set.
 client.remove(key)
 try:
