@@ -51,8 +51,12 @@ fn path_op(contexts: &[(i64, Value)], flags: i64, modify: Option<Value>) -> Vec<
     encode(&Value::List(items))
 }
 
-/// Runs the op on `bin` (a map or list value); the result and the bin's new value.
-fn run(bin: &Value, op: &[u8], modify: bool) -> std::result::Result<(Value, Option<Value>), CdtError> {
+/// `apply_cdt` with a record of no other bins as the expressions' subject.
+fn apply_on_empty_record(
+    bin: Option<(u8, &[u8])>,
+    op: &[u8],
+    modify: bool,
+) -> std::result::Result<crate::server::cdt::Applied, CdtError> {
     let record = StoredRecord::default();
     let subject = Subject {
         record: &record,
@@ -62,8 +66,13 @@ fn run(bin: &Value, op: &[u8], modify: bool) -> std::result::Result<(Value, Opti
         digest: &[0; 20],
         size_bytes: 0,
     };
+    apply_cdt(bin, op, modify, &subject)
+}
+
+/// Runs the op on `bin` (a map or list value); the result and the bin's new value.
+fn run(bin: &Value, op: &[u8], modify: bool) -> std::result::Result<(Value, Option<Value>), CdtError> {
     let (particle, bytes) = bin.to_particle();
-    let applied = apply_cdt(Some((particle, &bytes)), op, modify, &subject)?;
+    let applied = apply_on_empty_record(Some((particle, &bytes)), op, modify)?;
     Ok((applied.result, applied.new_bin.map(|(_, b)| decode(&b).unwrap())))
 }
 
@@ -192,19 +201,10 @@ fn malformed_paths_and_bins_of_other_types_are_refused() {
     assert_eq!(refused(path_op(&[(0x15, Value::Nil)], 1, None)), Err(CdtError::Parameter));
     let deep: Vec<(i64, Value)> = (0..65).map(|_| all()).collect();
     assert_eq!(refused(path_op(&deep, 1, None)), Err(CdtError::Parameter));
-    let record = StoredRecord::default();
-    let subject = Subject {
-        record: &record,
-        generation: 1,
-        void_time: 0,
-        last_update_ms: 0,
-        digest: &[0; 20],
-        size_bytes: 0,
-    };
     let op = path_op(&[all()], 1, None);
     assert_eq!(
-        apply_cdt(Some((1, &[0; 8])), &op, false, &subject).map(|a| a.result),
+        apply_on_empty_record(Some((1, &[0; 8])), &op, false).map(|a| a.result),
         Err(CdtError::IncompatibleType)
     );
-    assert_eq!(apply_cdt(None, &op, false, &subject).map(|a| a.result), Ok(Value::Nil));
+    assert_eq!(apply_on_empty_record(None, &op, false).map(|a| a.result), Ok(Value::Nil));
 }
