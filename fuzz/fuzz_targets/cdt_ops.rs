@@ -1,5 +1,5 @@
-//! spike-server's MessagePack codec, list/map (path ops included), HLL and bit operations
-//! and filter expressions, on bytes a client sends: a decoded value must encode to bytes that decode
+//! spike-server's MessagePack codec, list/map (path ops included), HLL, bit and string
+//! operations and filter expressions, on bytes a client sends: a decoded value must encode to bytes that decode
 //! to the same encoding, no op on any bin and no expression on a record may panic, a sketch
 //! an HLL op stores can be counted, and a blob a bit op stores can be read. Input: a selector byte (bit 0: map bin, bit 1: a modifying op), a
 //! 16-bit length, the bin's bytes, then the op's bytes.
@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spike_tools::server::bins::StoredRecord;
-use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack};
+use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack, string_ops};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(value) = msgpack::decode(data) {
@@ -49,6 +49,16 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = filter::apply_cdt(None, op, modify, &subject);
+    // String ops on the bin's bytes as a string (and as the list or map of a context op),
+    // and on no bin: what a modify stores is a string, or a list or map that decodes.
+    for held in [Some((string_ops::PARTICLE_STRING, bin)), Some((particle, bin)), None] {
+        if let Ok(string_ops::Applied { new_bin: Some((stored, bytes)), .. }) = string_ops::apply(held, op, modify) {
+            match stored {
+                string_ops::PARTICLE_STRING => assert!(std::str::from_utf8(&bytes).is_ok(), "a string op stored bad UTF-8"),
+                _ => assert!(msgpack::decode(&bytes).is_ok(), "a string op in a context stored bytes that do not decode"),
+            }
+        }
+    }
     // HLL ops on the bin as given, on an empty 16-register sketch, and on no bin.
     let empty_sketch = [&[0u8, 4, 0][..], &[0; 8], &[0; 12]].concat();
     for bin in [Some(bin), Some(&empty_sketch[..]), None] {

@@ -276,7 +276,7 @@ fn fuzz_seeds_and_findings_replay_without_panic_and_answer_whole_frames() {
 #[test]
 fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     use spike_tools::server::bins::StoredRecord;
-    use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack};
+    use spike_tools::server::{bits, cdt, exp_op, filter, hll, msgpack, string_ops};
     let mut record = StoredRecord::default();
     record.set_bin(b"n", 1, &7i64.to_be_bytes());
     record.set_bin(b"b", bits::PARTICLE_BLOB, &[0xf0, 0x0f, 0x55]);
@@ -297,7 +297,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
         }
     }
     assert!(inputs.len() >= 8, "the seeds are missing");
-    let (mut stored, mut sketches, mut blobs, mut passed, mut paths) = (0, 0, 0, 0, 0);
+    let (mut stored, mut sketches, mut blobs, mut passed, mut paths, mut strings) = (0, 0, 0, 0, 0, 0);
     for input in &inputs {
         for len in 0..=input.len() {
             let data = &input[..len];
@@ -318,6 +318,18 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
                         assert!(msgpack::decode(&bytes).is_ok());
                         stored += 1;
                     }
+                }
+            }
+            for held in [Some((3, bin)), Some((particle, bin)), None] {
+                if let Ok(string_ops::Applied { new_bin: Some((stored, bytes)), .. }) =
+                    string_ops::apply(held, op, selector & 2 != 0)
+                {
+                    assert!(if stored == 3 {
+                        std::str::from_utf8(&bytes).is_ok()
+                    } else {
+                        msgpack::decode(&bytes).is_ok()
+                    });
+                    strings += 1;
                 }
             }
             let empty_sketch = [&[0u8, 4, 0][..], &[0; 20]].concat();
@@ -350,6 +362,7 @@ fn cdt_fuzz_seeds_and_findings_replay_without_panic() {
     }
     assert!(blobs >= 2, "the seeds no longer reach the bit ops");
     assert!(paths >= 4, "the seeds no longer reach the path ops");
+    assert!(strings >= 3, "the seeds no longer reach the string ops");
     assert!(passed >= 1, "no seed's filter (a bit count call among them) passes");
     assert!(stored >= 5, "the seeds no longer reach the ops ({stored} stored)");
     assert!(sketches >= 1, "the seeds no longer reach the HLL ops");

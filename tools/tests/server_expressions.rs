@@ -19,6 +19,11 @@ async fn connect(server: &ServerProcess) -> Client {
     Client::new(&ClientPolicy::default(), &server.host()).await.expect("connect to spike-server")
 }
 
+/// The record an operate of one op answers.
+async fn one_op(client: &Client, key: &Key, op: Operation) -> aerospike::Record {
+    client.operate(&WritePolicy::default(), key, &[op]).await.unwrap()
+}
+
 /// The result code of an operate the server refuses.
 async fn refused(client: &Client, key: &Key, op: Operation) -> Option<ResultCode> {
     client.operate(&WritePolicy::default(), key, &[op]).await.unwrap_err().server_result_code()
@@ -419,5 +424,82 @@ async fn path_operations_select_and_modify_what_their_filters_reach() {
     assert!(client.operate(&wp, &key, &[bad_modify]).await.unwrap_err().server_result_code().is_some());
     let after = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap().generation;
     assert_eq!(after, generation, "a refused path op writes nothing");
+    client.close().await.unwrap();
+}
+
+/// String operations (8.2) through the official Rust client: reads, modifies with their
+/// write flags, a string inside a map, list join, to_string, and string expressions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_operations_read_modify_and_refuse_as_the_clients_document() {
+    use aerospike::expressions::string as str_exp;
+    use aerospike::expressions::{eq, int_val, string_bin, string_val};
+    use aerospike::operations::cdt_context::ctx_map_key;
+    use aerospike::operations::exp::{read_exp, ExpReadFlags};
+    use aerospike::operations::string::{self as str_op, StringPolicy, StringWriteFlags};
+    use aerospike::operations::{lists, string::to_string};
+    use aerospike::{as_list, as_map, as_val};
+    let server = ServerProcess::start("buffered", "");
+    let client = connect(&server).await;
+    let wp = WritePolicy::default();
+    let key = as_key!("test", "strings", 1);
+    let bins = [as_bin!("s", "héllo wörld"), as_bin!("m", as_map!("greet" => "hi there")), as_bin!("n", 42)];
+    client.put(&wp, &key, &bins).await.unwrap();
+    assert_eq!(one_op(&client, &key, str_op::strlen("s")).await.bins.get("s"), Some(&Value::from(11)));
+    assert_eq!(
+        one_op(&client, &key, str_op::substr("s", 1, 4)).await.bins.get("s"),
+        Some(&Value::from("éll"))
+    );
+    assert_eq!(one_op(&client, &key, str_op::find("s", "wö")).await.bins.get("s"), Some(&Value::from(6)));
+    assert_eq!(one_op(&client, &key, to_string("n")).await.bins.get("n"), Some(&Value::from("42")));
+
+    let policy = StringPolicy::default();
+    let ops = [
+        str_op::upper(&policy, "s"),
+        str_op::pad_end(&policy, "s", 13, "!"),
+        aerospike::operations::get_bin("s"),
+    ];
+    let record = client.operate(&wp, &key, &ops).await.unwrap();
+    // Each op on the bin answers: the modifies nothing, the read the string.
+    let answers = vec![Value::Nil, Value::Nil, Value::from("HÉLLO WÖRLD!!")];
+    assert_eq!(record.bins.get("s"), Some(&Value::MultiResult(answers)));
+    let in_map =
+        str_op::replace(&policy, "m", "there", "you").context(vec![ctx_map_key(Value::from("greet"))]);
+    client.operate(&wp, &key, &[in_map]).await.unwrap();
+    let stored = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(stored.bins.get("m"), Some(&as_map!("greet" => "hi you")));
+
+    // Write flags: CREATE_ONLY on a live bin is BIN_EXISTS (nothing written); NO_FAIL
+    // leaves the bin as it was; UPDATE_ONLY does not create.
+    let generation = stored.generation;
+    let create_only = StringPolicy::new(StringWriteFlags::CREATE_ONLY);
+    assert_eq!(
+        refused(&client, &key, str_op::append(&create_only, "s", "x")).await,
+        Some(ResultCode::BinExistsError)
+    );
+    let no_fail = StringPolicy::new(StringWriteFlags::NO_FAIL);
+    client.operate(&wp, &key, &[str_op::repeat(&no_fail, "s", -1)]).await.unwrap();
+    let update_only = StringPolicy::new(StringWriteFlags::UPDATE_ONLY);
+    client.operate(&wp, &key, &[str_op::append(&update_only, "absent", "x")]).await.unwrap();
+    let stored = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
+    assert_eq!(stored.bins.get("s"), Some(&Value::from("HÉLLO WÖRLD!!")));
+    assert_eq!(stored.bins.get("absent"), None);
+    assert!(stored.generation <= generation + 2, "refused ops wrote nothing of their own");
+    assert_eq!(refused(&client, &key, str_op::to_integer("s")).await, Some(ResultCode::ParameterError));
+    assert_eq!(refused(&client, &key, str_op::strlen("n")).await, Some(ResultCode::BinTypeError));
+
+    // List join, and string expressions in a read and a filter.
+    client.put(&wp, &key, &[as_bin!("l", as_list!("a", "b", "c"))]).await.unwrap();
+    let joined = one_op(&client, &key, lists::join_by_separator("l", "-")).await;
+    assert_eq!(joined.bins.get("l"), Some(&Value::from("a-b-c")));
+    let shout =
+        read_exp("shout", str_exp::lower(&policy, string_bin("s".to_string())), ExpReadFlags::DEFAULT);
+    assert_eq!(one_op(&client, &key, shout).await.bins.get("shout"), Some(&Value::from("héllo wörld!!")));
+    let mut rp = ReadPolicy::default();
+    rp.base_policy.filter_expression = Some(eq(str_exp::strlen(string_bin("s".to_string())), int_val(13)));
+    assert!(client.get(&rp, &key, Bins::All).await.is_ok());
+    rp.base_policy.filter_expression =
+        Some(eq(str_exp::substr(string_bin("s".to_string()), int_val(-2)), string_val("?")));
+    let err = client.get(&rp, &key, Bins::All).await.unwrap_err();
+    assert_eq!(err.server_result_code(), Some(ResultCode::FilteredOut));
     client.close().await.unwrap();
 }

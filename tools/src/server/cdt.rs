@@ -3,7 +3,7 @@
 //! bin, and a modifying op gives the bin's new value.
 //!
 //! Served: list append, append-items, insert, insert-items, pop, pop-range, remove,
-//! remove-range, set, trim, clear, increment, sort, size, get, get-range; map set-order,
+//! remove-range, set, trim, clear, increment, sort, size, get, get-range, join (8.2); map set-order,
 //! put, put-items, increment, decrement, clear, size; for both, get and remove by index,
 //! index range, rank, rank range, value, value list, value interval and value-relative
 //! rank range, and for maps by key, key list, key interval and key-relative index range,
@@ -174,6 +174,7 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
             let range = range_of(&list, args.int(0)?, args.0.get(1).map(int).transpose()?);
             return read_only(Value::List(range.to_vec()), existed);
         }
+        28 => return read_only(joined(&list, args.0.first())?, existed),
         1..=13 => list_change(&mut list, code, args)?,
         _ => {
             let (by, remove) = cdt_select::list_selection(code).ok_or(CdtError::Unsupported)?;
@@ -192,6 +193,18 @@ fn list_op(bin: Option<(u8, &[u8])>, code: i64, args: &Args) -> Result<Applied> 
         list.insert(0, Value::Ext { kind: LIST_ORDERED_HEADER, data: Vec::new() });
     }
     Ok(Applied { result, new_bin: Some((PARTICLE_LIST, encode(&Value::List(list)))) })
+}
+
+/// Join (op 28, Aerospike 8.2): the list's strings concatenated, with the separator
+/// string between them if one is given; an item that is not a string is PARAMETER.
+fn joined(list: &[Value], separator: Option<&Value>) -> Result<Value> {
+    let text = |value: &Value| match value {
+        Value::Bytes { payload, .. } if payload.first() == Some(&3) => Ok(payload[1..].to_vec()),
+        _ => Err(CdtError::Parameter),
+    };
+    let separator = separator.map(text).transpose()?.unwrap_or_default();
+    let parts: Vec<Vec<u8>> = list.iter().map(text).collect::<Result<_>>()?;
+    Ok(Value::string(&parts.join(&separator[..])))
 }
 
 /// The list ops 1..=13 that change the list (append through sort); returns the result.

@@ -181,6 +181,10 @@ fn eval(expression: &Value, subject: &Subject<'_>, vars: &Vars<'_>) -> Result<Te
             _ => Term::Unknown,
         },
         122 => loop_var(vars, arg(0)?, arg(1)?)?,
+        99 => match sub(0)? {
+            Term::Known(value) => super::string_ops::to_string(&value).map_or(Term::Unknown, Term::Known),
+            _ => Term::Unknown,
+        },
         123 => cond(args, subject, vars)?,
         124 => {
             let name = raw_name(arg(0)?)?;
@@ -330,6 +334,7 @@ const CALL_MODIFY: i64 = 0x40;
 const MODULE_CDT: i64 = 0;
 const MODULE_BITS: i64 = 1;
 const MODULE_HLL: i64 = 2;
+const MODULE_STRING: i64 = 3;
 
 /// `[127, return type, module | modify, op, bin]`: the op (`[code, args…]`, or `[0xff,
 /// context, [code, args…]]` for a list or map op in a nested element) run on the bin's
@@ -366,6 +371,10 @@ fn call(
         },
         MODULE_HLL => match super::hll::apply(held, &op, modify) {
             Ok(applied) => (applied.result, applied.new_bin.map(|b| (super::hll::PARTICLE_HLL, b))),
+            Err(_) => return Ok(Term::Unknown),
+        },
+        MODULE_STRING => match super::string_ops::apply(held, &op, modify) {
+            Ok(applied) => (applied.result, applied.new_bin),
             Err(_) => return Ok(Term::Unknown),
         },
         _ => return Err(FilterError::Unsupported),

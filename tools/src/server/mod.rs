@@ -43,6 +43,7 @@ pub mod net;
 pub mod record;
 pub mod scan;
 pub mod sindex;
+pub mod string_ops;
 pub mod udf;
 pub mod udf_values;
 pub mod wire;

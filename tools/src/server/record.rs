@@ -8,7 +8,7 @@ use super::bins::{self, BinOpError, StoredRecord, PARTICLE_NULL};
 use super::counters::{Kind, Origin};
 use super::wire::*;
 use super::Namespace;
-use super::{bits, cdt, exp_op, filter, hll, msgpack, sindex, udf};
+use super::{bits, cdt, exp_op, filter, hll, msgpack, sindex, string_ops, udf};
 use spike::{Change, Error};
 
 pub mod code {
@@ -250,6 +250,9 @@ fn check_ops(ops: &[Op<'_>]) -> Option<u8> {
                 | OP_HLL_MODIFY
                 | OP_BITS_READ
                 | OP_BITS_MODIFY
+                | OP_STRING_READ
+                | OP_STRING_MODIFY
+                | OP_TO_STRING
                 | OP_EXP_READ
                 | OP_EXP_MODIFY
         ) {
@@ -359,7 +362,9 @@ pub fn select_bins(
         let bin = stored.bin(op.name);
         match (op.code, bin) {
             (OP_READ, Some(b)) => out.push((b.particle, b.name.clone(), b.value.clone())),
-            (OP_READ | OP_CDT_READ | OP_HLL_READ | OP_BITS_READ, None) if respond_all => {
+            (OP_READ | OP_CDT_READ | OP_HLL_READ | OP_BITS_READ | OP_STRING_READ | OP_TO_STRING, None)
+                if respond_all =>
+            {
                 out.push((PARTICLE_NULL, op.name.to_vec(), Vec::new()))
             }
             (OP_CDT_READ, Some(b)) => {
@@ -371,6 +376,12 @@ pub fn select_bins(
             (OP_HLL_READ, Some(b)) => {
                 let applied =
                     hll::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
+                out.extend(applied.result.map(|result| result_bin(op.name, &result)));
+            }
+            (OP_TO_STRING, Some(b)) => out.push(result_bin(op.name, &bin_to_string(b)?)),
+            (OP_STRING_READ, Some(b)) => {
+                let applied =
+                    string_ops::apply(Some((b.particle, &b.value)), op.value, false).map_err(|e| e.code())?;
                 out.extend(applied.result.map(|result| result_bin(op.name, &result)));
             }
             (OP_BITS_READ, Some(b)) => {
@@ -441,6 +452,15 @@ fn run_ops(
             }
             OP_BITS_READ | OP_BITS_MODIFY => {
                 push_reply(&mut replies, op, apply_bits(record, op)?, respond_all);
+                continue;
+            }
+            OP_STRING_READ | OP_STRING_MODIFY => {
+                push_reply(&mut replies, op, apply_string(record, op)?, respond_all);
+                continue;
+            }
+            OP_TO_STRING => {
+                let text = record.bin(op.name).map(bin_to_string).transpose()?;
+                push_reply(&mut replies, op, text.map(|t| t.to_particle()), respond_all);
                 continue;
             }
             OP_READ => {
@@ -522,6 +542,24 @@ fn apply_hll(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<(u8, Vec<u
         record.set_bin(op.name, hll::PARTICLE_HLL, value);
     }
     Ok(applied.result.map(|result| result.to_particle()))
+}
+
+/// Runs a string op of a write on the record being built: the bin changes (a modify that
+/// refused under NO_FAIL, or one on an absent bin it does not create, changes nothing),
+/// and a read's result is its reply.
+fn apply_string(record: &mut StoredRecord, op: &Op<'_>) -> Result<Option<(u8, Vec<u8>)>, u8> {
+    let bin = record.bin(op.name).map(|b| (b.particle, &b.value[..]));
+    let applied = string_ops::apply(bin, op.value, op.code == OP_STRING_MODIFY).map_err(|e| e.code())?;
+    if let Some((particle, bytes)) = &applied.new_bin {
+        record.set_bin(op.name, *particle, bytes);
+    }
+    Ok(applied.result.map(|result| result.to_particle()))
+}
+
+/// A bin as a string (TO_STRING): integers, floats, strings and blobs; else BIN_TYPE_ERROR.
+fn bin_to_string(bin: &bins::Bin) -> Result<msgpack::Value, u8> {
+    let value = msgpack::Value::from_particle(bin.particle, &bin.value).map_err(|_| code::PARAMETER)?;
+    string_ops::to_string(&value).map_err(|e| e.code())
 }
 
 /// Runs a bit op of a write on the record being built: the bin changes (a modify that

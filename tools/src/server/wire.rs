@@ -69,6 +69,9 @@ pub const OP_BITS_MODIFY: u8 = 13;
 pub const OP_DELETE_ALL: u8 = 14;
 pub const OP_HLL_READ: u8 = 15;
 pub const OP_HLL_MODIFY: u8 = 16;
+pub const OP_STRING_READ: u8 = 17;
+pub const OP_STRING_MODIFY: u8 = 18;
+pub const OP_TO_STRING: u8 = 19;
 
 pub const DIGEST_SIZE: usize = 20;
 pub const BIN_NAME_MAX: usize = 15;

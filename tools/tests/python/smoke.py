@@ -142,6 +142,25 @@ if hasattr(path_ops, "select_by_path"):
 else:
     print("python client smoke test: path expressions skipped (this client has no select_by_path)")
 
+# String operations (8.2), through the C client's own encoder.
+try:
+    from aerospike_helpers.operations import string_operations as str_ops
+except ImportError:
+    str_ops = None
+if str_ops is not None:
+    words = ("test", "py", "words")
+    client.put(words, {"w": "héllo wörld"})
+    _, _, got = client.operate(words, [str_ops.strlen("w")])
+    assert got["w"] == 11, got
+    _, _, got = client.operate(words, [str_ops.find("w", "wö")])
+    assert got["w"] == 6, got
+    client.operate(words, [str_ops.upper("w")])
+    client.operate(words, [str_ops.pad_start("w", 13, "*")])
+    _, _, got = client.get(words)
+    assert got["w"] == "**HÉLLO WÖRLD", got
+else:
+    print("python client smoke test: string operations skipped (this client has no string_operations)")
+
 # Delete is durable and final; truncate empties a set.
 client.remove(key)
 try:
