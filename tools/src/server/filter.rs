@@ -694,7 +694,12 @@ mod tests {
             Err(FilterError::Parameter)
         );
         assert_eq!(passes(&encode(&op(8, vec![])), &subject), Err(FilterError::Parameter), "geo takes two");
-        assert_eq!(passes(&encode(&op(99, vec![])), &subject), Err(FilterError::Unsupported));
+        assert_eq!(passes(&encode(&op(90, vec![])), &subject), Err(FilterError::Unsupported));
+        assert_eq!(
+            passes(&encode(&op(99, vec![])), &subject),
+            Err(FilterError::Parameter),
+            "to_string takes one"
+        );
         assert_eq!(passes(&[0xc1], &subject), Err(FilterError::Parameter));
         assert_eq!(passes(&encode(&op(1, vec![Value::Int(1)])), &subject), Err(FilterError::Parameter));
     }
