@@ -476,6 +476,8 @@ async fn string_operations_read_modify_and_refuse_as_the_clients_document() {
         refused(&client, &key, str_op::append(&create_only, "s", "x")).await,
         Some(ResultCode::BinExistsError)
     );
+    let after_refusal = client.get(&ReadPolicy::default(), &key, Bins::None).await.unwrap().generation;
+    assert_eq!(after_refusal, generation, "a refused op writes nothing");
     let no_fail = StringPolicy::new(StringWriteFlags::NO_FAIL);
     client.operate(&wp, &key, &[str_op::repeat(&no_fail, "s", -1)]).await.unwrap();
     let update_only = StringPolicy::new(StringWriteFlags::UPDATE_ONLY);
@@ -483,7 +485,6 @@ async fn string_operations_read_modify_and_refuse_as_the_clients_document() {
     let stored = client.get(&ReadPolicy::default(), &key, Bins::All).await.unwrap();
     assert_eq!(stored.bins.get("s"), Some(&Value::from("HÉLLO WÖRLD!!")));
     assert_eq!(stored.bins.get("absent"), None);
-    assert!(stored.generation <= generation + 2, "refused ops wrote nothing of their own");
     assert_eq!(refused(&client, &key, str_op::to_integer("s")).await, Some(ResultCode::ParameterError));
     assert_eq!(refused(&client, &key, str_op::strlen("n")).await, Some(ResultCode::BinTypeError));
 

@@ -113,7 +113,9 @@ pub fn subject<'a>(
 /// loop variables name.
 #[derive(Clone, Default)]
 struct Vars<'a> {
-    named: Vec<(Vec<u8>, Term)>,
+    /// Borrowed from the enclosing scope until a `let` adds to it, so that a path's
+    /// expression, evaluated once per child, copies none of them.
+    named: std::borrow::Cow<'a, [(Vec<u8>, Term)]>,
     element: Option<(Option<&'a Value>, &'a Value, Option<usize>)>,
 }
 
@@ -275,7 +277,7 @@ fn let_in(args: &[Value], subject: &Subject<'_>, vars: &Vars<'_>) -> Result<Term
     let mut inner = vars.clone();
     for definition in definitions.chunks(2) {
         let value = eval(&definition[1], subject, &inner)?;
-        inner.named.push((raw_name(&definition[0])?.to_vec(), value));
+        inner.named.to_mut().push((raw_name(&definition[0])?.to_vec(), value));
     }
     eval(scope, subject, &inner)
 }
@@ -489,7 +491,7 @@ impl cdt_path::Evaluator for PathEvaluator<'_, '_> {
         expression: &Value,
         var: &cdt_path::LoopVar<'_>,
     ) -> Result<cdt_path::Outcome, CdtError> {
-        let vars = Vars { named: self.named.to_vec(), element: Some((var.key, var.value, var.index)) };
+        let vars = Vars { named: self.named.into(), element: Some((var.key, var.value, var.index)) };
         match eval(expression, self.subject, &vars) {
             Ok(Term::Known(value)) => Ok(cdt_path::Outcome::Value(value)),
             Ok(Term::Unknown) => Ok(cdt_path::Outcome::Unknown),
