@@ -51,7 +51,19 @@ fn main() {
     let inserts_s = records as f64 / start.elapsed().as_secs_f64();
     let (entries, allocated) = index.usage();
     let rss_grown = rss_bytes() - rss_before;
+    let arena_grown = index.arena_bytes().1 as u64;
+    if std::env::var_os("SPIKE_ARENA_CLASSES").is_some() {
+        for (class, (chunks, used, per)) in index.arena_class_usage().into_iter().enumerate() {
+            eprintln!(
+                "class {class}: chunks {chunks} slots {used} fill {:.2}",
+                used as f64 / (chunks * per).max(1) as f64
+            );
+        }
+    }
+    // What the janitor does every minute (and an open after recovery).
+    index.compact_arena();
     spike::offline::index::trim_heap();
+    let arena_compacted = index.arena_bytes().1 as u64;
     let rss_trimmed = rss_bytes() - rss_before;
 
     // A sample of the keys in random order (regenerated: the same seed gives the same keys).
@@ -79,6 +91,8 @@ fn main() {
     let per = |bytes: u64| bytes as f64 / entries as f64;
     println!("records:                 {entries}");
     println!("index allocated bytes:   {allocated} ({:.2} bytes/record)", per(allocated));
+    println!("sprig arena mapped:      {arena_grown} ({:.2} bytes/record)", per(arena_grown));
+    println!("  after compaction:      {arena_compacted} ({:.2} bytes/record)", per(arena_compacted));
     println!("process RSS growth:      {rss_grown} ({:.2} bytes/record)", per(rss_grown));
     println!("  after trim_heap:       {rss_trimmed} ({:.2} bytes/record)", per(rss_trimmed));
     println!("inserts:                 {inserts_s:.0}/s on one core");

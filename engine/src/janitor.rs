@@ -53,6 +53,7 @@ pub fn run(shared: &Shared, control: &BackgroundControl) {
     let mut scratch = defrag::Scratch::default();
     while !control.stopped() {
         if last_heap_trim.elapsed() >= index::HEAP_TRIM_INTERVAL {
+            shared.index.compact_arena();
             index::trim_heap();
             last_heap_trim = Instant::now();
         }

@@ -231,7 +231,11 @@ pub struct Stats {
     pub expired: u64,
     pub evicted: u64,
     pub index_entries: u64,
+    /// Bytes the index's entries and directory occupy.
     pub index_bytes: u64,
+    /// Bytes mapped for the sprigs' entries, free slots included: their share of RSS
+    /// (`index::arena`).
+    pub index_mapped_bytes: u64,
     pub devices: Vec<DeviceStats>,
     pub recovery: RecoveryStats,
     /// Latency histograms of get, put, delete, touch, update, apply, batch (one per call)

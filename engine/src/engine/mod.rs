@@ -153,8 +153,10 @@ impl Engine {
             Ok(disks)
         };
         let (disks, index, recovery) = restore(&config, build_disks)?;
-        // A cold start grew every partition insert by insert, and either way the buffers
-        // of the scan or the snapshot are gone: give their pages back.
+        // A cold start grew every partition insert by insert, leaving sparse chunks in the
+        // sprigs' arena, and either way the buffers of the scan or the snapshot are gone:
+        // give their pages back.
+        index.compact_arena();
         crate::index::trim_heap();
         log::info!(
             "namespace {:?}: {} start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",
@@ -503,6 +505,7 @@ impl Engine {
             evicted: c.evicted.load(Relaxed),
             index_entries,
             index_bytes,
+            index_mapped_bytes: self.shared.index.arena_bytes().1 as u64,
             devices,
             recovery: self.shared.recovery.clone(),
             latencies: c.latencies(),

@@ -7,11 +7,13 @@
 //! digest's bits; a read still compares the full digest stored on the device, and a
 //! caller-supplied digest is compared with the record's before a write replaces it. Two
 //! digests that agree in all 96 bits (crafted) are both kept, named by full digest
-//! (`shared`).
+//! (`shared`). Sprigs and directories live in the index's arena (`arena`) of huge pages.
 //!
 //! Concurrency: one mutex per partition; callers hold it only to copy or update an entry,
-//! never across I/O (the read path copies the location and lets go).
+//! never across I/O (the read path copies the location and lets go). The arena's mutexes
+//! (one per slot size) are taken under a partition's, never the other way.
 
+mod arena;
 mod entry;
 mod partition;
 mod shared;
@@ -25,16 +27,15 @@ pub use partition::{Partition, SPRIG_ENTRIES_MAX};
 pub use shared::EntryName;
 
 use crate::sync::{Mutex, MutexGuard};
+use arena::ArenaRef;
 
 pub use crate::format::partition_of;
 pub use crate::limits::PARTITION_COUNT;
 
-/// Hands the pages of freed heap memory back to the kernel. Growing sprigs are reallocated
-/// and glibc keeps the old allocations' pages mapped, so an index grown insert by insert
-/// holds more RSS than it allocates (at 10 M entries: 36.6 bytes a record for 29.7
-/// allocated; the holes are spread among live sprigs, so this gains little there, but it
-/// returns what mass deletes free). Run after recovery and every `HEAP_TRIM_INTERVAL` by
-/// the janitor. A no-op off glibc.
+/// Hands the pages of freed heap memory back to the kernel (the index's own memory is in
+/// its arena, compacted by `Index::compact_arena`; this returns what the scan buffers,
+/// snapshots and other heap users freed). Run after recovery and every
+/// `HEAP_TRIM_INTERVAL` by the janitor. A no-op off glibc.
 pub fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim has no preconditions; it only releases free memory.
@@ -43,7 +44,8 @@ pub fn trim_heap() {
     }
 }
 
-/// How often the janitor hands freed heap pages back ([`trim_heap`]).
+/// How often the janitor compacts the index's arena and hands freed heap pages back
+/// ([`trim_heap`]).
 pub const HEAP_TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct PoisonOnPanic<'a>(&'a std::sync::atomic::AtomicBool);
@@ -59,6 +61,8 @@ impl Drop for PoisonOnPanic<'_> {
 /// The whole index: 4096 partitions, each behind its own mutex.
 pub struct Index {
     partitions: Box<[Mutex<Partition>]>,
+    /// The sprigs' memory (`arena`).
+    arena: ArenaRef,
     /// Set when a partition lock is found poisoned (a thread panicked half-way through
     /// an update): the engine then refuses writes, since that partition may be inconsistent.
     poisoned: std::sync::atomic::AtomicBool,
@@ -73,8 +77,12 @@ impl Default for Index {
 impl Index {
     /// An empty index of a namespace with `device_count` devices.
     pub fn new(device_count: u8) -> Self {
+        let arena = ArenaRef::default();
         Index {
-            partitions: (0..PARTITION_COUNT).map(|_| Mutex::new(Partition::new(device_count))).collect(),
+            partitions: (0..PARTITION_COUNT)
+                .map(|_| Mutex::new(Partition::new(device_count, arena.clone())))
+                .collect(),
+            arena,
             poisoned: Default::default(),
         }
     }
@@ -109,6 +117,32 @@ impl Index {
     /// Tombstone entries (tombstones and expired records kept as such) over all partitions.
     pub fn tombstone_count(&self) -> u64 {
         self.partitions.iter().map(|p| self.lock(p).tombstones() as u64).sum()
+    }
+
+    /// Moves sprigs out of the arena's sparse chunks so that those chunks go back to the
+    /// kernel (`arena`'s compaction); returns the bytes unmapped. Locks one partition at a
+    /// time; costs a look at each sprig, and a copy of those it moves.
+    pub fn compact_arena(&self) -> usize {
+        let arena = self.arena.arena();
+        let before = arena.mapped_bytes();
+        if arena.plan_drain() > 0 {
+            for partition in self.partitions.iter() {
+                self.lock(partition).move_draining_sprigs();
+            }
+        }
+        before.saturating_sub(arena.mapped_bytes())
+    }
+
+    /// (bytes of slots handed out, bytes mapped) of the sprigs' arena: what the index's
+    /// entries occupy, and what that costs in RSS (free slots included).
+    pub fn arena_bytes(&self) -> (usize, usize) {
+        (self.arena.arena().used_bytes(), self.arena.arena().mapped_bytes())
+    }
+
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // index_footprint prints it
+    /// Per slot class of the arena: (chunks mapped, slots handed out, slots a chunk holds).
+    pub fn arena_class_usage(&self) -> Vec<(usize, usize, usize)> {
+        self.arena.arena().class_usage()
     }
 
     /// (entries, allocated bytes) over all partitions.

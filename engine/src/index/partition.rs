@@ -9,14 +9,15 @@
 //! a billion records) plus one of a sprig. A sprig that empties is dropped; two small neighbours merge.
 //!
 //! Memory: a sprig's capacity grows in steps of [`CAPACITY_STEP`] entries (about 4% slack
-//! on average, and few distinct block sizes for the allocator to reuse), and a sprig costs
-//! about 64 bytes of directory and allocator overhead, a third of a byte per entry.
+//! on average), each step a slot size of the index's arena (`arena`, which also holds the
+//! directory), and a sprig costs 56 bytes of directory, a third of a byte per entry.
 //!
 //! Invariants (checked by `check` in tests): sprig starts are strictly increasing and the
 //! first is the minimum tag; every entry of sprig i lies in [start(i), start(i+1));
 //! each sprig's entries are strictly sorted; `len` and `tombstones` count the entries; a
 //! sprig's `next_expiry_s` is at most the void time of each of its live entries with a TTL.
 
+use super::arena::ArenaRef;
 use super::entry::{DigestTag, EntryInfo, IndexEntry};
 use super::shared::{EntryName, SharedTags};
 use crate::format::Digest;
@@ -26,20 +27,23 @@ use std::cmp::Ordering;
 pub const SPRIG_ENTRIES_MAX: usize = 256;
 /// A sprig this small merges with its right neighbour if the two fit in half a sprig.
 const SPRIG_ENTRIES_MERGE: usize = SPRIG_ENTRIES_MAX / 8;
-/// Sprig capacities are multiples of this many entries: few distinct allocation sizes, so
-/// that the allocator reuses the blocks sprigs give up as they grow (RSS stays near the
-/// allocated bytes) while the slack stays under one step a sprig (about 4%).
-const CAPACITY_STEP: usize = 16;
+/// Sprig capacities are multiples of this many entries: the arena's slot sizes for
+/// entries (few sizes, so that the slots sprigs give up as they grow are reused), while
+/// the slack stays under one step a sprig (about 4%).
+pub(super) const CAPACITY_STEP: usize = 16;
 
 fn capacity_for(len: usize) -> usize {
     len.next_multiple_of(CAPACITY_STEP).max(CAPACITY_STEP)
 }
 
+/// A sprig's entries, in slots of the sprig arena (`arena`), not on the heap.
+type SprigEntries = allocator_api2::vec::Vec<IndexEntry, ArenaRef>;
+
 struct Sprig {
     /// The first tag this sprig may hold (the minimum for the first sprig). Kept beside the
     /// entries' pointer so that finding a sprig touches one cache line, not two arrays.
     start: DigestTag,
-    entries: Vec<IndexEntry>,
+    entries: SprigEntries,
     /// A lower bound on the void time of every live entry with a TTL (0: none has one),
     /// lowered by `upsert` and made exact by `expire_due`'s walk.
     next_expiry_s: u32,
@@ -102,6 +106,12 @@ fn interpolated_search(len: usize, guess: usize, cmp: impl Fn(usize) -> Ordering
     Err(lo)
 }
 
+/// Whether a vector's block lies in a draining chunk of its arena (an empty one has none).
+fn is_draining<T>(arena: &ArenaRef, vec: &allocator_api2::vec::Vec<T, ArenaRef>) -> bool {
+    let Ok(layout) = std::alloc::Layout::array::<T>(vec.capacity()) else { return false };
+    layout.size() > 0 && arena.arena().is_draining(std::ptr::NonNull::from(&vec[..]).cast(), layout)
+}
+
 /// Lowers a void-time bound (0: no bound yet) to `void_time` (0: no TTL, ignored).
 fn lower_bound(bound: &mut u32, void_time: u32) {
     if void_time != 0 && (*bound == 0 || void_time < *bound) {
@@ -111,7 +121,8 @@ fn lower_bound(bound: &mut u32, void_time: u32) {
 
 /// One partition's entries and the counts kept with them.
 pub struct Partition {
-    sprigs: Vec<Sprig>,
+    /// The directory, in the arena like the entries (its first probe is on a huge page).
+    sprigs: allocator_api2::vec::Vec<Sprig, ArenaRef>,
     len: usize,
     device_count: u8,
     /// Highest generation of a tombstone reclaimed from this partition: a key re-created
@@ -126,26 +137,35 @@ pub struct Partition {
     /// Entries whose tag another digest shares, by full digest (`shared`); almost always
     /// empty.
     shared: SharedTags,
+    /// Where the sprigs' entries live: the index's arena.
+    arena: ArenaRef,
 }
 
 impl Default for Partition {
     fn default() -> Self {
-        Partition::new(1)
+        Partition::new(1, ArenaRef::default())
     }
 }
 
 impl Partition {
     /// An empty partition of a namespace with `device_count` devices (entries derive their
-    /// device from their tag).
-    pub fn new(device_count: u8) -> Self {
+    /// device from their tag), its sprigs in `arena`.
+    pub fn new(device_count: u8, arena: ArenaRef) -> Self {
+        let mut sprigs = allocator_api2::vec::Vec::new_in(arena.clone());
+        sprigs.push(Sprig {
+            start: DigestTag::MIN,
+            entries: SprigEntries::new_in(arena.clone()),
+            next_expiry_s: 0,
+        });
         Partition {
-            sprigs: vec![Sprig { start: DigestTag::MIN, entries: Vec::new(), next_expiry_s: 0 }],
+            sprigs,
             len: 0,
             device_count,
             generation_floor: 0,
             tombstones: 0,
             next_expiry_s: 0,
             shared: SharedTags::default(),
+            arena,
         }
     }
 
@@ -381,20 +401,44 @@ impl Partition {
 
     /// Splits sprig `s` at its middle entry.
     fn split(&mut self, s: usize) {
+        let arena = self.arena.clone();
         let sprig = &mut self.sprigs[s];
         let half = sprig.entries.len() / 2;
-        let mut upper = Vec::with_capacity(capacity_for(sprig.entries.len() - half));
+        let mut upper =
+            SprigEntries::with_capacity_in(capacity_for(sprig.entries.len() - half), arena.clone());
         upper.extend_from_slice(&sprig.entries[half..]);
         // The lower half moves to a block of its own too, rather than shrinking the full
         // one in place: the shrink would leave a hole of half a sprig behind it that few
         // requests fit, while the whole block freed is one the next grown sprig reuses
         // (RSS after a 10 M-record load: 34.1 bytes a record instead of 36.6).
-        let mut lower = Vec::with_capacity(capacity_for(half));
+        let mut lower = SprigEntries::with_capacity_in(capacity_for(half), arena);
         lower.extend_from_slice(&sprig.entries[..half]);
         sprig.entries = lower;
         let start = upper[0].tag();
         let next_expiry_s = sprig.next_expiry_s;
         self.sprigs.insert(s + 1, Sprig { start, entries: upper, next_expiry_s });
+    }
+
+    /// Moves the directory and the sprigs whose memory lies in a draining chunk of the
+    /// arena (`Arena::plan_drain`) to fresh slots; returns how many blocks moved.
+    pub fn move_draining_sprigs(&mut self) -> usize {
+        let arena = self.arena.clone();
+        let mut moved = 0;
+        if is_draining(&arena, &self.sprigs) {
+            let mut fresh = allocator_api2::vec::Vec::with_capacity_in(self.sprigs.capacity(), arena.clone());
+            fresh.extend(self.sprigs.drain(..));
+            self.sprigs = fresh;
+            moved += 1;
+        }
+        for sprig in &mut self.sprigs {
+            if is_draining(&arena, &sprig.entries) {
+                let mut fresh = SprigEntries::with_capacity_in(sprig.entries.capacity(), arena.clone());
+                fresh.extend_from_slice(&sprig.entries);
+                sprig.entries = fresh;
+                moved += 1;
+            }
+        }
+        moved
     }
 
     /// Merges sprig `s` with its right neighbour (or drops it if it is empty) once it is
@@ -551,6 +595,31 @@ mod tests {
         }
         let per_entry = partition.allocated_bytes() as f64 / partition.len() as f64;
         assert!(per_entry < 30.0, "{per_entry} bytes per entry");
+    }
+
+    #[test]
+    fn sprigs_moved_out_of_draining_chunks_keep_their_entries() {
+        let arena = ArenaRef::default();
+        let mut kept = Partition::new(1, arena.clone());
+        let mut dropped = Partition::new(1, arena.clone());
+        // Two partitions grow together, their sprigs side by side in the same chunks; when
+        // one goes, every chunk is left about half full.
+        for key in 0..400_000 {
+            let partition = if key % 2 == 0 { &mut kept } else { &mut dropped };
+            partition.upsert_by_tag(info(key, 1));
+        }
+        drop(dropped);
+        let mapped = arena.arena().mapped_bytes();
+        let to_move = arena.arena().plan_drain();
+        assert!(to_move > 0, "nothing to drain");
+        assert_eq!(kept.move_draining_sprigs(), to_move);
+        assert!(arena.arena().mapped_bytes() < mapped, "no chunk went back");
+        assert_eq!(arena.arena().plan_drain(), 0, "a second plan finds the arena compact");
+        kept.check();
+        assert_eq!(kept.len(), 200_000);
+        for key in (0..400_000).step_by(2) {
+            assert_eq!(kept.get_by_tag(info(key, 1).tag), Some(info(key, 1)));
+        }
     }
 
     /// Digest `i` of a small pool in which each group of four agrees in every tag bit.

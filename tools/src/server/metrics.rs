@@ -48,10 +48,13 @@ pub fn render(server: &Server) -> String {
     for (name, help, get) in counters {
         series(name, help, "counter", &mut stats.iter().map(|(l, s)| (l.clone(), get(s) as f64)));
     }
-    let gauges: [Gauge; 5] = [
+    let gauges: [Gauge; 6] = [
         ("objects", "Live records.", |s| (s.index_entries - s.tombstones) as f64),
         ("tombstones", "Tombstones held.", |s| s.tombstones as f64),
         ("index_bytes", "Index memory.", |s| s.index_bytes as f64),
+        ("index_mapped_bytes", "Memory mapped for index entries, free slots included.", |s| {
+            s.index_mapped_bytes as f64
+        }),
         ("write_amplification", "Device bytes per client byte written.", |s| s.write_amplification()),
         ("restart_duration_ms", "Duration of the last start.", |s| s.recovery.duration_ms as f64),
     ];
