@@ -4,7 +4,8 @@
 //! `cargo run --release -p spike --example restart_times -- /path/on/ext4/dev.img 4 10000000 200`
 //! (device GiB, records, value bytes); `restart_times PATH open` times both on a Spike
 //! device that exists already (its namespace must be "spike" or, with a second
-//! word, that name: `restart_times PATH open fill`). Compare the scan rate with `fio --rw=read --bs=8M
+//! word, that name: `restart_times PATH open fill`); `restart_times PATH reopen` times one
+//! start in a fresh process and closes normally. Compare the scan rate with `fio --rw=read --bs=8M
 //! --direct=1 --ioengine=io_uring --iodepth=4` on the same file.
 
 use spike::{Config, Engine, WriteOptions};
@@ -16,6 +17,16 @@ fn main() -> Result<(), spike::Error> {
     let gib: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let records: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let value_len: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1000);
+    if args.get(2).map(String::as_str) == Some("reopen") {
+        // One start in a fresh process, as a real restart is, and a normal close (so the
+        // next one is fast again, once a first one has written a snapshot).
+        let namespace = args.get(3).cloned().unwrap_or_else(|| Config::default().namespace);
+        let start = Instant::now();
+        let engine = Engine::open(Config { namespace, devices: vec![path], ..Config::default() })?;
+        let r = engine.stats().recovery;
+        println!("{} start: {} ms, {} records kept", r.kind, start.elapsed().as_millis(), r.records_kept);
+        return engine.close();
+    }
     if args.get(2).map(String::as_str) == Some("open") {
         let namespace = args.get(3).cloned().unwrap_or_else(|| Config::default().namespace);
         return time_restarts(&Config { namespace, devices: vec![path], ..Config::default() });

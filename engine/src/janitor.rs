@@ -45,6 +45,9 @@ impl BackgroundControl {
     }
 }
 
+/// Index chunks moved onto huge pages per janitor round (`Index::collapse_some`).
+const COLLAPSE_PER_ROUND: usize = 4;
+
 /// The janitor thread's body.
 pub fn run(shared: &Shared, control: &BackgroundControl) {
     let expiry_every = Duration::from_millis(shared.config.expiry_interval_ms.max(1));
@@ -57,6 +60,9 @@ pub fn run(shared: &Shared, control: &BackgroundControl) {
             index::trim_heap();
             last_heap_trim = Instant::now();
         }
+        // What a restart filled on small pages moves onto huge pages, a little each round
+        // (a collapse copies 2 MiB, a few milliseconds).
+        shared.index.collapse_some(COLLAPSE_PER_ROUND);
         if last_expiry.elapsed() >= expiry_every {
             let now = now_s();
             expiry::expire_pass(shared, now);

@@ -86,11 +86,11 @@ fn restore(
         if let Some(reason) = disks.iter().find_map(|d| snapshot::absent_reason(&d.header())) {
             // The expected state after a crash or a format: no load to attempt, no alarm.
             log::info!("cold start: {reason}");
-            let index = Index::new(disks.len() as u8);
+            let index = Index::for_restart(disks.len() as u8);
             let stats = recovery::cold_start(&disks, &index, now_s())?;
             return Ok((disks, index, stats));
         }
-        let index = Index::new(disks.len() as u8);
+        let index = Index::for_restart(disks.len() as u8);
         let loaded: Result<Vec<u64>> =
             disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
         match loaded {
@@ -113,7 +113,7 @@ fn restore(
         }
     }
     let disks = build_disks()?;
-    let index = Index::new(disks.len() as u8);
+    let index = Index::for_restart(disks.len() as u8);
     let stats = recovery::cold_start(&disks, &index, now_s())?;
     Ok((disks, index, stats))
 }
@@ -157,6 +157,7 @@ impl Engine {
         // sprigs' arena, and either way the buffers of the scan or the snapshot are gone:
         // give their pages back.
         index.compact_arena();
+        index.use_huge_pages();
         crate::index::trim_heap();
         log::info!(
             "namespace {:?}: {} start kept {} records and {} tombstones in {} ms ({} corrupt, {} stale skipped)",

@@ -95,6 +95,12 @@ pub struct Arena {
     classes: [Mutex<ClassState>; CLASS_COUNT],
     mapped_chunks: AtomicUsize,
     used_bytes: AtomicUsize,
+    /// Whether a new chunk is advised onto a huge page as it is mapped; off while a restart
+    /// fills the index (see `set_huge_pages`).
+    huge_pages: AtomicBool,
+    /// Chunks mapped while `huge_pages` was off, with their class: `collapse_some` turns
+    /// them into huge pages later.
+    to_collapse: Mutex<Vec<(usize, usize)>>,
 }
 
 /// The allocator handle a sprig's vector carries: its index's arena.
@@ -173,7 +179,11 @@ impl Arena {
         let chunk = match state.partial.last() {
             Some(chunk) => *chunk,
             None => {
-                let chunk = map_chunk(class).ok_or(AllocError)?;
+                let huge = self.huge_pages.load(Relaxed);
+                let chunk = map_chunk(class, huge).ok_or(AllocError)?;
+                if !huge {
+                    self.collapse_queue().push((chunk.as_ptr() as usize, class));
+                }
                 self.mapped_chunks.fetch_add(1, Relaxed);
                 state.partial.push(chunk);
                 state.chunks.push(chunk);
@@ -226,9 +236,47 @@ impl Arena {
         }
     }
 
+    fn collapse_queue(&self) -> MutexGuard<'_, Vec<(usize, usize)>> {
+        // Pushes and pops cannot leave the list half-changed.
+        self.to_collapse.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Turns huge pages on or off for the chunks mapped from now on. A restart fills the
+    /// index with them off: on a virtual machine a huge page's first touch can cost several
+    /// times what the same bytes in small pages cost (the host backs fresh memory as it is
+    /// touched: 0.39 GB/s against 1.7 GB/s measured here), which made a fast restart of
+    /// 10 M records take 1.8–2.3 s instead of 1.1–1.5 s. `collapse_some` then moves the
+    /// chunks mapped meanwhile onto huge pages, a few at a time, in the background.
+    pub fn set_huge_pages(&self, on: bool) {
+        self.huge_pages.store(on, Relaxed);
+    }
+
+    /// Moves up to `max` chunks mapped while huge pages were off onto huge pages
+    /// (`MADV_COLLAPSE`: the kernel copies each into a huge page; contents are unchanged,
+    /// and a thread touching the chunk meanwhile waits for the copy). Returns how many
+    /// chunks it asked for; where the kernel cannot (no `MADV_COLLAPSE` before Linux 6.1,
+    /// huge pages off), the chunk stays on small pages and is not asked again.
+    pub fn collapse_some(&self, max: usize) -> usize {
+        let mut done = 0;
+        while done < max {
+            let Some((address, class)) = self.collapse_queue().pop() else { break };
+            // Still ours? (An emptied chunk is unmapped and leaves the queue under its
+            // class lock, so one popped and found listed was mapped a moment ago; if it
+            // goes before the call below, the call fails or collapses whatever took the
+            // addresses, neither of which changes a byte.)
+            let listed = self.class(class).chunks.iter().any(|c| c.as_ptr() as usize == address);
+            if listed {
+                advise_huge(address, true);
+                done += 1;
+            }
+        }
+        done
+    }
+
     fn unmap(&self, state: &mut ClassState, chunk: NonNull<ChunkHeader>) {
         state.partial.retain(|c| *c != chunk);
         state.chunks.retain(|c| *c != chunk);
+        self.collapse_queue().retain(|(address, _)| *address != chunk.as_ptr() as usize);
         // SAFETY: the chunk has no slot out and is no longer listed, so nothing refers to it.
         unsafe {
             libc::munmap(chunk.as_ptr() as *mut libc::c_void, CHUNK_BYTES);
@@ -355,8 +403,24 @@ unsafe fn take_slot(chunk: NonNull<ChunkHeader>) -> (NonNull<u8>, bool) {
     }
 }
 
-/// Maps a fresh chunk for `class`, aligned to its size and advised onto a huge page.
-fn map_chunk(class: usize) -> Option<NonNull<ChunkHeader>> {
+/// Advises a chunk onto a huge page: as it is first touched (`collapse` false), or now.
+fn advise_huge(address: usize, collapse: bool) {
+    // Without transparent huge pages (or with them off) this fails and the chunk is
+    // ordinary pages: slower lookups in a large index, nothing else.
+    #[cfg(target_os = "linux")]
+    // SAFETY: advice only; it changes no byte of the range.
+    unsafe {
+        libc::madvise(address as *mut libc::c_void, CHUNK_BYTES, libc::MADV_HUGEPAGE);
+        #[cfg(target_env = "gnu")]
+        if collapse {
+            libc::madvise(address as *mut libc::c_void, CHUNK_BYTES, libc::MADV_COLLAPSE);
+        }
+    }
+    let _ = (address, collapse);
+}
+
+/// Maps a fresh chunk for `class`, aligned to its size, advised onto a huge page if `huge`.
+fn map_chunk(class: usize, huge: bool) -> Option<NonNull<ChunkHeader>> {
     // Twice the size, so that an aligned chunk lies inside; the ends are unmapped.
     let span = 2 * CHUNK_BYTES;
     // SAFETY: an anonymous private mapping aliases nothing; the unmapped ends are ours.
@@ -381,10 +445,9 @@ fn map_chunk(class: usize) -> Option<NonNull<ChunkHeader>> {
         if tail > 0 {
             libc::munmap((aligned + CHUNK_BYTES) as *mut libc::c_void, tail);
         }
-        // Without transparent huge pages this fails and the chunk is ordinary pages:
-        // slower lookups in a large index, nothing else.
-        #[cfg(target_os = "linux")]
-        libc::madvise(aligned as *mut libc::c_void, CHUNK_BYTES, libc::MADV_HUGEPAGE);
+        if huge {
+            advise_huge(aligned, false);
+        }
         let header = aligned as *mut ChunkHeader;
         header.write(ChunkHeader {
             class,
@@ -501,6 +564,37 @@ mod tests {
             let bytes = unsafe { std::slice::from_raw_parts(slot.as_ptr(), slot_bytes(class)) };
             assert!(bytes.iter().all(|b| *b == fill), "a moved slot lost its bytes");
             unsafe { arena.deallocate(slot, layout(class)) };
+        }
+        assert_eq!(arena.check(), 0);
+    }
+
+    #[test]
+    fn chunks_mapped_on_small_pages_are_collapsed_later_once_each_while_mapped() {
+        let arena = Arena::default();
+        let class = CLASS_COUNT - 1;
+        let per_chunk = slots_per_chunk(class);
+        let slots: Vec<_> = (0..per_chunk + 1).map(|_| arena.allocate(layout(class)).unwrap()).collect();
+        let small = arena.allocate(layout(0)).unwrap();
+        assert_eq!(arena.mapped_bytes(), 3 * CHUNK_BYTES);
+        arena.set_huge_pages(true);
+        let huge = arena.allocate(layout(1)).unwrap();
+        // The second chunk of `class` holds one slot: once the first has room, freeing it
+        // unmaps the chunk, which must leave the queue too.
+        for slot in [slots[0], slots[per_chunk]] {
+            unsafe { arena.deallocate(NonNull::new(slot.as_ptr() as *mut u8).unwrap(), layout(class)) };
+        }
+        assert_eq!(arena.mapped_bytes(), 3 * CHUNK_BYTES, "two chunks of small pages and one huge");
+        assert_eq!(arena.collapse_some(1), 1);
+        assert_eq!(arena.collapse_some(10), 1, "the unmapped chunk and the huge one are not asked");
+        assert_eq!(arena.collapse_some(10), 0);
+        for slot in &slots[1..per_chunk] {
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(slot.as_ptr() as *mut u8, slot_bytes(class)) };
+            bytes.fill(7);
+            unsafe { arena.deallocate(NonNull::new(slot.as_ptr() as *mut u8).unwrap(), layout(class)) };
+        }
+        for (slot, class) in [(small, 0), (huge, 1)] {
+            unsafe { arena.deallocate(NonNull::new(slot.as_ptr() as *mut u8).unwrap(), layout(class)) };
         }
         assert_eq!(arena.check(), 0);
     }

@@ -75,8 +75,17 @@ impl Default for Index {
 }
 
 impl Index {
-    /// An empty index of a namespace with `device_count` devices.
+    /// An empty index of a namespace with `device_count` devices, its memory on huge
+    /// pages as it grows.
     pub fn new(device_count: u8) -> Self {
+        let index = Index::for_restart(device_count);
+        index.arena.arena().set_huge_pages(true);
+        index
+    }
+
+    /// An empty index for a restart to fill: its memory on small pages until
+    /// [`Index::use_huge_pages`] (see `Arena::set_huge_pages`).
+    pub fn for_restart(device_count: u8) -> Self {
         let arena = ArenaRef::default();
         Index {
             partitions: (0..PARTITION_COUNT)
@@ -125,12 +134,23 @@ impl Index {
     pub fn compact_arena(&self) -> usize {
         let arena = self.arena.arena();
         let before = arena.mapped_bytes();
-        if arena.plan_drain() > 0 {
-            for partition in self.partitions.iter() {
-                self.lock(partition).move_draining_sprigs();
-            }
+        arena.plan_drain();
+        for partition in self.partitions.iter() {
+            self.lock(partition).move_draining_sprigs();
         }
         before.saturating_sub(arena.mapped_bytes())
+    }
+
+    /// Puts the memory mapped from now on onto huge pages, and queues what a restart
+    /// mapped for [`Index::collapse_some`].
+    pub fn use_huge_pages(&self) {
+        self.arena.arena().set_huge_pages(true);
+    }
+
+    /// Moves up to `max_chunks` of the index's 2 MiB chunks that a restart filled onto huge
+    /// pages; returns how many. The janitor calls it each round until none is left.
+    pub fn collapse_some(&self, max_chunks: usize) -> usize {
+        self.arena.arena().collapse_some(max_chunks)
     }
 
     /// (bytes of slots handed out, bytes mapped) of the sprigs' arena: what the index's
