@@ -151,7 +151,8 @@ impl Partition {
     /// An empty partition of a namespace with `device_count` devices (entries derive their
     /// device from their tag), its sprigs in `arena`.
     pub fn new(device_count: u8, arena: ArenaRef) -> Self {
-        let mut sprigs = allocator_api2::vec::Vec::new_in(arena.clone());
+        // Room for one: most partitions of a small index never split.
+        let mut sprigs = allocator_api2::vec::Vec::with_capacity_in(1, arena.clone());
         sprigs.push(Sprig {
             start: DigestTag::MIN,
             entries: SprigEntries::new_in(arena.clone()),
