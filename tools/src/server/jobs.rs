@@ -179,14 +179,16 @@ pub fn run(server: &Server, task: Task) {
         Task::Query(queued) => super::scan::run_job(server, queued),
         Task::BuildIndex { namespace, index } => {
             if let Some(ns) = server.namespace(namespace.as_bytes()) {
-                super::sindex::build(ns, &index);
+                super::sindex::build(ns, &index, &|| server.jobs.stopping());
             }
         }
-        Task::SweepIndexes { namespace, set } => {
+        // An index sweep at shutdown is moot: the indexes are built anew at the next start.
+        Task::SweepIndexes { namespace, set } if !server.jobs.stopping() => {
             if let Some(ns) = server.namespace(namespace.as_bytes()) {
                 super::sindex::sweep(ns, set.as_deref());
             }
         }
+        Task::SweepIndexes { .. } => {}
     }
 }
 
@@ -202,6 +204,9 @@ pub fn submit_or_run(server: &Server, task: Task) {
 pub struct Jobs {
     table: Mutex<VecDeque<Arc<Job>>>,
     queue: Mutex<Option<mpsc::Sender<Task>>>,
+    /// Set by `shut_down`: index builds and sweeps still queued, or running, stop at their
+    /// next partition (the indexes live in memory and are built again at the next start).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Jobs {
@@ -217,6 +222,7 @@ impl Jobs {
     /// Closes the queue and asks every unfinished job to stop: the runner then ends each at
     /// its next chunk (queued ones at once) and returns.
     pub fn shut_down(&self) {
+        self.stopping.store(true, Ordering::Release);
         if let Ok(mut queue) = self.queue.lock() {
             *queue = None;
         }
@@ -225,6 +231,11 @@ impl Jobs {
                 job.ask_to_stop(Ending::Shutdown);
             }
         }
+    }
+
+    /// Whether the server is shutting down (`shut_down`).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Adds a job to the table, dropping the oldest finished ones beyond `FINISHED_KEPT`.

@@ -158,6 +158,7 @@ pub fn serve(server: Arc<Server>, listener: std::net::TcpListener, stop: Arc<Ato
             }
         }
     }
+    log::info!("stopping: no new connections; finishing the requests in hand, then closing the namespaces");
     drop(loops);
     for handle in handles {
         let _ = handle.join();

@@ -424,10 +424,21 @@ pub fn update_each_by_digest<T>(
 }
 
 /// Fills a new index from the namespace's records, a partition at a time (`load_pct`
-/// tells how far); stops if the index is dropped meanwhile.
-pub fn build(ns: &Namespace, index: &SecondaryIndex) {
+/// tells how far); stops if the index is dropped meanwhile, or once `stopping` says the
+/// server is shutting down (a queue of builds over a large namespace would otherwise hold
+/// the shutdown for as long as they take).
+pub fn build(ns: &Namespace, index: &SecondaryIndex, stopping: &dyn Fn() -> bool) {
     for partition in 0..spike::limits::PARTITION_COUNT {
         if index.dropped.load(Ordering::Acquire) {
+            return;
+        }
+        if stopping() {
+            log::info!(
+                "namespace {}: index {} build abandoned at partition {partition}: shutting down \
+                 (it is built again at the next start)",
+                ns.name,
+                index.definition.name
+            );
             return;
         }
         let mut visit = |record: spike::Result<Record>| {

@@ -12,6 +12,9 @@ pub struct ServerProcess {
     /// Holds the device file and config until the test ends.
     _dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// Where the server's log goes (at level info) when started by `start_logged`; else
+    /// it shares the test's stderr.
+    pub log_path: Option<PathBuf>,
 }
 
 /// Ports handed to test servers: below Linux's ephemeral range (32768 and up), so that
@@ -44,6 +47,22 @@ impl ServerProcess {
 
     /// `start`, with `top` added to the configuration's top level.
     pub fn start_with(durability: &str, top: &str, extra: &str) -> ServerProcess {
+        let mut server = Self::configure(durability, top, extra);
+        server.launch();
+        server
+    }
+
+    /// `start_with`, with the server's log kept at level info in a file (`log`).
+    #[allow(dead_code)] // not every test crate that includes this file reads logs
+    pub fn start_logged(durability: &str, top: &str, extra: &str) -> ServerProcess {
+        let mut server = Self::configure(durability, top, extra);
+        server.log_path = Some(server._dir.path().join("server.log"));
+        server.launch();
+        server
+    }
+
+    /// A data directory, port and config, not launched yet.
+    fn configure(durability: &str, top: &str, extra: &str) -> ServerProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = format!(
@@ -54,18 +73,32 @@ impl ServerProcess {
         );
         let config_path = dir.path().join("spike.toml");
         std::fs::write(&config_path, config).unwrap();
-        let mut server = ServerProcess { child: None, port, _dir: dir, config_path };
-        server.launch();
-        server
+        ServerProcess { child: None, port, _dir: dir, config_path, log_path: None }
+    }
+
+    /// What the server logged so far (`start_logged`).
+    #[allow(dead_code)] // not every test crate that includes this file reads logs
+    pub fn log(&self) -> String {
+        self.log_path
+            .as_ref()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     pub fn launch(&mut self) {
+        let (level, stderr) = match &self.log_path {
+            Some(path) => {
+                let file = std::fs::File::options().create(true).append(true).open(path).unwrap();
+                ("info".to_string(), Stdio::from(file))
+            }
+            None => (std::env::var("SPIKE_LOG").unwrap_or_else(|_| "warn".into()), Stdio::inherit()),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_spike-server"))
             .arg("--config")
             .arg(&self.config_path)
-            .env("SPIKE_LOG", std::env::var("SPIKE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("SPIKE_LOG", level)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         self.child = Some(child);
