@@ -356,46 +356,6 @@ async fn sigkill_in_commit_to_device_mode_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_abandons_queued_index_builds_instead_of_waiting_for_them() {
-    // Each build scans all 4096 partitions; forty queued ones take seconds. A SIGTERM used
-    // to wait for every one of them (about 15 s with the client suite's 39 indexes).
-    // The index definitions are kept with the UDF modules.
-    let udf_dir = tempfile::tempdir().unwrap();
-    let top = format!("udf_dir = \"{}\"", udf_dir.path().display());
-    let mut server = ServerProcess::start_logged("buffered", &top, "");
-    let client = connect(&server).await;
-    for i in 0..5_000i64 {
-        client.put(&WritePolicy::default(), &as_key!("test", "b", i), &[as_bin!("n", i)]).await.unwrap();
-    }
-    const INDEXES: usize = 40;
-    for i in 0..INDEXES {
-        let name = format!("b_n_{i}");
-        let (kind, collection) = (aerospike::IndexType::Numeric, aerospike::CollectionIndexType::Default);
-        client
-            .create_index_on_bin(&AdminPolicy::default(), "test", "b", "n", &name, kind, collection, None)
-            .await
-            .unwrap();
-    }
-    client.close().await.unwrap();
-    assert_eq!(server.stop(), Some(0), "a clean exit");
-    let log = server.log();
-    let built = log.matches(" built: ").count();
-    assert!(log.contains("stopping: no new connections"), "{log}");
-    assert!(log.contains("build abandoned"), "no build was abandoned ({built} of {INDEXES} built):\n{log}");
-    assert!(built < INDEXES, "every build ran to its end before the exit");
-    // The definitions stay: the next start lists them all and builds them again.
-    server.launch();
-    let client = connect(&server).await;
-    let listed = info(&client, "sindex-list:ns=test").await;
-    assert_eq!(
-        (0..INDEXES).filter(|i| listed.contains(&format!("indexname=b_n_{i}:"))).count(),
-        INDEXES,
-        "{listed}"
-    );
-    client.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udf_modules_run_on_records_and_index_definitions_register() {
     use aerospike::{CollectionIndexType, IndexType, Task, UdfLang};
     let udf_dir = tempfile::tempdir().unwrap();
