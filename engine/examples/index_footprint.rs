@@ -51,7 +51,7 @@ fn main() {
     let inserts_s = records as f64 / start.elapsed().as_secs_f64();
     let (entries, allocated) = index.usage();
     let rss_grown = rss_bytes() - rss_before;
-    let arena_grown = index.arena_bytes().1 as u64;
+    let arena_grown = index.arena_mapped_bytes() as u64;
     if std::env::var_os("SPIKE_ARENA_CLASSES").is_some() {
         for (class, (chunks, used, per)) in index.arena_class_usage().into_iter().enumerate() {
             eprintln!(
@@ -69,7 +69,7 @@ fn main() {
     index.compact_arena();
     let compact_again_ms = compact_start.elapsed().as_secs_f64() * 1e3;
     spike::offline::index::trim_heap();
-    let arena_compacted = index.arena_bytes().1 as u64;
+    let arena_compacted = index.arena_mapped_bytes() as u64;
     let rss_trimmed = rss_bytes() - rss_before;
 
     // A sample of the keys in random order (regenerated: the same seed gives the same keys).

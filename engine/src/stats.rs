@@ -233,8 +233,8 @@ pub struct Stats {
     pub index_entries: u64,
     /// Bytes the index's entries and directory occupy.
     pub index_bytes: u64,
-    /// Bytes mapped for the sprigs' entries, free slots included: their share of RSS
-    /// (`index::arena`).
+    /// Bytes mapped for the index's sprigs and directories, free slots included: the
+    /// index's RSS (`index::arena`).
     pub index_mapped_bytes: u64,
     pub devices: Vec<DeviceStats>,
     pub recovery: RecoveryStats,

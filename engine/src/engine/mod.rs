@@ -506,7 +506,7 @@ impl Engine {
             evicted: c.evicted.load(Relaxed),
             index_entries,
             index_bytes,
-            index_mapped_bytes: self.shared.index.arena_bytes().1 as u64,
+            index_mapped_bytes: self.shared.index.arena_mapped_bytes() as u64,
             devices,
             recovery: self.shared.recovery.clone(),
             latencies: c.latencies(),

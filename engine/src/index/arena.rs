@@ -94,7 +94,6 @@ unsafe impl Send for ClassState {}
 pub struct Arena {
     classes: [Mutex<ClassState>; CLASS_COUNT],
     mapped_chunks: AtomicUsize,
-    used_bytes: AtomicUsize,
     /// Whether a new chunk is advised onto a huge page as it is mapped; off while a restart
     /// fills the index (see `set_huge_pages`).
     huge_pages: AtomicBool,
@@ -160,9 +159,10 @@ impl Arena {
         self.mapped_chunks.load(Relaxed) * CHUNK_BYTES
     }
 
-    /// Bytes of slots handed out.
+    /// Bytes of slots handed out (a walk over every chunk's header; for tests).
+    #[cfg(test)]
     pub fn used_bytes(&self) -> usize {
-        self.used_bytes.load(Relaxed)
+        self.class_usage().iter().enumerate().map(|(class, (_, used, _))| used * slot_bytes(class)).sum()
     }
 
     fn class(&self, class: usize) -> MutexGuard<'_, ClassState> {
@@ -195,7 +195,6 @@ impl Arena {
         if full {
             state.partial.pop();
         }
-        self.used_bytes.fetch_add(slot_bytes(class), Relaxed);
         Ok(NonNull::slice_from_raw_parts(slot, slot_bytes(class)))
     }
 
@@ -221,7 +220,6 @@ impl Arena {
             (*header).used -= 1;
             (was_full, (*header).used == 0, (*header).draining.load(Relaxed))
         };
-        self.used_bytes.fetch_sub(slot_bytes(class), Relaxed);
         if draining {
             if now_empty {
                 self.unmap(&mut state, chunk);

@@ -141,8 +141,8 @@ impl Index {
         before.saturating_sub(arena.mapped_bytes())
     }
 
-    /// Puts the memory mapped from now on onto huge pages, and queues what a restart
-    /// mapped for [`Index::collapse_some`].
+    /// Puts the memory mapped from now on onto huge pages (what was mapped before waits for
+    /// [`Index::collapse_some`]).
     pub fn use_huge_pages(&self) {
         self.arena.arena().set_huge_pages(true);
     }
@@ -153,10 +153,10 @@ impl Index {
         self.arena.arena().collapse_some(max_chunks)
     }
 
-    /// (bytes of slots handed out, bytes mapped) of the sprigs' arena: what the index's
-    /// entries occupy, and what that costs in RSS (free slots included).
-    pub fn arena_bytes(&self) -> (usize, usize) {
-        (self.arena.arena().used_bytes(), self.arena.arena().mapped_bytes())
+    /// Bytes the index's arena has mapped (sprigs and directories, free slots included):
+    /// what they cost in RSS.
+    pub fn arena_mapped_bytes(&self) -> usize {
+        self.arena.arena().mapped_bytes()
     }
 
     #[cfg_attr(not(feature = "offline"), allow(dead_code))] // index_footprint prints it

@@ -406,8 +406,9 @@ impl Partition {
     /// Splits sprig `s` at its middle entry. Where the insert that filled it appended to the
     /// partition's last sprig (a load in tag order: a snapshot's), the upper half is given
     /// a whole sprig's capacity, since the appends that follow will fill it: growing it a
-    /// step at a time would copy it eight times before its next split (a fast restart at
-    /// 10 M records took 20% longer so).
+    /// step at a time would copy it eight times before its next split. (Measured on a fast
+    /// restart of 10 M records: 1.20–1.34 s with this, 1.25–1.31 s without; the copies are
+    /// a small share of a restart.)
     fn split(&mut self, s: usize, appended: bool) {
         let arena = self.arena.clone();
         let sprig = &mut self.sprigs[s];

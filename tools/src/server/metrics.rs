@@ -52,7 +52,7 @@ pub fn render(server: &Server) -> String {
         ("objects", "Live records.", |s| (s.index_entries - s.tombstones) as f64),
         ("tombstones", "Tombstones held.", |s| s.tombstones as f64),
         ("index_bytes", "Index memory.", |s| s.index_bytes as f64),
-        ("index_mapped_bytes", "Memory mapped for index entries, free slots included.", |s| {
+        ("index_mapped_bytes", "Memory mapped for the index, free slots included.", |s| {
             s.index_mapped_bytes as f64
         }),
         ("write_amplification", "Device bytes per client byte written.", |s| s.write_amplification()),

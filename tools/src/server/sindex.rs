@@ -435,7 +435,7 @@ pub fn build(ns: &Namespace, index: &SecondaryIndex, stopping: &dyn Fn() -> bool
         if stopping() {
             log::info!(
                 "namespace {}: index {} build abandoned at partition {partition}: shutting down \
-                 (it is built again at the next start)",
+                 (a kept index is built again at the next start)",
                 ns.name,
                 index.definition.name
             );
