@@ -55,6 +55,7 @@ impl Sprig {
         // Tags are uniform over the sprig's range, so the guess lands within a few entries.
         let span = (range.1 - range.0).max(1) as u128;
         let guess = ((tag.hi - range.0) as u128 * entries.len() as u128 / span) as usize;
+        prefetch_around(entries, guess, SPRIG_PREFETCH_ENTRIES);
         interpolated_search(entries.len(), guess, |i| entries[i].tag().cmp(&tag))
     }
 
@@ -104,6 +105,38 @@ fn interpolated_search(len: usize, guess: usize, cmp: impl Fn(usize) -> Ordering
         }
     }
     Err(lo)
+}
+
+/// Entries either side of a sprig search's guess whose cache lines are fetched together
+/// before the search: the guess misses the key by about the square root of the sprig's
+/// length (7 entries in a sprig of 190), and fetching that neighbourhood at once overlaps
+/// the misses that a gallop from the guess would take one after the other.
+const SPRIG_PREFETCH_ENTRIES: usize = 8;
+/// The same for the directory's search (its starts are spaced about evenly).
+const DIRECTORY_PREFETCH_SPRIGS: usize = 2;
+
+/// Starts loading the cache lines of `items[guess - around ..= guess + around]` (clamped).
+/// A hint only: it reads nothing and cannot fault.
+#[inline(always)]
+fn prefetch_around<T>(items: &[T], guess: usize, around: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if items.is_empty() {
+            return;
+        }
+        let first = guess.saturating_sub(around).min(items.len() - 1);
+        let last = (guess + around).min(items.len() - 1);
+        let start = &items[first] as *const T as usize & !63;
+        let end = &items[last] as *const T as usize + std::mem::size_of::<T>();
+        for line in (start..end).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults; the lines lie within `items`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line as *const i8)
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (items, guess, around);
 }
 
 /// Whether a vector's block lies in a draining chunk of its arena (an empty one has none).
@@ -204,6 +237,7 @@ impl Partition {
     fn sprig_of(&self, tag: DigestTag) -> (usize, (u64, u64)) {
         let sprigs = &self.sprigs;
         let guess = ((tag.hi as u128 * sprigs.len() as u128) >> 64) as usize;
+        prefetch_around(sprigs, guess, DIRECTORY_PREFETCH_SPRIGS);
         // The last sprig starting at or before `tag` (the first starts at the minimum).
         let i = match interpolated_search(sprigs.len(), guess, |i| sprigs[i].start.cmp(&tag)) {
             Ok(i) => i,
