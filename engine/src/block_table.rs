@@ -90,6 +90,14 @@ impl BlockTable {
         Some(block)
     }
 
+    /// Free → Open, like `open_next` but the free block opened last in order (a failpoint's
+    /// way to the top of a device).
+    pub fn open_last(&mut self, seq: u64) -> Option<u32> {
+        let block = self.free.pop_back()?;
+        self.free.push_front(block);
+        self.open_next(seq)
+    }
+
     /// Open → InUse: the block is full (or closed) and goes to the device.
     pub fn seal(&mut self, block: u32) {
         self.expect(block, &[BlockState::Open], "seal");
@@ -134,8 +142,7 @@ impl BlockTable {
         }
     }
 
-    /// While rebuilding: every block free (tests).
-    #[cfg(test)]
+    /// While rebuilding: every block free (the first start since a format).
     pub fn restore_all_free(&mut self) {
         for block in 0..self.len() {
             self.restore(block, false, 0);

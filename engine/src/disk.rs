@@ -67,6 +67,9 @@ pub struct DiskState {
     /// Every block's state and write sequence, and the free list.
     pub blocks: BlockTable,
     pub next_seq: u64,
+    /// The header's `write_seq_reserved` as last written: a block is opened at a sequence
+    /// below it only (`open_new_block` raises it first).
+    pub write_seq_reserved: u64,
     pub durable: Position,
     /// Empty blocks waiting for everything written before them to be durable.
     pub pending_free: Vec<(u32, Position)>,
@@ -127,6 +130,7 @@ impl Disk {
                 cache: VecDeque::new(),
                 blocks: BlockTable::new(geometry.wblock_count),
                 next_seq: 1,
+                write_seq_reserved: 0,
                 durable: Position::default(),
                 pending_free: Vec::new(),
                 commit_waiters: 0,

@@ -57,6 +57,11 @@ pub const INDEX_ENTRY_BYTES: usize = 28;
 /// The highest generation (31 bits; the entry's top bit marks a tombstone).
 pub const GENERATION_MAX: u32 = (1 << 31) - 1;
 
+/// Write sequences a run reserves in the device header at a time (`write_seq_reserved`):
+/// a header write and sync under the disk lock every this many blocks opened (64 GiB of
+/// 1 MiB blocks), and at most this many sequences skipped at each start.
+pub const WRITE_SEQS_RESERVED_AT_ONCE: u64 = 1 << 16;
+
 // --- Batches and retries ------------------------------------------------------------------
 
 /// Keys (or digests) whose reads one batch call keeps in flight together; a larger batch

@@ -96,6 +96,23 @@ fn unix_now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// The first write sequence of a new format of a device holding `content`: above every
+/// sequence the old format used when its header says so (records of the old format left
+/// in a block then never match the block's new sequence). Otherwise (a blank or foreign
+/// device, or an old header that is damaged or predates the field) a random start above
+/// 2^32: the low 32 bits a record carries then match a stale block's only by a chance of
+/// about (old blocks used) / 2^32.
+fn first_write_seq(content: &DeviceContent) -> Result<u64> {
+    if let DeviceContent::Spike(header) = content {
+        if header.write_seq_reserved > 0 {
+            return Ok(header.write_seq_reserved);
+        }
+    }
+    let mut random = [0u8; 4];
+    random_bytes(&mut random)?;
+    Ok((1 << 32) + u32::from_le_bytes(random) as u64)
+}
+
 /// Formats `devices` as one namespace. Without `force`, only blank devices are accepted.
 pub fn format(config: &Config, devices: &[Arc<dyn Device>], force: bool) -> Result<()> {
     config.validate()?;
@@ -109,8 +126,10 @@ pub fn format(config: &Config, devices: &[Arc<dyn Device>], force: bool) -> Resu
     random_bytes(&mut namespace_uuid)?;
     random_bytes(&mut secret)?;
     for (i, device) in devices.iter().enumerate() {
+        let content = probe(device.as_ref())?;
+        let write_seq_first = first_write_seq(&content)?;
         if !force {
-            match probe(device.as_ref())? {
+            match content {
                 DeviceContent::Blank => {}
                 DeviceContent::Spike(h) => {
                     return Err(Error::refused(
@@ -157,6 +176,7 @@ pub fn format(config: &Config, devices: &[Arc<dyn Device>], force: bool) -> Resu
             bitmap_generation: 0,
             bitmap_reset_image_uuid: [0; 16],
             created_unix_s: unix_now_s(),
+            write_seq_reserved: write_seq_first,
             digest_secret: secret,
         });
     }

@@ -179,7 +179,8 @@ impl Counters {
 /// What the last start did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
-    /// "cold" (scan) or "fast" (snapshot).
+    /// "fresh" (the first start since a format: nothing to read), "cold" (a scan of every
+    /// write block) or "fast" (the snapshot of a clean shutdown).
     pub kind: &'static str,
     pub duration_ms: u64,
     pub records_found: u64,

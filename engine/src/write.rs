@@ -174,7 +174,16 @@ impl Disk {
     fn open_new_block(&self, state: &mut DiskState) -> Result<()> {
         debug_assert!(state.open.is_none());
         let seq = state.next_seq;
-        let Some(wblock) = state.blocks.open_next(seq) else {
+        if seq >= state.write_seq_reserved {
+            self.reserve_write_seqs(state, seq)?;
+        }
+        // Armed to fail, this failpoint refuses the next free block in order and takes the
+        // last one instead: a test reaches the top of a device without filling it first.
+        let opened = match crate::failpoint::hit("write::open_block::next_free") {
+            Ok(()) => state.blocks.open_next(seq),
+            Err(_) => state.blocks.open_last(seq),
+        };
+        let Some(wblock) = opened else {
             return Err(Error::OutOfSpace {
                 device: self.name().to_string(),
                 detail: "no free write block".into(),
@@ -199,6 +208,17 @@ impl Disk {
             flushed_fill: 0,
             unflushed_since: None,
         });
+        Ok(())
+    }
+
+    /// Raises the header's `write_seq_reserved` above `seq` before a block is opened at
+    /// it (once every `WRITE_SEQS_RESERVED_AT_ONCE` blocks): a header write and a sync under
+    /// the disk lock, so that no later start can reuse the sequence (see the field).
+    fn reserve_write_seqs(&self, state: &mut DiskState, seq: u64) -> Result<()> {
+        let mut header = self.header();
+        header.write_seq_reserved = seq + crate::limits::WRITE_SEQS_RESERVED_AT_ONCE;
+        crate::namespace::write_header(self.device.as_ref(), &mut header)?;
+        state.write_seq_reserved = header.write_seq_reserved;
         Ok(())
     }
 
@@ -484,5 +504,31 @@ mod tests {
         let mut zeroed = sealed(1, 7, (1, 7));
         zeroed.buf[..WBLOCK_HEADER_SIZE].fill(0);
         assert!(check_block_header(&disk, &zeroed).is_err(), "a block with no header was accepted");
+    }
+
+    #[test]
+    fn a_block_is_opened_only_at_a_sequence_the_device_header_has_reserved() {
+        let header = crate::format::test_header();
+        let size = header.first_wblock_offset + header.wblock_count * header.write_block_size as u64;
+        let sim = Arc::new(SimDevice::new("sim", size, 1));
+        let device: Arc<dyn Device> = sim.clone();
+        let disk = Disk::new(0, device, header, &Config::default());
+        let mut state = disk.lock();
+        state.blocks.restore_all_free();
+        state.next_seq = 40;
+        state.write_seq_reserved = 41;
+        disk.open_new_block(&mut state).unwrap();
+        assert_eq!(state.write_seq_reserved, 41, "a reserved sequence needs no header write");
+        disk.seal_open_block(&mut state);
+        let syncs = sim.counts().syncs;
+        disk.open_new_block(&mut state).unwrap();
+        let reserved = 41 + crate::limits::WRITE_SEQS_RESERVED_AT_ONCE;
+        assert_eq!(state.write_seq_reserved, reserved);
+        assert!(sim.counts().syncs > syncs, "the raised reservation was not synced");
+        let on_device = crate::namespace::probe(sim.as_ref()).unwrap();
+        let crate::namespace::DeviceContent::Spike(written) = on_device else {
+            panic!("no header: {on_device:?}")
+        };
+        assert_eq!(written.write_seq_reserved, reserved);
     }
 }

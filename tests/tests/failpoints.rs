@@ -190,3 +190,66 @@ fn defrag_keeps_freeing_blocks_while_a_tombstone_reclaim_scan_is_in_progress() {
         }
     }
 }
+
+/// The largest device the index addresses, end to end: a sparse file larger than
+/// `DEVICE_BYTES_MAX` (128 TiB) on tmpfs, formatted to that size, records written into its
+/// last write blocks (the failpoint takes the last free block instead of the first), read
+/// back checksum-verified, and found again by a fast restart. A cold start is not run: it
+/// reads every write block, 128 TiB of holes.
+#[test]
+fn records_at_the_top_of_a_128_tib_device_are_written_read_and_kept_by_a_fast_restart() {
+    use spike::offline::index::DEVICE_BYTES_MAX;
+    use std::os::fd::AsRawFd;
+    let _serial = serial();
+    let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+        println!("skipped: no /dev/shm (tmpfs) to hold a sparse 128 TiB file");
+        return;
+    };
+    let path = dir.path().join("huge");
+    let file = std::fs::File::create(&path).unwrap();
+    if let Err(err) = file.set_len(DEVICE_BYTES_MAX + (1 << 30)) {
+        println!("skipped: /dev/shm cannot hold a sparse file of 128 TiB ({err})");
+        return;
+    }
+    let wbs: u64 = 8 << 20;
+    let config = Config {
+        namespace: "huge".into(),
+        devices: vec![path.clone()],
+        write_block_size: wbs as u32,
+        durability: Durability::CommitToDevice,
+        post_write_cache_blocks: 1,
+        ..Config::default()
+    };
+    if let Err(err) = spike::Engine::format(&config, false) {
+        println!("skipped: cannot format a file on /dev/shm with direct I/O ({err})");
+        return;
+    }
+    let records = 20_000u64; // 1 KiB each: three 8 MiB write blocks
+    let engine = spike::Engine::open(config.clone()).unwrap();
+    {
+        let _armed = arm("write::open_block::next_free", Action::Fail);
+        for k in 0..records {
+            engine.put(&key(k), &value(k, 1, 1000), &WriteOptions::default()).unwrap();
+        }
+    }
+    // The records lie in the device's last write blocks: the file's first data past the
+    // first 127 TiB is within the last few write blocks of the formatted size.
+    let first_data_high =
+        unsafe { libc::lseek(file.as_raw_fd(), (127u64 << 40) as libc::off_t, libc::SEEK_DATA) };
+    assert!(first_data_high > 0, "nothing was written above 127 TiB");
+    assert!(
+        (first_data_high as u64) >= DEVICE_BYTES_MAX - 4 * wbs && (first_data_high as u64) < DEVICE_BYTES_MAX,
+        "first data above 127 TiB at {first_data_high}, not in the last write blocks below {DEVICE_BYTES_MAX}"
+    );
+    for k in 0..records {
+        assert_eq!(engine.get(&key(k)).unwrap().value, value(k, 1, 1000), "key {k}");
+    }
+    engine.close().unwrap();
+    let engine = spike::Engine::open(config.clone()).unwrap();
+    assert_eq!(engine.stats().recovery.kind, "fast");
+    assert_eq!(engine.stats().recovery.records_kept, records);
+    for k in (0..records).step_by(7) {
+        assert_eq!(engine.get(&key(k)).unwrap().value, value(k, 1, 1000), "key {k} after restart");
+    }
+    engine.close().unwrap();
+}

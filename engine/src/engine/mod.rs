@@ -74,47 +74,77 @@ fn spawn(
         .map_err(|e| Error::Config(format!("cannot start thread {name}: {e}")))
 }
 
-/// Builds the disks and index: from the snapshots of a clean shutdown when every device
-/// has a valid one, else by a cold start (on fresh disks, whatever a failed load left).
+/// Builds the disks and index: nothing to read on the first start since a format, from
+/// the snapshots of a clean shutdown when every device has a valid one, else by a cold
+/// start (on fresh disks, whatever a failed load left).
 fn restore(
     config: &Config,
     build_disks: impl Fn() -> Result<Vec<Disk>>,
 ) -> Result<(Vec<Disk>, Index, RecoveryStats)> {
     let start = Instant::now();
-    if config.fast_restart {
-        let disks = build_disks()?;
-        if let Some(reason) = disks.iter().find_map(|d| snapshot::absent_reason(&d.header())) {
-            // The expected state after a crash or a format: no load to attempt, no alarm.
-            log::info!("cold start: {reason}");
-            let index = Index::for_restart(disks.len() as u8);
-            let stats = recovery::cold_start(&disks, &index, now_s())?;
-            return Ok((disks, index, stats));
-        }
-        let index = Index::for_restart(disks.len() as u8);
-        let loaded: Result<Vec<u64>> =
-            disks.iter().map(|disk| snapshot::load_snapshot(disk, &index)).collect();
-        match loaded {
-            Ok(_) => {
-                let mut stats = RecoveryStats { kind: "fast", ..Default::default() };
-                for p in 0..PARTITION_COUNT {
-                    for entry in index.partition(p).entries() {
-                        if entry.tombstone {
-                            stats.tombstones_kept += 1;
-                        } else {
-                            stats.records_kept += 1;
-                        }
-                    }
-                }
-                stats.blocks_in_use = disks.iter().map(|d| d.blocks_in_use()).sum();
-                stats.duration_ms = start.elapsed().as_millis() as u64;
-                return Ok((disks, index, stats));
-            }
-            Err(err) => log::warn!("fast restart not possible ({err}); cold start"),
-        }
-    }
     let disks = build_disks()?;
+    if disks.iter().all(|d| d.header().open_count == 0) {
+        return Ok(fresh_start(disks, start));
+    }
+    let absent = disks.iter().find_map(|d| snapshot::absent_reason(&d.header()));
+    let disks = match (config.fast_restart, absent) {
+        (false, _) => disks,
+        (true, Some(reason)) => {
+            // The expected state after a crash: no load to attempt, no alarm.
+            log::info!("cold start: {reason}");
+            disks
+        }
+        (true, None) => match fast_start(disks, start) {
+            Ok(restored) => return Ok(restored),
+            Err(err) => {
+                log::warn!("fast restart not possible ({err}); cold start");
+                build_disks()?
+            }
+        },
+    };
     let index = Index::for_restart(disks.len() as u8);
     let stats = recovery::cold_start(&disks, &index, now_s())?;
+    Ok((disks, index, stats))
+}
+
+/// The first start since the devices were formatted: no run has written a block under
+/// their new device UUIDs (a run rewrites the header before its first write), so every
+/// block is free without reading one. A scan would read the whole device: hours at tens
+/// of TiB.
+fn fresh_start(disks: Vec<Disk>, start: Instant) -> (Vec<Disk>, Index, RecoveryStats) {
+    for disk in &disks {
+        let mut state = disk.lock();
+        state.blocks.restore_all_free();
+        state.next_seq = 1;
+    }
+    log::info!("fresh start: the first since the devices were formatted, nothing to read");
+    let index = Index::for_restart(disks.len() as u8);
+    let stats = RecoveryStats {
+        kind: "fresh",
+        duration_ms: start.elapsed().as_millis() as u64,
+        ..Default::default()
+    };
+    (disks, index, stats)
+}
+
+/// Loads every device's snapshot into a new index; an error leaves `disks` unusable.
+fn fast_start(disks: Vec<Disk>, start: Instant) -> Result<(Vec<Disk>, Index, RecoveryStats)> {
+    let index = Index::for_restart(disks.len() as u8);
+    for disk in &disks {
+        snapshot::load_snapshot(disk, &index)?;
+    }
+    let mut stats = RecoveryStats { kind: "fast", ..Default::default() };
+    for p in 0..PARTITION_COUNT {
+        for entry in index.partition(p).entries() {
+            if entry.tombstone {
+                stats.tombstones_kept += 1;
+            } else {
+                stats.records_kept += 1;
+            }
+        }
+    }
+    stats.blocks_in_use = disks.iter().map(|d| d.blocks_in_use()).sum();
+    stats.duration_ms = start.elapsed().as_millis() as u64;
     Ok((disks, index, stats))
 }
 
@@ -170,11 +200,16 @@ impl Engine {
             recovery.stale_records
         );
         for disk in &disks {
-            // The clean flag is cleared (and the snapshot made stale) before any write lands.
+            // The clean flag is cleared (and the snapshot made stale) before any write
+            // lands, and the run's first write sequences are reserved.
+            let mut state = disk.lock();
             let mut header = disk.header();
+            state.next_seq = state.next_seq.max(header.write_seq_reserved);
             header.flags &= !format::HEADER_FLAG_CLEAN;
             header.open_count += 1;
+            header.write_seq_reserved = state.next_seq + crate::limits::WRITE_SEQS_RESERVED_AT_ONCE;
             namespace::write_header(disk.device.as_ref(), &mut header)?;
+            state.write_seq_reserved = header.write_seq_reserved;
         }
         let update_locks = (0..by_digest::UPDATE_STRIPES).map(|_| Default::default()).collect();
         let counters = Counters::default();

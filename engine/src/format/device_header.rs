@@ -36,6 +36,12 @@ pub struct DeviceHeader {
     pub bitmap_generation: u64,
     pub bitmap_reset_image_uuid: [u8; 16],
     pub created_unix_s: u64,
+    /// Every write sequence a run of this device has used or may use lies below this (a
+    /// run raises it before opening a block at it), and a start continues at or above it:
+    /// a block is never reopened with the sequence of stale records it may still hold, after
+    /// a crash or a re-format (`namespace::format` starts above the old header's value).
+    /// 0 on a device formatted before the field existed.
+    pub write_seq_reserved: u64,
     pub digest_secret: [u8; DIGEST_SECRET_SIZE],
 }
 
@@ -58,6 +64,7 @@ const H_BITMAP_LEN: usize = 160;
 const H_BITMAP_GENERATION: usize = 168;
 const H_BITMAP_RESET_IMAGE: usize = 176;
 const H_CREATED: usize = 192;
+const H_WRITE_SEQ_RESERVED: usize = 200;
 const H_SECRET: usize = 256;
 const H_CHECKSUM: usize = DEVICE_HEADER_SIZE - 8;
 const _: () = assert!(H_SECRET + DIGEST_SECRET_SIZE <= H_CHECKSUM);
@@ -104,6 +111,7 @@ impl DeviceHeader {
         put_u64(&mut b, H_BITMAP_GENERATION, self.bitmap_generation);
         b[H_BITMAP_RESET_IMAGE..H_BITMAP_RESET_IMAGE + 16].copy_from_slice(&self.bitmap_reset_image_uuid);
         put_u64(&mut b, H_CREATED, self.created_unix_s);
+        put_u64(&mut b, H_WRITE_SEQ_RESERVED, self.write_seq_reserved);
         b[H_SECRET..H_SECRET + DIGEST_SECRET_SIZE].copy_from_slice(&self.digest_secret);
         let checksum = xxh3_64(&b[..H_CHECKSUM]);
         put_u64(&mut b, H_CHECKSUM, checksum);
@@ -123,7 +131,7 @@ impl DeviceHeader {
         if version != FORMAT_VERSION {
             return Err(HeaderProblem::Version(version));
         }
-        let unused_zero = [H_CREATED + 8..H_SECRET, H_SECRET + DIGEST_SECRET_SIZE..H_CHECKSUM]
+        let unused_zero = [H_WRITE_SEQ_RESERVED + 8..H_SECRET, H_SECRET + DIGEST_SECRET_SIZE..H_CHECKSUM]
             .into_iter()
             .all(|range| b[range].iter().all(|&x| x == 0));
         if le_u32(b, H_HEADER_SIZE) != DEVICE_HEADER_SIZE as u32 || !unused_zero {
@@ -165,6 +173,7 @@ impl DeviceHeader {
                 .try_into()
                 .unwrap_or_default(),
             created_unix_s: le_u64(b, H_CREATED),
+            write_seq_reserved: le_u64(b, H_WRITE_SEQ_RESERVED),
             digest_secret: b[H_SECRET..H_SECRET + DIGEST_SECRET_SIZE]
                 .try_into()
                 .unwrap_or([0; DIGEST_SECRET_SIZE]),

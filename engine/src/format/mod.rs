@@ -110,6 +110,7 @@ pub(crate) fn test_header() -> DeviceHeader {
         bitmap_generation: 0,
         bitmap_reset_image_uuid: [0; 16],
         created_unix_s: 0,
+        write_seq_reserved: 0,
         digest_secret: [3; DIGEST_SECRET_SIZE],
     }
 }

@@ -13,6 +13,7 @@ fn sample_header() -> DeviceHeader {
         bitmap_generation: 9,
         bitmap_reset_image_uuid: [5; 16],
         created_unix_s: 1_700_000_000,
+        write_seq_reserved: 0,
         digest_secret: [6; DIGEST_SECRET_SIZE],
         ..test_header()
     }
