@@ -620,3 +620,34 @@ fn a_compressed_image_keeps_the_last_unit_of_an_uneven_group() {
     ok(backup(&["restore", "--device", s(&dst), s(&image)]));
     assert_eq!(records(&src), records(&dst));
 }
+
+/// A device restored over itself after it went on writing keeps stale records of the later
+/// run in blocks the restore leaves free: the restored device must continue above their
+/// write sequences, which the target's own header knows; a blank target's are unknown.
+#[test]
+fn a_restored_device_continues_above_every_write_sequence_its_target_may_hold() {
+    let dir = tempdir();
+    let src = device::create_file(&dir.path().join("src"), 32 << 20).expect("create");
+    let cfg = config(vec![src.clone()]);
+    Engine::format(&cfg, false).expect("format");
+    let engine = open_engine(cfg.clone());
+    fill(&engine, 0..2000, 0);
+    engine.close().expect("close");
+    let full = dir.path().join("full.img");
+    ok(backup(&["full", "--device", s(&src), "--out", s(&full)]));
+    let captured = header_of(&src).write_seq_reserved;
+    for version in 1..4 {
+        let engine = open_engine(cfg.clone());
+        fill(&engine, 0..2000, version);
+        engine.close().expect("close");
+    }
+    let went_on_to = header_of(&src).write_seq_reserved;
+    assert!(went_on_to > captured, "the later runs reserved nothing: {went_on_to} <= {captured}");
+    ok(backup(&["restore", "--force", "--device", s(&src), s(&full)]));
+    assert_eq!(header_of(&src).write_seq_reserved, went_on_to);
+    assert_eq!(records_via_engine(&src, false).0.len(), 2000);
+
+    let blank = device::create_file(&dir.path().join("blank"), 32 << 20).expect("create");
+    ok(backup(&["restore", "--device", s(&blank), s(&full)]));
+    assert!(header_of(&blank).write_seq_reserved > captured + (1 << 32));
+}

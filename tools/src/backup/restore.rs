@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use spike::device::{AlignedBuf, IO_ALIGN};
 use spike::offline::change_bitmap::ChangeBitmap;
 use spike::offline::format::{encode_free_page, pick_header, DeviceHeader, DEVICE_HEADER_SIZE};
-use spike::offline::namespace::{probe, write_header, DeviceContent};
+use spike::offline::namespace::{probe, random_bytes, write_header, DeviceContent};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -60,6 +60,28 @@ fn captured_header(chain: &Chain) -> Result<(DeviceHeader, Vec<u8>)> {
         bail!("{}: the captured device header disagrees with the image header", last.meta.path);
     }
     Ok((header, reserved))
+}
+
+/// The restored header's reserved write sequence (see `DeviceHeader::write_seq_reserved`).
+/// The device the image was taken of may have gone on writing, at higher sequences, on
+/// this very target; a block the restore leaves free keeps those records past its free
+/// header page, so the restored device must continue above them. Known from the target's
+/// header when it is the same device; unknown when the target's header is unreadable
+/// (an interrupted restore clears it first) or predates the field: then a jump of 2^32
+/// plus a random u32, so that the low 32 bits records carry meet a stale block's only by
+/// chance. Blocks of another device are foreign to the restored one anyway.
+fn restored_write_seq_reserved(captured: &DeviceHeader, target: &DeviceContent) -> Result<u64> {
+    match target {
+        DeviceContent::Spike(h) if h.device_uuid != captured.device_uuid => Ok(captured.write_seq_reserved),
+        DeviceContent::Spike(h) if h.write_seq_reserved > 0 => {
+            Ok(captured.write_seq_reserved.max(h.write_seq_reserved))
+        }
+        _ => {
+            let mut random = [0u8; 4];
+            random_bytes(&mut random)?;
+            Ok(captured.write_seq_reserved + (1 << 32) + u32::from_le_bytes(random) as u64)
+        }
+    }
 }
 
 /// A free block-header page, as the engine writes over a block it frees.
@@ -105,7 +127,10 @@ pub fn restore(
             device.size_bytes()
         );
     }
-    match probe(device.as_ref()).with_context(|| format!("reading the start of {}", target.display()))? {
+    let content =
+        probe(device.as_ref()).with_context(|| format!("reading the start of {}", target.display()))?;
+    header.write_seq_reserved = restored_write_seq_reserved(&header, &content)?;
+    match content {
         DeviceContent::Blank => {}
         _ if force => {}
         DeviceContent::Spike(h) => bail!(
