@@ -35,7 +35,10 @@ fn main() -> Result<(), spike::Error> {
     spike::device::create_file(&path, gib << 30)?;
     let config = Config { devices: vec![path.clone()], ..Config::default() };
     Engine::format(&config, false)?;
+    let start = Instant::now();
     let engine = Engine::open(config.clone())?;
+    let r = engine.stats().recovery;
+    println!("first start after the format: {} ms ({})", start.elapsed().as_millis(), r.kind);
     let start = Instant::now();
     let value = vec![0x5Au8; value_len];
     for i in 0..records {
