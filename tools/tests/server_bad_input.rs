@@ -187,7 +187,9 @@ fn the_metrics_endpoint_serves_the_engines_stats_as_prometheus_text() {
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("spike_objects{namespace=\"test\"} 1"), "{text}");
     assert!(text.contains("spike_updates_total{namespace=\"test\"} 1"), "{text}");
+    // The test server's device was formatted at this start: neither fast nor cold.
     assert!(text.contains("spike_restart_fast{namespace=\"test\"} 0"), "{text}");
+    assert!(text.contains("spike_restart_cold{namespace=\"test\"} 0"), "{text}");
     // A read of a missing record is counted by operation and kind.
     stream
         .write_all(&frame(TYPE_MSG, &{

@@ -67,6 +67,13 @@ pub fn render(server: &Server) -> String {
         "gauge",
         &mut stats.iter().map(|(l, s)| (l.clone(), (s.recovery.kind == "fast") as u8 as f64)),
     );
+    // Neither fast nor cold: the first start after a format, which reads nothing.
+    series(
+        "restart_cold",
+        "1 if the last start scanned every write block (a cold start).",
+        "gauge",
+        &mut stats.iter().map(|(l, s)| (l.clone(), (s.recovery.kind == "cold") as u8 as f64)),
+    );
     series(
         "device_free_blocks",
         "Free write blocks.",
