@@ -78,6 +78,11 @@ fn print_header(opened: &Opened, out: &mut dyn Write) -> Result<()> {
         writeln!(out, "WARNING               the header describes more bytes than the device holds")?;
     }
     writeln!(out, "open count            {}", h.open_count)?;
+    writeln!(
+        out,
+        "write seqs reserved   below {} (blocks open at lower sequences only)",
+        h.write_seq_reserved
+    )?;
     let s = &h.snapshot;
     if s.len_bytes == 0 {
         writeln!(out, "snapshot              none")?;
