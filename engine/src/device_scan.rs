@@ -89,9 +89,9 @@ impl Drop for BlockRun {
 #[derive(Clone, Copy, Debug)]
 pub enum Blocks<'a> {
     /// Blocks `0..count`, in order (no list: a large device has tens of millions).
+    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // spike-inspect's
     All { count: u32 },
-    /// These blocks, in this order.
-    #[cfg_attr(not(feature = "offline"), allow(dead_code))] // spike-backup's
+    /// These blocks, in this order (cold start's and spike-backup's).
     Only(&'a [u32]),
 }
 

@@ -1,7 +1,9 @@
 //! Cold start: rebuild the index, every block's live byte count and the free lists by
 //! scanning every device, all devices in parallel.
 //!
-//! Per device, a reader thread runs the one device scan (`device_scan::stream_blocks`,
+//! Per device, a header pass first reads the first 4 KiB of every write block and keeps
+//! the data blocks of this device (no other block holds a record the scan would take);
+//! then a reader thread runs the one device scan over those (`device_scan::stream_blocks`,
 //! whole blocks in order, `SCAN_IN_FLIGHT_BYTES` of reads in flight) while the device's
 //! parser threads (the cores shared among devices) classify each block
 //! (`format::classify_block`), verify its records (`format::block_records`) and merge
@@ -19,7 +21,7 @@
 //! Afterwards, blocks with a valid header but no live record are overwritten as free
 //! before they go on the free list.
 
-use crate::device::AlignedBuf;
+use crate::device::{AlignedBuf, ReadRequest, IO_ALIGN};
 use crate::device_scan::{stream_blocks, BlockRun, Blocks, ScanShape};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
@@ -34,6 +36,8 @@ use std::time::Instant;
 /// Bytes of whole-block reads kept in flight per device during a scan (fio reaches this
 /// kind of device's sequential rate at 1 MiB × 8).
 const SCAN_IN_FLIGHT_BYTES: usize = 8 << 20;
+/// Block headers read together by the header pass (256 KiB of reads in flight).
+const HEADER_READS_AT_ONCE: usize = 64;
 /// Blocks past the reader: queued for a parser or being parsed (per parser).
 const SCAN_BLOCKS_DOWNSTREAM: usize = 4;
 /// Parser threads of one device's scan, at most.
@@ -117,13 +121,17 @@ fn scan_disk(
         consumer_holds: SCAN_BLOCKS_DOWNSTREAM * parsers.max(1),
         tolerate_read_errors: false,
     };
+    // Only data blocks of this device hold records, and a block's first 4 KiB say whether
+    // it is one: whole blocks are read for those alone, so a start costs in proportion to
+    // the blocks in use, not to the device (a mostly empty device of tens of TiB).
+    let data_blocks = data_blocks_of(disk)?;
     let (full_tx, full_rx) = mpsc::channel::<BlockRun>();
     let block_seq: Vec<AtomicU64> = (0..total).map(|_| AtomicU64::new(0)).collect();
     let block_valid: Vec<AtomicBool> = (0..total).map(|_| AtomicBool::new(false)).collect();
     let failed = AtomicBool::new(false);
     std::thread::scope(|scope| -> Result<()> {
         let reader = scope.spawn(move || {
-            let blocks = Blocks::All { count: disk.geometry.wblock_count };
+            let blocks = Blocks::Only(&data_blocks);
             stream_blocks(disk.device.as_ref(), &disk.geometry, blocks, shape, &mut |_| {}, &mut |run| {
                 full_tx.send(run).map_err(|_| Error::ShutDown)
             })
@@ -172,6 +180,35 @@ fn scan_disk(
         seq: block_seq.into_iter().map(AtomicU64::into_inner).collect(),
         valid: block_valid.into_iter().map(AtomicBool::into_inner).collect(),
     })
+}
+
+/// Reads the first 4 KiB of every write block of `disk` (`HEADER_READS_AT_ONCE` reads in
+/// flight) and returns the blocks whose header classifies as a data block of this device,
+/// in block order: the blocks the scan parses whole (it skips every other class).
+fn data_blocks_of(disk: &Disk) -> Result<Vec<u32>> {
+    let count = disk.geometry.wblock_count;
+    let mut bufs: Vec<AlignedBuf> =
+        (0..HEADER_READS_AT_ONCE.min(count as usize)).map(|_| AlignedBuf::zeroed(IO_ALIGN)).collect();
+    let mut data = Vec::new();
+    let mut first = 0u32;
+    while first < count {
+        let n = HEADER_READS_AT_ONCE.min((count - first) as usize);
+        let mut requests: Vec<ReadRequest<'_>> = bufs[..n]
+            .iter_mut()
+            .enumerate()
+            .map(|(i, buf)| ReadRequest { offset: disk.geometry.wblock_offset(first + i as u32), buf })
+            .collect();
+        disk.device.read_many(&mut requests)?;
+        drop(requests);
+        for (i, buf) in bufs[..n].iter().enumerate() {
+            let block = first + i as u32;
+            if matches!(disk.classify(buf, block), BlockClass::Data { .. }) {
+                data.push(block);
+            }
+        }
+        first += n as u32;
+    }
+    Ok(data)
 }
 
 /// What merging one data block's records into the index needs.
