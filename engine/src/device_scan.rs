@@ -18,7 +18,7 @@
 //! unless `tolerate_read_errors` is set: then a run whose read fails is read again block
 //! by block, and each unreadable block is delivered alone with its error.
 
-use crate::device::{AlignedBuf, Device, StreamRead};
+use crate::device::{AlignedBuf, Device, ReadRequest, StreamRead, IO_ALIGN};
 use crate::error::{Error, Result};
 use crate::format::Geometry;
 use std::ops::Range;
@@ -135,6 +135,37 @@ pub fn runs(blocks: &[u32], per_run: usize) -> Vec<Range<usize>> {
         }
     }
     runs
+}
+
+/// Reads the first 4 KiB (the header page) of every write block, `reads_at_once` of them
+/// in flight (`Device::read_many`), and hands each page to `visit` in block order: the
+/// pass that tells blocks in use from free ones without reading them whole (cold start,
+/// `spike-backup`). The first read error ends it.
+pub fn scan_block_headers(
+    device: &dyn Device,
+    geometry: &Geometry,
+    reads_at_once: usize,
+    visit: &mut dyn FnMut(u32, &[u8]),
+) -> Result<()> {
+    let count = geometry.wblock_count;
+    let at_once = reads_at_once.clamp(1, count.max(1) as usize);
+    let mut bufs: Vec<AlignedBuf> = (0..at_once).map(|_| AlignedBuf::zeroed(IO_ALIGN)).collect();
+    let mut first = 0u32;
+    while first < count {
+        let n = at_once.min((count - first) as usize);
+        let mut requests: Vec<ReadRequest<'_>> = bufs[..n]
+            .iter_mut()
+            .enumerate()
+            .map(|(i, buf)| ReadRequest { offset: geometry.wblock_offset(first + i as u32), buf })
+            .collect();
+        device.read_many(&mut requests)?;
+        drop(requests);
+        for (i, buf) in bufs[..n].iter().enumerate() {
+            visit(first + i as u32, buf);
+        }
+        first += n as u32;
+    }
+    Ok(())
 }
 
 /// Streams `blocks` of the device (see the module comment). `pace` is told the bytes of

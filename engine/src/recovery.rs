@@ -21,8 +21,8 @@
 //! Afterwards, blocks with a valid header but no live record are overwritten as free
 //! before they go on the free list.
 
-use crate::device::{AlignedBuf, ReadRequest, IO_ALIGN};
-use crate::device_scan::{stream_blocks, BlockRun, Blocks, ScanShape};
+use crate::device::AlignedBuf;
+use crate::device_scan::{scan_block_headers, stream_blocks, BlockRun, Blocks, ScanShape};
 use crate::disk::Disk;
 use crate::error::{Error, Result};
 use crate::format::{block_records, decode_record, device_of, BlockClass, BlockItem, CopyOrder};
@@ -182,32 +182,15 @@ fn scan_disk(
     })
 }
 
-/// Reads the first 4 KiB of every write block of `disk` (`HEADER_READS_AT_ONCE` reads in
-/// flight) and returns the blocks whose header classifies as a data block of this device,
-/// in block order: the blocks the scan parses whole (it skips every other class).
+/// The blocks whose header page classifies as a data block of this device, in block
+/// order: the blocks the scan parses whole (it skips every other class).
 fn data_blocks_of(disk: &Disk) -> Result<Vec<u32>> {
-    let count = disk.geometry.wblock_count;
-    let mut bufs: Vec<AlignedBuf> =
-        (0..HEADER_READS_AT_ONCE.min(count as usize)).map(|_| AlignedBuf::zeroed(IO_ALIGN)).collect();
     let mut data = Vec::new();
-    let mut first = 0u32;
-    while first < count {
-        let n = HEADER_READS_AT_ONCE.min((count - first) as usize);
-        let mut requests: Vec<ReadRequest<'_>> = bufs[..n]
-            .iter_mut()
-            .enumerate()
-            .map(|(i, buf)| ReadRequest { offset: disk.geometry.wblock_offset(first + i as u32), buf })
-            .collect();
-        disk.device.read_many(&mut requests)?;
-        drop(requests);
-        for (i, buf) in bufs[..n].iter().enumerate() {
-            let block = first + i as u32;
-            if matches!(disk.classify(buf, block), BlockClass::Data { .. }) {
-                data.push(block);
-            }
+    scan_block_headers(disk.device.as_ref(), &disk.geometry, HEADER_READS_AT_ONCE, &mut |block, page| {
+        if matches!(disk.classify(page, block), BlockClass::Data { .. }) {
+            data.push(block);
         }
-        first += n as u32;
-    }
+    })?;
     Ok(data)
 }
 

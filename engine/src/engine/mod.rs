@@ -110,12 +110,10 @@ fn restore(
 /// The first start since the devices were formatted: no run has written a block under
 /// their new device UUIDs (a run rewrites the header before its first write), so every
 /// block is free without reading one. A scan would read the whole device: hours at tens
-/// of TiB.
+/// of TiB. The run's first sequence is the format's (`write_seq_reserved`, set by the open).
 fn fresh_start(disks: Vec<Disk>, start: Instant) -> (Vec<Disk>, Index, RecoveryStats) {
     for disk in &disks {
-        let mut state = disk.lock();
-        state.blocks.restore_all_free();
-        state.next_seq = 1;
+        disk.lock().blocks.restore_all_free();
     }
     log::info!("fresh start: the first since the devices were formatted, nothing to read");
     let index = Index::for_restart(disks.len() as u8);

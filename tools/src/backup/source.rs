@@ -17,8 +17,8 @@
 
 use super::progress::Throttle;
 use anyhow::{anyhow, Context, Result};
-use spike::device::{self, AlignedBuf, Device, IoBackend, ReadRequest, IO_ALIGN};
-use spike::offline::device_scan::{stream_blocks, Blocks, ScanShape};
+use spike::device::{self, Device, IoBackend};
+use spike::offline::device_scan::{scan_block_headers, stream_blocks, Blocks, ScanShape};
 use spike::offline::format::{
     classify_block, BlockClass, DeviceHeader, Geometry, WBLOCK_KIND_DATA, WBLOCK_KIND_SNAPSHOT,
 };
@@ -82,27 +82,11 @@ pub fn classify(bytes: &[u8], header: &DeviceHeader, wblock: u32) -> BlockUse {
 
 /// Reads the first 4 KiB of every write block and classifies it.
 pub fn scan_headers(device: &dyn Device, header: &DeviceHeader) -> Result<Vec<BlockUse>> {
-    let count = header.wblock_count as usize;
-    let mut uses = Vec::with_capacity(count);
-    let mut bufs: Vec<AlignedBuf> =
-        (0..HEADER_BATCH.min(count)).map(|_| AlignedBuf::zeroed(IO_ALIGN)).collect();
-    let mut first = 0usize;
-    while first < count {
-        let n = HEADER_BATCH.min(count - first);
-        let mut requests: Vec<ReadRequest<'_>> = bufs[..n]
-            .iter_mut()
-            .enumerate()
-            .map(|(i, buf)| ReadRequest { offset: header.wblock_offset((first + i) as u32), buf })
-            .collect();
-        device
-            .read_many(&mut requests)
-            .with_context(|| format!("reading block headers of {}", device.name()))?;
-        drop(requests);
-        for (i, buf) in bufs[..n].iter().enumerate() {
-            uses.push(classify(buf, header, (first + i) as u32));
-        }
-        first += n;
-    }
+    let mut uses = Vec::with_capacity(header.wblock_count as usize);
+    scan_block_headers(device, &Geometry::of(header), HEADER_BATCH, &mut |block, page| {
+        uses.push(classify(page, header, block))
+    })
+    .with_context(|| format!("reading block headers of {}", device.name()))?;
     Ok(uses)
 }
 
