@@ -2,7 +2,9 @@
 # Through the wire vs in-process on one 4 GiB file: spike-server with N event loops
 # (default 2), driven by spike-bench --server (the official Rust client, 32 tasks, 300 k
 # records of 1 KiB, uniform keys), then spike-bench in-process on the same file. Prints
-# each phase with the server CPU it took (utime + stime from /proc/PID/stat). Needs the
+# each phase with the server CPU it took (utime + stime from /proc/PID/stat). With
+# SPIKE_WIRE_CACHE=256M both keep that post-write cache a device (default: the engine's
+# 8 write blocks); a cache near the data set's size serves most reads from RAM. Needs the
 # release builds and a free port 3100:
 #   cargo build --release --bin spike-server --bin spike-bench
 #   benches/through_the_wire.sh 2
@@ -11,6 +13,7 @@ set -eu
 loops=${1:-2}
 bin=$(realpath "${SPIKE_BIN:-target/release}")
 dir=${SPIKE_WIRE_DIR:-$(mktemp -d)}
+cache=${SPIKE_WIRE_CACHE:-}
 device="$dir/test.dat"
 cat > "$dir/server.toml" <<EOT
 listen = "127.0.0.1:3100"
@@ -22,6 +25,7 @@ device_size = "4G"
 format = true
 durability = "buffered"
 store_keys = false
+${cache:+post_write_cache = \"$cache\"}
 EOT
 "$bin/spike-server" --config "$dir/server.toml" > "$dir/server.log" 2>&1 &
 server=$!
@@ -49,6 +53,6 @@ wait $server || true
 
 echo "== in-process, same file"
 "$bin/spike-bench" --device "$device" --records 300000 --threads 32 --workload c --keys uniform \
-  --duration 20 2>/dev/null | grep -E "^load |^  (read|all) "
+  ${cache:+--post-write-cache "$cache"} --duration 20 2>/dev/null | grep -E "^load |^  (read|all) "
 "$bin/spike-bench" --device "$device" --no-load --records 300000 --threads 32 --workload a \
-  --keys uniform --duration 20 2>/dev/null | grep -E "^  (read|update|all) "
+  --keys uniform ${cache:+--post-write-cache "$cache"} --duration 20 2>/dev/null | grep -E "^  (read|update|all) "

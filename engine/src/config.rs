@@ -2,7 +2,9 @@
 
 use crate::device::IoBackend;
 use crate::error::{Error, Result};
-use crate::limits::{NAMESPACE_NAME_MAX, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN};
+use crate::limits::{
+    NAMESPACE_NAME_MAX, POST_WRITE_CACHE_BYTES_MAX, WBLOCK_SIZE_DEFAULT, WBLOCK_SIZE_MAX, WBLOCK_SIZE_MIN,
+};
 use std::path::PathBuf;
 
 /// When a write is acknowledged.
@@ -26,7 +28,8 @@ pub struct Config {
     pub durability: Durability,
     /// Bound on how long a buffered write waits in RAM before it is written.
     pub flush_max_ms: u64,
-    /// Recently written blocks kept in RAM per device to serve reads.
+    /// Recently written blocks kept in RAM per device to serve reads (`post_write_cache`);
+    /// at most `POST_WRITE_CACHE_BYTES_MAX` of them. 0 keeps none.
     pub post_write_cache_blocks: usize,
     /// Full write blocks waiting for the device, per device; past it writers wait.
     pub write_queue_blocks_max: usize,
@@ -119,6 +122,15 @@ impl Config {
         if self.flush_max_ms == 0 || self.write_queue_blocks_max == 0 {
             return Err(Error::Config("flush_max_ms and write_queue_blocks_max must be positive".into()));
         }
+        let cache_bytes = (self.post_write_cache_blocks as u64).saturating_mul(wbs as u64);
+        if cache_bytes > POST_WRITE_CACHE_BYTES_MAX {
+            return Err(Error::Config(format!(
+                "post_write_cache_blocks {} of {wbs} bytes is {} MiB, above the {} MiB a device may cache",
+                self.post_write_cache_blocks,
+                cache_bytes >> 20,
+                POST_WRITE_CACHE_BYTES_MAX >> 20
+            )));
+        }
         if self.defrag_lwm_pct == 0 || self.defrag_lwm_pct >= 100 {
             return Err(Error::Config(format!("defrag_lwm_pct {} must be 1 to 99", self.defrag_lwm_pct)));
         }
@@ -148,4 +160,20 @@ pub struct WriteOptions {
     pub expected_generation: Option<u32>,
     /// Seconds to live; `None` or 0 = never expires.
     pub ttl_s: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_write_cache_above_the_limit_is_refused_by_name() {
+        let blocks_max = (POST_WRITE_CACHE_BYTES_MAX / WBLOCK_SIZE_DEFAULT as u64) as usize;
+        let at_limit = Config { post_write_cache_blocks: blocks_max, ..Config::default() };
+        assert!(at_limit.validate().is_ok());
+        for blocks in [blocks_max + 1, usize::MAX] {
+            let err = Config { post_write_cache_blocks: blocks, ..Config::default() }.validate().unwrap_err();
+            assert!(err.to_string().contains("post_write_cache_blocks"), "{err}");
+        }
+    }
 }

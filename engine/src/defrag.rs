@@ -64,7 +64,7 @@ pub fn defrag_block(shared: &Shared, disk: &Disk, block: u32, scratch: &mut Scra
         if state.blocks.state(block) != BlockState::InUse {
             return Ok(0);
         }
-        let cached = state.cache.iter().rev().find(|b| b.wblock == block).cloned();
+        let cached = state.cache.get(block).cloned();
         (state.blocks.seq(block), cached)
     };
     let bytes: &[u8] = match &cached {

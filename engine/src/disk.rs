@@ -24,6 +24,7 @@ use crate::format::{
     WBLOCK_HEADER_SIZE,
 };
 use crate::index::Location;
+pub use crate::post_write_cache::{PostWriteCache, SealedBlock};
 use crate::sync::{AtomicBool, AtomicU32, Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -52,18 +53,10 @@ pub struct OpenBlock {
     pub unflushed_since: Option<Instant>,
 }
 
-/// A full (or closed) block: queued for the device, then kept as post-write cache.
-pub struct SealedBlock {
-    pub wblock: u32,
-    pub seq: u64,
-    pub buf: AlignedBuf,
-    pub fill: u32,
-}
-
 pub struct DiskState {
     pub open: Option<OpenBlock>,
     pub to_write: VecDeque<Arc<SealedBlock>>,
-    pub cache: VecDeque<Arc<SealedBlock>>,
+    pub cache: PostWriteCache,
     /// Every block's state and write sequence, and the free list.
     pub blocks: BlockTable,
     pub next_seq: u64,
@@ -127,7 +120,7 @@ impl Disk {
             state: Mutex::new(DiskState {
                 open: None,
                 to_write: VecDeque::new(),
-                cache: VecDeque::new(),
+                cache: PostWriteCache::default(),
                 blocks: BlockTable::new(geometry.wblock_count),
                 next_seq: 1,
                 write_seq_reserved: 0,

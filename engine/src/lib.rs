@@ -40,6 +40,7 @@ pub mod limits;
 #[cfg(all(test, loom))]
 mod loom_model;
 mod namespace;
+mod post_write_cache;
 mod read;
 mod record_core;
 mod recovery;

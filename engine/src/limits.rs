@@ -61,6 +61,9 @@ pub const GENERATION_MAX: u32 = (1 << 31) - 1;
 /// a header write and sync under the disk lock every this many blocks opened (64 GiB of
 /// 1 MiB blocks), and at most this many sequences skipped at each start.
 pub const WRITE_SEQS_RESERVED_AT_ONCE: u64 = 1 << 16;
+/// The most RAM one device's post-write cache may hold: past it a namespace would be an
+/// in-memory store with a device behind it, which this cache is not sized for.
+pub const POST_WRITE_CACHE_BYTES_MAX: u64 = 16 << 30;
 
 // --- Batches and retries ------------------------------------------------------------------
 

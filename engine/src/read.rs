@@ -69,7 +69,9 @@ impl Disk {
         if let Some(open) = state.open.as_ref().filter(|o| o.wblock == block) {
             return open.buf.get(in_block..in_block + size).map(|b| InMemory::Copied(b.to_vec()));
         }
-        let sealed = state.to_write.iter().chain(state.cache.iter()).rev().find(|b| b.wblock == block)?;
+        // Queued blocks first: they are newer than anything cached (and few).
+        let queued = state.to_write.iter().rev().find(|b| b.wblock == block);
+        let sealed = queued.or_else(|| state.cache.get(block))?;
         Some(InMemory::Sealed(sealed.clone(), in_block))
     }
 

@@ -187,7 +187,8 @@ impl Disk {
             buf.copy_from_slice(&open.buf);
             return true;
         }
-        match state.to_write.iter().chain(state.cache.iter()).find(|b| b.wblock == block && b.seq == seq) {
+        let queued = state.to_write.iter().find(|b| b.wblock == block && b.seq == seq);
+        match queued.or_else(|| state.cache.get(block).filter(|b| b.seq == seq)) {
             Some(sealed) => {
                 buf.copy_from_slice(&sealed.buf);
                 true

@@ -345,7 +345,7 @@ pub fn run_flusher(disk: &Disk, counters: &Counters) {
             let front = state.to_write.pop_front();
             debug_assert!(front.is_some_and(|b| b.seq == block.seq));
             durable = durable.max(Position { seq: block.seq, fill: block.fill });
-            state.cache.push_back(block.clone());
+            state.cache.push(block.clone());
         }
         if let Some(partial) = &partial {
             durable = durable.max(Position { seq: partial.seq, fill: partial.fill });
@@ -438,7 +438,7 @@ fn check_block_header(disk: &Disk, block: &SealedBlock) -> Result<()> {
 /// Keeps at most `cache_blocks_max` written blocks for reads; recycles the rest's buffers.
 fn trim_cache(disk: &Disk, state: &mut DiskState) {
     while state.cache.len() > disk.cache_blocks_max {
-        let Some(oldest) = state.cache.pop_front() else { break };
+        let Some(oldest) = state.cache.pop_oldest() else { break };
         disk.in_memory[oldest.wblock as usize].store(false, Ordering::Release);
         if let Ok(block) = Arc::try_unwrap(oldest) {
             if state.buffer_pool.len() < disk.write_queue_blocks_max {
@@ -458,7 +458,7 @@ fn free_ready_blocks(disk: &Disk, mut state: MutexGuard<'_, DiskState>, counters
         return Ok(());
     }
     state.pending_free.retain(|&(_, at)| at > durable);
-    state.cache.retain(|block| !ready.contains(&block.wblock));
+    state.cache.remove_all(&ready);
     for &block in &ready {
         disk.in_memory[block as usize].store(false, Ordering::Release);
     }

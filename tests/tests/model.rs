@@ -139,7 +139,16 @@ proptest! {
 
 #[test]
 fn overwrites_free_and_reuse_blocks_far_beyond_the_device_size() {
+    // 2 cached blocks, and more than the device holds: then every block is still cached
+    // when it is freed, and must leave the cache before it is written again.
+    for cache_blocks in [2, 64] {
+        overwrite_far_beyond_the_device_size(cache_blocks);
+    }
+}
+
+fn overwrite_far_beyond_the_device_size(cache_blocks: usize) {
     let (config, sims) = sim_namespace(1, 2 << 20, Durability::Buffered, 5);
+    let config = spike::Config { post_write_cache_blocks: cache_blocks, ..config };
     let engine = open(&config, &sims);
     let mut written = 0u64;
     for round in 0..60u64 {

@@ -117,6 +117,10 @@ pub struct Args {
     /// its capacity is defragmented (default: the engine's, 50).
     #[arg(long, value_name = "PCT")]
     pub defrag_lwm: Option<u8>,
+    /// RAM per device for the blocks written last, which serve reads of recent records
+    /// (e.g. 256M, spike-server's default); by default the engine's 8 write blocks.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub post_write_cache: Option<u64>,
     /// Print one JSON report on stdout (progress and intervals go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -145,7 +149,7 @@ pub struct Args {
     /// Drive a server speaking Aerospike's protocol (spike-server, or Aerospike itself)
     /// through the official Rust client instead of an in-process engine; with
     /// --namespace (default test). Records go to the set `bench`.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["devices", "format", "size", "raw", "act"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["devices", "format", "size", "raw", "act", "post_write_cache"])]
     pub server: Option<String>,
 }
 
@@ -413,6 +417,7 @@ pub struct Plan {
     pub batch: usize,
     pub durability: Durability,
     pub defrag_lwm: Option<u8>,
+    pub post_write_cache_bytes: Option<u64>,
     pub json: bool,
     pub act: Option<u32>,
     pub raw_only: bool,
@@ -556,6 +561,7 @@ impl Plan {
             batch,
             durability: args.durability,
             defrag_lwm: args.defrag_lwm,
+            post_write_cache_bytes: args.post_write_cache,
             json: args.json,
             act: args.act,
             raw_only: args.raw,

@@ -32,6 +32,9 @@ stop_writes_free_pct = 5       # client writes stop under this free space
 defrag_lwm_pct = 50            # blocks under this fill are defragmented
 flush_max_ms = 1000            # buffered writes reach the device within this
 tombstone_scan_mib_s = 128     # most a tombstone-reclaim scan reads per second (0: no limit)
+# post_write_cache = "256M"    # RAM per device for the blocks written last, so that reads of
+                               # recent records (updates merge into them) skip the device;
+                               # default: 8 write blocks; 0 = none
 "#;
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +81,7 @@ pub struct NamespaceConfig {
     pub defrag_lwm_pct: Option<u32>,
     pub flush_max_ms: Option<u64>,
     pub tombstone_scan_mib_s: Option<u32>,
+    pub post_write_cache: Option<String>,
 }
 
 fn default_listen() -> String {
@@ -106,6 +110,7 @@ fn default_frame_bytes_max() -> usize {
 pub fn default_index_sweep_s() -> u64 {
     600
 }
+
 fn default_durability() -> String {
     "commit-to-device".into()
 }
@@ -146,6 +151,7 @@ impl ServerConfig {
                 defrag_lwm_pct: None,
                 flush_max_ms: None,
                 tombstone_scan_mib_s: None,
+                post_write_cache: None,
             }],
         }
     }
@@ -184,19 +190,37 @@ impl NamespaceConfig {
             }
         };
         let defaults = Config::default();
+        let write_block_size = self.write_block_size.unwrap_or(defaults.write_block_size);
         let config = Config {
             namespace: self.name.clone(),
             devices: self.devices.clone(),
             durability,
-            write_block_size: self.write_block_size.unwrap_or(defaults.write_block_size),
+            write_block_size,
             stop_writes_free_pct: self.stop_writes_free_pct.unwrap_or(defaults.stop_writes_free_pct),
             defrag_lwm_pct: self.defrag_lwm_pct.unwrap_or(defaults.defrag_lwm_pct),
             flush_max_ms: self.flush_max_ms.unwrap_or(defaults.flush_max_ms),
             tombstone_scan_mib_s: self.tombstone_scan_mib_s.unwrap_or(defaults.tombstone_scan_mib_s),
+            post_write_cache_blocks: self.post_write_cache_blocks(write_block_size)?,
             ..defaults
         };
         config.validate().map_err(|e| format!("namespace {:?}: {e}", self.name))?;
         Ok(config)
+    }
+
+    /// `post_write_cache` (bytes of RAM a device) in whole write blocks, rounded up; the
+    /// engine's default without it. A large cache serves most reads of a data set that
+    /// fits it from RAM (see the README's figures), so it is the operator's choice.
+    fn post_write_cache_blocks(&self, write_block_size: u32) -> Result<usize, String> {
+        let Some(text) = self.post_write_cache.as_deref() else {
+            return Ok(Config::default().post_write_cache_blocks);
+        };
+        let bytes = match text.trim() {
+            "0" => 0,
+            text => {
+                parse_size(text).map_err(|e| format!("namespace {:?}: post_write_cache: {e}", self.name))?
+            }
+        };
+        Ok(usize::try_from(bytes.div_ceil(write_block_size as u64)).unwrap_or(usize::MAX))
     }
 
     pub fn device_size_bytes(&self) -> Result<Option<u64>, String> {
@@ -245,5 +269,28 @@ mod tests {
         assert!(parse_size("12Q").is_err());
         let wbs = EXAMPLE.replace("1048576", "1000");
         assert!(ServerConfig::parse(&wbs, Path::new("x")).unwrap_err().contains("write"));
+        let huge = EXAMPLE.replace("# post_write_cache = \"256M\"", "post_write_cache = \"1T\"");
+        assert!(ServerConfig::parse(&huge, Path::new("x"))
+            .unwrap_err()
+            .contains("post_write_cache_blocks 1048576"));
+        let nonsense = EXAMPLE.replace("# post_write_cache = \"256M\"", "post_write_cache = \"lots\"");
+        assert!(ServerConfig::parse(&nonsense, Path::new("x"))
+            .unwrap_err()
+            .contains("post_write_cache: size \"lots\""));
+    }
+
+    #[test]
+    fn the_post_write_cache_is_a_size_in_ram_turned_into_write_blocks() {
+        let blocks = |text: &str| {
+            let toml = EXAMPLE.replace("# post_write_cache = \"256M\"", text);
+            ServerConfig::parse(&toml, Path::new("x")).unwrap().namespaces[0]
+                .engine_config()
+                .unwrap()
+                .post_write_cache_blocks
+        };
+        assert_eq!(blocks("post_write_cache = \"256M\""), 256);
+        assert_eq!(blocks(""), Config::default().post_write_cache_blocks, "the engine's default");
+        assert_eq!(blocks("post_write_cache = \"0\""), 0);
+        assert_eq!(blocks("post_write_cache = \"1500K\""), 2, "rounded up to whole blocks");
     }
 }
