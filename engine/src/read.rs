@@ -49,8 +49,8 @@ pub enum Verify {
 thread_local! {
     static READ_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(2 * IO_ALIGN));
     /// Buffers of batched reads, reused: an aligned allocation and its zeroing per device
-    /// read were 8% of spike-server's CPU on reads (`perf`). Not zeroed again: a read fills
-    /// the span it is verified from, and a failed read's bytes are never looked at.
+    /// read were about 2% of spike-server's CPU on reads (`perf`). Not zeroed again: a read
+    /// fills the span it is verified from, and a failed read's bytes are never looked at.
     static BATCH_BUFS: RefCell<Vec<AlignedBuf>> = const { RefCell::new(Vec::new()) };
 }
 /// Batch buffers a thread keeps (of `2 * IO_ALIGN`, the span of most records).
