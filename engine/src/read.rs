@@ -29,6 +29,13 @@ pub struct Record {
     pub last_update_ms: u64,
 }
 
+/// Where a batch's records were read from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadSources {
+    pub from_memory: u64,
+    pub from_device: u64,
+}
+
 /// Where the bytes of a record were found in RAM.
 enum InMemory {
     /// Copied out of the open block (which writers keep changing).
@@ -149,18 +156,24 @@ impl Disk {
         })
     }
 
-    /// Reads a batch of entries with all their device reads in flight at once.
-    pub fn read_entries(&self, items: &[EntryInfo]) -> Vec<Result<Verify>> {
+    /// Reads a batch of entries with all their device reads in flight at once. Also says
+    /// how many were served from RAM and how many read the device (for `Stats`).
+    pub fn read_entries(&self, items: &[EntryInfo]) -> (Vec<Result<Verify>>, ReadSources) {
         let mut results: Vec<Option<Result<Verify>>> = Vec::with_capacity(items.len());
         let mut pending = Vec::new();
+        let mut from_memory = 0;
         for (i, entry) in items.iter().enumerate() {
             if let Some(bad) = self.check_followed(entry) {
                 results.push(Some(Ok(bad)));
                 continue;
             }
             match self.find_in_memory(entry.location) {
-                Some(InMemory::Copied(bytes)) => results.push(Some(Ok(self.verify(&bytes, entry)))),
+                Some(InMemory::Copied(bytes)) => {
+                    from_memory += 1;
+                    results.push(Some(Ok(self.verify(&bytes, entry))));
+                }
                 Some(InMemory::Sealed(block, at)) => {
+                    from_memory += 1;
                     results.push(Some(Ok(self.verify_at(&block.buf, at, entry))));
                 }
                 None => {
@@ -186,8 +199,9 @@ impl Disk {
                 }
             });
         }
+        let sources = ReadSources { from_memory: from_memory as u64, from_device: pending.len() as u64 };
         give_back_batch_bufs(pending.into_iter().map(|(_, _, _, buf)| buf));
-        results.into_iter().map(|r| r.unwrap_or(Err(Error::ShutDown))).collect()
+        (results.into_iter().map(|r| r.unwrap_or(Err(Error::ShutDown))).collect(), sources)
     }
 
     fn verify(&self, bytes: &[u8], entry: &EntryInfo) -> Verify {
@@ -252,7 +266,7 @@ mod tests {
                 void_time: 0,
             };
             assert!(matches!(disk.read_entry(&entry), Ok((Verify::Corrupt(_), false))), "{location:?}");
-            let batch = disk.read_entries(&[entry]);
+            let (batch, _) = disk.read_entries(&[entry]);
             assert!(matches!(batch.as_slice(), [Ok(Verify::Corrupt(_))]), "{location:?}");
         }
         assert_eq!(sim.counts().reads, reads_before, "a bad location must not be read");

@@ -73,6 +73,14 @@ impl Shared {
         Err(last_problem.unwrap_or(Error::NotFound))
     }
 
+    /// `Disk::read_entries`, counted in `reads_from_memory` and `reads_from_device`.
+    pub fn read_entries(&self, disk: &Disk, items: &[EntryInfo]) -> Vec<Result<Verify>> {
+        let (results, sources) = disk.read_entries(items);
+        Counters::add(&self.counters.reads_from_memory, sources.from_memory);
+        Counters::add(&self.counters.reads_from_device, sources.from_device);
+        results
+    }
+
     pub fn disk_of(&self, digest: &Digest) -> &Disk {
         &self.disks[device_of(digest, self.disks.len())]
     }

@@ -32,6 +32,16 @@ fn exercise(config: &Config, records: u64) {
         assert_eq!(engine.get(&key(i)).unwrap().value, common::value(i, 1, 700));
     }
     assert!(engine.stats().reads_from_device > 0, "reads should go to the device");
+    // A batch counts its reads by where they came from, like single gets: the last record
+    // is in the open block, the first on the device.
+    let before = engine.stats();
+    let (first, last) = (key(0), key(records - 1));
+    for found in engine.get_many(&[&first[..], &last[..]]) {
+        found.unwrap();
+    }
+    let after = engine.stats();
+    assert_eq!(after.reads_from_device - before.reads_from_device, 1, "batch reads from the device");
+    assert_eq!(after.reads_from_memory - before.reads_from_memory, 1, "batch reads from RAM");
     engine.close().unwrap();
     let engine = Engine::open(config.clone()).unwrap();
     assert_eq!(engine.stats().recovery.records_kept, records);

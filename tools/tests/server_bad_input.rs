@@ -178,15 +178,20 @@ fn the_metrics_endpoint_serves_the_engines_stats_as_prometheus_text() {
     let server =
         ServerProcess::start_with("buffered", &format!("metrics = \"127.0.0.1:{metrics_port}\""), "");
     let mut stream = connect(&server);
-    stream.write_all(&write_message(b"test", &[9; 20], b"bin")).unwrap();
-    assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 0);
+    // Twice: the second update reads the record it merges into, from the open block.
+    for _ in 0..2 {
+        stream.write_all(&write_message(b"test", &[9; 20], b"bin")).unwrap();
+        assert_eq!(result_code_of(&read_frame(&mut stream).unwrap().1), 0);
+    }
     let mut http = TcpStream::connect(("127.0.0.1", metrics_port)).unwrap();
     http.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut text = String::new();
     http.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.contains("spike_objects{namespace=\"test\"} 1"), "{text}");
-    assert!(text.contains("spike_updates_total{namespace=\"test\"} 1"), "{text}");
+    assert!(text.contains("spike_updates_total{namespace=\"test\"} 2"), "{text}");
+    assert!(text.contains("spike_reads_from_memory_total{namespace=\"test\"} 1"), "{text}");
+    assert!(text.contains("spike_reads_from_device_total{namespace=\"test\"} 0"), "{text}");
     // The test server's device was formatted at this start: neither fast nor cold.
     assert!(text.contains("spike_restart_fast{namespace=\"test\"} 0"), "{text}");
     assert!(text.contains("spike_restart_cold{namespace=\"test\"} 0"), "{text}");

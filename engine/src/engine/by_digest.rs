@@ -326,7 +326,7 @@ impl Engine {
         }
         for (disk, items) in self.shared.disks.iter().zip(&per_disk) {
             let entries: Vec<EntryInfo> = items.iter().map(|(_, e)| *e).collect();
-            for ((i, entry), verified) in items.iter().zip(disk.read_entries(&entries)) {
+            for ((i, entry), verified) in items.iter().zip(self.shared.read_entries(disk, &entries)) {
                 results[*i] = Some(match verified {
                     Ok(Verify::Ok(record)) if record.digest == digests[*i] => Ok(Some((*entry, record))),
                     Ok(Verify::Ok(_)) => Ok(None),

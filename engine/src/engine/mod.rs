@@ -417,7 +417,7 @@ impl Engine {
         for chunk in entries.chunk_by(|a, b| a.location.device == b.location.device) {
             let disk = &self.shared.disks[chunk[0].location.device as usize];
             for batch in chunk.chunks(SCAN_BATCH) {
-                for verified in disk.read_entries(batch) {
+                for verified in self.shared.read_entries(disk, batch) {
                     let name = names.next().ok_or(Error::ShutDown)?;
                     let record = match verified {
                         Ok(Verify::Ok(record)) => Ok(Some(record)),

@@ -163,6 +163,13 @@ fn statistics(server: &Server) -> String {
     )
 }
 
+/// Of the record reads since the start, the percentage served from RAM (open block, write
+/// queue, post-write cache), the figure to size `post_write_cache` by; 0 before any read.
+fn cache_read_pct(stats: &spike::Stats) -> u64 {
+    let reads = stats.reads_from_memory + stats.reads_from_device;
+    (stats.reads_from_memory * 100).checked_div(reads).unwrap_or(0)
+}
+
 fn namespace_stats(ns: &Namespace) -> String {
     let stats = ns.engine.stats();
     let total: u64 = stats.devices.iter().map(|d| d.wblocks_total).sum();
@@ -171,13 +178,14 @@ fn namespace_stats(ns: &Namespace) -> String {
     let mut out = format!(
         "objects={};tombstones={};replication-factor=1;effective_replication_factor=1;\
          default-ttl={};single-bin=false;storage-engine=device;device_free_pct={free_pct};\
-         index_used_bytes={};data_used_bytes={};restart_kind={}",
+         index_used_bytes={};data_used_bytes={};restart_kind={};cache_read_pct={}",
         stats.index_entries - stats.tombstones,
         stats.tombstones,
         ns.default_ttl_s,
         stats.index_bytes,
         stats.devices.iter().map(|d| d.live_bytes).sum::<u64>(),
         stats.recovery.kind,
+        cache_read_pct(&stats),
     );
     for (name, value) in ns.counters.named() {
         let _ = write!(out, ";{name}={value}");
@@ -233,5 +241,23 @@ fn truncate(server: &Server, args: &str) -> String {
             "ok".to_string()
         }
         Err(err) => format!("ERROR:1:{err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_read_pct_is_the_share_of_reads_served_from_ram() {
+        let stats = |from_memory, from_device| spike::Stats {
+            reads_from_memory: from_memory,
+            reads_from_device: from_device,
+            ..spike::Stats::default()
+        };
+        assert_eq!(cache_read_pct(&stats(0, 0)), 0, "no read yet");
+        assert_eq!(cache_read_pct(&stats(3, 1)), 75);
+        assert_eq!(cache_read_pct(&stats(0, 9)), 0);
+        assert_eq!(cache_read_pct(&stats(9, 0)), 100);
     }
 }

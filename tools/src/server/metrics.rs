@@ -28,7 +28,7 @@ pub fn render(server: &Server) -> String {
         .iter()
         .map(|ns| (format!("namespace=\"{}\"", ns.name), ns.engine.stats()))
         .collect();
-    let counters: [Counter; 13] = [
+    let counters: [Counter; 15] = [
         ("puts_total", "Writes.", |s| s.puts),
         ("gets_total", "Reads.", |s| s.gets),
         ("deletes_total", "Deletes.", |s| s.deletes),
@@ -38,6 +38,12 @@ pub fn render(server: &Server) -> String {
         ("records_scanned_total", "Records returned by scans.", |s| s.records_scanned),
         ("not_found_total", "Operations that found no record.", |s| s.not_found),
         ("errors_total", "Operations that failed.", |s| s.errors),
+        (
+            "reads_from_memory_total",
+            "Record reads served from RAM: the open block, the write queue or the post-write cache.",
+            |s| s.reads_from_memory,
+        ),
+        ("reads_from_device_total", "Record reads that read the device.", |s| s.reads_from_device),
         ("client_bytes_written_total", "Record bytes written for clients.", |s| s.client_bytes_written),
         ("device_bytes_written_total", "Bytes written to devices.", |s| s.device_bytes_written),
         ("blocks_defragged_total", "Write blocks defragmented.", |s| s.blocks_defragged),
