@@ -220,6 +220,14 @@ impl NamespaceConfig {
                 parse_size(text).map_err(|e| format!("namespace {:?}: post_write_cache: {e}", self.name))?
             }
         };
+        let max = spike::limits::POST_WRITE_CACHE_BYTES_MAX;
+        if bytes > max {
+            return Err(format!(
+                "namespace {:?}: post_write_cache {text:?} is above the {} GiB a device may cache",
+                self.name,
+                max >> 30
+            ));
+        }
         Ok(usize::try_from(bytes.div_ceil(write_block_size as u64)).unwrap_or(usize::MAX))
     }
 
@@ -270,9 +278,8 @@ mod tests {
         let wbs = EXAMPLE.replace("1048576", "1000");
         assert!(ServerConfig::parse(&wbs, Path::new("x")).unwrap_err().contains("write"));
         let huge = EXAMPLE.replace("# post_write_cache = \"256M\"", "post_write_cache = \"1T\"");
-        assert!(ServerConfig::parse(&huge, Path::new("x"))
-            .unwrap_err()
-            .contains("post_write_cache_blocks 1048576"));
+        let err = ServerConfig::parse(&huge, Path::new("x")).unwrap_err();
+        assert!(err.contains("post_write_cache \"1T\" is above the 16 GiB"), "{err}");
         let nonsense = EXAMPLE.replace("# post_write_cache = \"256M\"", "post_write_cache = \"lots\"");
         assert!(ServerConfig::parse(&nonsense, Path::new("x"))
             .unwrap_err()
