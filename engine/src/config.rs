@@ -103,6 +103,12 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The post-write cache of `bytes` of RAM a device, in whole write blocks of this
+    /// config's size (rounded up; `validate` bounds it).
+    pub fn post_write_cache_blocks_for(&self, bytes: u64) -> usize {
+        usize::try_from(bytes.div_ceil(self.write_block_size as u64)).unwrap_or(usize::MAX)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let wbs = self.write_block_size;
         if !wbs.is_power_of_two() || !(WBLOCK_SIZE_MIN..=WBLOCK_SIZE_MAX).contains(&wbs) {

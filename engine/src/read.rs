@@ -161,7 +161,7 @@ impl Disk {
     pub fn read_entries(&self, items: &[EntryInfo]) -> (Vec<Result<Verify>>, ReadSources) {
         let mut results: Vec<Option<Result<Verify>>> = Vec::with_capacity(items.len());
         let mut pending = Vec::new();
-        let mut from_memory = 0;
+        let mut from_memory = 0u64;
         for (i, entry) in items.iter().enumerate() {
             if let Some(bad) = self.check_followed(entry) {
                 results.push(Some(Ok(bad)));
@@ -199,7 +199,7 @@ impl Disk {
                 }
             });
         }
-        let sources = ReadSources { from_memory: from_memory as u64, from_device: pending.len() as u64 };
+        let sources = ReadSources { from_memory, from_device: pending.len() as u64 };
         give_back_batch_bufs(pending.into_iter().map(|(_, _, _, buf)| buf));
         (results.into_iter().map(|r| r.unwrap_or(Err(Error::ShutDown))).collect(), sources)
     }

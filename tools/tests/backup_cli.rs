@@ -194,15 +194,22 @@ fn fill(engine: &Engine, keys: std::ops::Range<u64>, version: u64) {
     }
 }
 
-#[test]
-fn full_and_incremental_restore_to_exactly_the_source_records_after_fast_and_cold_starts() {
-    let dir = tempdir();
-    let src = device::create_file(&dir.path().join("src"), 32 << 20).expect("create");
+/// A formatted file device `src` of `size_bytes` in `dir` holding keys `0..records`
+/// (version 0), closed cleanly; with its config.
+fn filled_source(dir: &Path, size_bytes: u64, records: u64) -> (PathBuf, Config) {
+    let src = device::create_file(&dir.join("src"), size_bytes).expect("create");
     let cfg = config(vec![src.clone()]);
     Engine::format(&cfg, false).expect("format");
     let engine = open_engine(cfg.clone());
-    fill(&engine, 0..3000, 0);
+    fill(&engine, 0..records, 0);
     engine.close().expect("close");
+    (src, cfg)
+}
+
+#[test]
+fn full_and_incremental_restore_to_exactly_the_source_records_after_fast_and_cold_starts() {
+    let dir = tempdir();
+    let (src, cfg) = filled_source(dir.path(), 32 << 20, 3000);
     let (full, incr, incr2) =
         (dir.path().join("full.img"), dir.path().join("incr.img"), dir.path().join("i2.img"));
     let out = ok(backup(&["full", "--device", s(&src), "--out", s(&full)]));
@@ -338,12 +345,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempdir();
-    let src = device::create_file(&dir.path().join("src"), DEVICE_SIZE).expect("create");
-    let cfg = config(vec![src.clone()]);
-    Engine::format(&cfg, false).expect("format");
-    let engine = open_engine(cfg.clone());
-    fill(&engine, 0..600, 0);
-    engine.close().expect("close");
+    let (src, cfg) = filled_source(dir.path(), DEVICE_SIZE, 600);
     let (full, incr) = (dir.path().join("full.img"), dir.path().join("incr.img"));
     ok(backup(&["full", "--device", s(&src), "--out", s(&full)]));
     let engine = open_engine(cfg);
@@ -606,12 +608,7 @@ fn a_compressed_image_keeps_the_last_unit_of_an_uneven_group() {
     // `--compress` packs read units in groups of one per core; a device with a single block
     // in use is one unit, which only the end of the stream can send on.
     let dir = tempdir();
-    let src = device::create_file(&dir.path().join("src"), DEVICE_SIZE).expect("create");
-    let cfg = config(vec![src.clone()]);
-    Engine::format(&cfg, false).expect("format");
-    let engine = open_engine(cfg);
-    fill(&engine, 0..20, 0);
-    engine.close().expect("close");
+    let (src, _) = filled_source(dir.path(), DEVICE_SIZE, 20);
     let image = dir.path().join("c.img");
     let out = ok(backup(&["full", "--compress", "--device", s(&src), "--out", s(&image)]));
     assert!(!out.contains(" 0 stored"), "{out}");
@@ -627,12 +624,7 @@ fn a_compressed_image_keeps_the_last_unit_of_an_uneven_group() {
 #[test]
 fn a_restored_device_continues_above_every_write_sequence_its_target_may_hold() {
     let dir = tempdir();
-    let src = device::create_file(&dir.path().join("src"), 32 << 20).expect("create");
-    let cfg = config(vec![src.clone()]);
-    Engine::format(&cfg, false).expect("format");
-    let engine = open_engine(cfg.clone());
-    fill(&engine, 0..2000, 0);
-    engine.close().expect("close");
+    let (src, cfg) = filled_source(dir.path(), 32 << 20, 2000);
     let full = dir.path().join("full.img");
     ok(backup(&["full", "--device", s(&src), "--out", s(&full)]));
     let captured = header_of(&src).write_seq_reserved;

@@ -73,12 +73,13 @@ pub fn run(plan: Plan) -> Result<ExitCode> {
             (None, Some(_)) => ACT_DEFRAG_LWM_PCT,
             (None, None) => Config::default().defrag_lwm_pct,
         },
-        post_write_cache_blocks: plan
-            .post_write_cache_bytes
-            .map_or(Config::default().post_write_cache_blocks, |bytes| {
-                usize::try_from(bytes.div_ceil(write_block_size as u64)).unwrap_or(usize::MAX)
-            }),
         ..Config::default()
+    };
+    let config = match plan.post_write_cache_bytes {
+        Some(bytes) => {
+            Config { post_write_cache_blocks: config.post_write_cache_blocks_for(bytes), ..config }
+        }
+        None => config,
     };
     let defrag_lwm_pct = config.defrag_lwm_pct;
     config.validate().map_err(|e| anyhow!(e))?;

@@ -118,7 +118,7 @@ pub struct Args {
     #[arg(long, value_name = "PCT")]
     pub defrag_lwm: Option<u8>,
     /// RAM per device for the blocks written last, which serve reads of recent records
-    /// (e.g. 256M, spike-server's default); by default the engine's 8 write blocks.
+    /// (e.g. 256M); by default the engine's 8 write blocks, as in spike-server.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub post_write_cache: Option<u64>,
     /// Print one JSON report on stdout (progress and intervals go to stderr).

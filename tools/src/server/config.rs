@@ -190,30 +190,32 @@ impl NamespaceConfig {
             }
         };
         let defaults = Config::default();
-        let write_block_size = self.write_block_size.unwrap_or(defaults.write_block_size);
         let config = Config {
             namespace: self.name.clone(),
             devices: self.devices.clone(),
             durability,
-            write_block_size,
+            write_block_size: self.write_block_size.unwrap_or(defaults.write_block_size),
             stop_writes_free_pct: self.stop_writes_free_pct.unwrap_or(defaults.stop_writes_free_pct),
             defrag_lwm_pct: self.defrag_lwm_pct.unwrap_or(defaults.defrag_lwm_pct),
             flush_max_ms: self.flush_max_ms.unwrap_or(defaults.flush_max_ms),
             tombstone_scan_mib_s: self.tombstone_scan_mib_s.unwrap_or(defaults.tombstone_scan_mib_s),
-            post_write_cache_blocks: self.post_write_cache_blocks(write_block_size)?,
             ..defaults
+        };
+        let config = match self.post_write_cache_bytes()? {
+            Some(bytes) => {
+                Config { post_write_cache_blocks: config.post_write_cache_blocks_for(bytes), ..config }
+            }
+            None => config,
         };
         config.validate().map_err(|e| format!("namespace {:?}: {e}", self.name))?;
         Ok(config)
     }
 
-    /// `post_write_cache` (bytes of RAM a device) in whole write blocks, rounded up; the
-    /// engine's default without it. A large cache serves most reads of a data set that
-    /// fits it from RAM (see the README's figures), so it is the operator's choice.
-    fn post_write_cache_blocks(&self, write_block_size: u32) -> Result<usize, String> {
-        let Some(text) = self.post_write_cache.as_deref() else {
-            return Ok(Config::default().post_write_cache_blocks);
-        };
+    /// `post_write_cache` in bytes of RAM a device (None: the engine's default). A large
+    /// cache serves most reads of a data set that fits it from RAM (see the README's
+    /// figures), so it is the operator's choice.
+    fn post_write_cache_bytes(&self) -> Result<Option<u64>, String> {
+        let Some(text) = self.post_write_cache.as_deref() else { return Ok(None) };
         let bytes = match text.trim() {
             "0" => 0,
             text => {
@@ -228,7 +230,7 @@ impl NamespaceConfig {
                 max >> 30
             ));
         }
-        Ok(usize::try_from(bytes.div_ceil(write_block_size as u64)).unwrap_or(usize::MAX))
+        Ok(Some(bytes))
     }
 
     pub fn device_size_bytes(&self) -> Result<Option<u64>, String> {

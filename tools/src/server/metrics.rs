@@ -76,7 +76,7 @@ pub fn render(server: &Server) -> String {
     // Neither fast nor cold: the first start after a format, which reads nothing.
     series(
         "restart_cold",
-        "1 if the last start scanned every write block (a cold start).",
+        "1 if the last start rebuilt the index by reading the devices (a cold start).",
         "gauge",
         &mut stats.iter().map(|(l, s)| (l.clone(), (s.recovery.kind == "cold") as u8 as f64)),
     );
